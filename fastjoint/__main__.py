@@ -1,0 +1,3 @@
+from fastjoint.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,339 @@
+"""The configuration schema: frozen dataclasses, TOML files and command-line overrides.
+
+Every field carries a docstring below it; tyro turns them into `--help`. A config is read
+from a TOML file (unknown keys and wrong types are one-line errors naming the key), then
+overridden from the command line, then frozen.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+from fastjoint.errors import UserError
+
+Box = tuple[float, float, float, float, float, float]
+Colour = tuple[float, float, float]
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the four datasets of an analogy live (Blender format)."""
+
+    kit: str = "demo"
+    """Scene-kit recipe (a name for data/<kit>.toml, or a .toml path) that writes the datasets below when they are missing; "" for none."""
+    target_original: str = "data/generated/demo/target/original"
+    """Target scene in the original style (trained as `target:original`)."""
+    reference_original: str = "data/generated/demo/reference/original"
+    """Reference scene in the original style (trained as `reference:original`)."""
+    reference_desired: str = "data/generated/demo/reference/recolour"
+    """Reference scene in the desired style (trained as `reference:desired`)."""
+    target_desired: str = "data/generated/demo/target/recolour"
+    """Ground truth of the transfer `target:desired`, for evaluation only; "" when there is none."""
+    downscale: int = 1
+    """Integer factor by which images are shrunk when loaded."""
+    aabb: Box = (-1.5, -1.5, -1.5, 1.5, 1.5, 1.5)
+    """Scene box (xmin ymin zmin xmax ymax zmax) in world units, shared by both scenes."""
+
+    def __post_init__(self) -> None:
+        _check(self.downscale >= 1, "data.downscale", "must be at least 1")
+        _check(all(self.aabb[i] < self.aabb[i + 3] for i in range(3)), "data.aabb", "needs min < max on every axis")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Per-scene hash grids, a shared feature head and one tiny decoder per style."""
+
+    grid_levels: int = 8
+    """Number of hash-grid levels (L)."""
+    grid_features_per_level: int = 2
+    """Features stored per grid vertex (F)."""
+    grid_log2_table_size: int = 17
+    """log2 of the hash table size per level (T)."""
+    grid_base_resolution: int = 16
+    """Resolution of the coarsest level."""
+    grid_max_resolution: int = 256
+    """Resolution of the finest level; sets the per-level scale."""
+    hidden: int = 64
+    """Width of the feature head's hidden layers."""
+    geometry_features: int = 15
+    """Geometry features passed from the density network to the style-feature network."""
+    sh_degree: int = 4
+    """Degree of the spherical-harmonics encoding of the view direction (1 to 4)."""
+    feature_dim: int = 2
+    """Dimension of the style feature space (the method keeps it at 2)."""
+    decoder_hidden: int = 32
+    """Hidden width of each style decoder (feature -> hidden -> RGB)."""
+    share_head: bool = True
+    """Share the feature head between target and reference scenes."""
+
+    def __post_init__(self) -> None:
+        _check(self.grid_levels >= 1, "model.grid_levels", "must be at least 1")
+        _check(self.grid_features_per_level >= 1, "model.grid_features_per_level", "must be at least 1")
+        _check(4 <= self.grid_log2_table_size <= 24, "model.grid_log2_table_size", "must be between 4 and 24")
+        _check(self.grid_base_resolution >= 2, "model.grid_base_resolution", "must be at least 2")
+        _check(
+            self.grid_max_resolution >= self.grid_base_resolution,
+            "model.grid_max_resolution",
+            "must be at least model.grid_base_resolution",
+        )
+        _check(1 <= self.sh_degree <= 4, "model.sh_degree", "must be between 1 and 4")
+        for key in ("hidden", "geometry_features", "feature_dim", "decoder_hidden"):
+            _check(getattr(self, key) >= 1, f"model.{key}", "must be at least 1")
+
+    @property
+    def per_level_scale(self) -> float:
+        """Growth factor of the grid resolution from one level to the next."""
+        if self.grid_levels == 1:
+            return 1.0
+        return math.exp(math.log(self.grid_max_resolution / self.grid_base_resolution) / (self.grid_levels - 1))
+
+
+@dataclass(frozen=True)
+class RenderConfig:
+    """Ray marching through the occupancy grid and compositing."""
+
+    step_size: float = 0.03
+    """Marching step in world units."""
+    occ_resolution: int = 64
+    """Cells per side of each scene's occupancy grid."""
+    occ_update_every: int = 8
+    """Update the occupancy grids every this many steps."""
+    occ_warmup_steps: int = 128
+    """Until this step, every occupancy update evaluates every cell."""
+    occ_threshold: float = 0.01
+    """Opacity (density x step) above which a cell counts as occupied."""
+    occ_ema_decay: float = 0.6
+    """Decay of a cell's remembered opacity per update; lower carves empty space sooner."""
+    chunk: int = 8192
+    """Rays rendered at once when rendering whole images."""
+    background: Colour = (1.0, 1.0, 1.0)
+    """Background colour for evaluation and renders."""
+
+    def __post_init__(self) -> None:
+        _check(self.step_size > 0, "render.step_size", "must be positive")
+        _check(self.occ_resolution >= 2, "render.occ_resolution", "must be at least 2")
+        _check(self.occ_update_every >= 1, "render.occ_update_every", "must be at least 1")
+        _check(0.0 <= self.occ_ema_decay < 1.0, "render.occ_ema_decay", "must be in [0, 1)")
+        _check(self.chunk >= 1, "render.chunk", "must be at least 1")
+        _check(all(0.0 <= c <= 1.0 for c in self.background), "render.background", "needs values in [0, 1]")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The joint optimisation of the three trained pairings."""
+
+    steps: int = 1500
+    """Optimisation steps; every step trains all three pairings."""
+    rays_per_pairing: int = 1024
+    """Rays drawn per pairing per step."""
+    lr: float = 1e-2
+    """Peak learning rate of Adam."""
+    lr_warmup_steps: int = 50
+    """Steps of linear learning-rate warm-up."""
+    weight_decay: float = 1e-6
+    """Weight decay of the networks (not of the hash grids)."""
+    random_background: bool = True
+    """Composite RGBA training images on a random colour per ray, so that alpha is learned."""
+    seed: int = 0
+    """Seed of every random choice; the same seed gives the same run on the CPU."""
+    log_every: int = 50
+    """Write a line to metrics.jsonl every this many steps."""
+    checkpoint_every: int = 250
+    """Write checkpoints/latest.pt every this many steps."""
+
+    def __post_init__(self) -> None:
+        for key in ("steps", "rays_per_pairing", "log_every", "checkpoint_every"):
+            _check(getattr(self, key) >= 1, f"train.{key}", "must be at least 1")
+        _check(self.lr > 0, "train.lr", "must be positive")
+        _check(self.lr_warmup_steps >= 0, "train.lr_warmup_steps", "must not be negative")
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    """Which implementation runs each accelerated piece."""
+
+    grid: Literal["auto", "torch"] = "auto"
+    """Hash-grid encoding: the pure-PyTorch reference is the only one so far."""
+    march: Literal["auto", "nerfacc", "torch"] = "auto"
+    """Ray marching: nerfacc (CUDA) or our PyTorch marcher (any device)."""
+    composite: Literal["auto", "torch"] = "auto"
+    """Compositing of packed samples."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """A fastjoint run."""
+
+    name: str = "demo"
+    """Run name; the run is written to <output_dir>/<name>/."""
+    output_dir: str = "runs"
+    """Folder that holds runs."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where to train and render; auto picks CUDA when present."""
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    render: RenderConfig = field(default_factory=RenderConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    backend: BackendConfig = field(default_factory=BackendConfig)
+
+    def __post_init__(self) -> None:
+        _check(bool(self.name) and "/" not in self.name, "name", "must be a non-empty folder name")
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / self.name
+
+
+def _check(ok: bool, key: str, problem: str) -> None:
+    if not ok:
+        raise UserError(f"{key}: {problem}")
+
+
+# --- reading and writing -------------------------------------------------------------
+
+
+def load_config(path: str | Path) -> Config:
+    """Reads a TOML config; every problem is a UserError naming the file and key."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: config file not found")
+    try:
+        table = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as error:
+        raise UserError(f"{path}: not valid TOML ({error})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a text file") from None
+    try:
+        return from_dict(Config, table)
+    except UserError as error:
+        raise UserError(f"{path}: {error}") from None
+
+
+def from_dict(cls: type, table: dict[str, Any], prefix: str = "") -> Any:
+    """Builds dataclass `cls` from a nested dict, checking every key and type."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for key, value in table.items():
+        dotted = f"{prefix}{key}"
+        if key not in fields:
+            raise UserError(f"unknown key '{dotted}'{_suggest(key, fields, prefix)}")
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(value, dict):
+                raise UserError(f"'{dotted}' must be a table ([{dotted}])")
+            values[key] = from_dict(hint, value, prefix=f"{dotted}.")
+        else:
+            values[key] = coerce(hint, value, dotted)
+    return cls(**values)
+
+
+def coerce(hint: Any, value: Any, key: str) -> Any:
+    """Checks a TOML value against a field's type; returns it in the field's type."""
+    origin = typing.get_origin(hint)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value)
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    elif origin is Literal:
+        if value in typing.get_args(hint):
+            return value
+    elif origin is tuple:
+        items = typing.get_args(hint)
+        if isinstance(value, (list, tuple)) and len(value) == len(items):
+            return tuple(coerce(item, v, key) for item, v in zip(items, value))
+    elif origin in (Union, types.UnionType):
+        for option in typing.get_args(hint):
+            if option is type(None) and value is None:
+                return None
+            try:
+                return coerce(option, value, key)
+            except UserError:
+                continue
+    raise UserError(f"'{key}' must be {describe(hint)}, got {value!r}")
+
+
+def describe(hint: Any) -> str:
+    """A type as a user reads it: 'an integer', 'one of "a", "b"', ..."""
+    origin = typing.get_origin(hint)
+    if hint is bool:
+        return "true or false"
+    if hint is int:
+        return "an integer"
+    if hint is float:
+        return "a number"
+    if hint is str:
+        return "a string"
+    if origin is Literal:
+        return "one of " + ", ".join(f'"{v}"' for v in typing.get_args(hint))
+    if origin is tuple:
+        items = typing.get_args(hint)
+        return f"{len(items)} {'numbers' if items[0] is float else 'values'}"
+    if origin in (Union, types.UnionType):
+        options = [describe(o) for o in typing.get_args(hint) if o is not type(None)]
+        return " or ".join(options + (["None"] if type(None) in typing.get_args(hint) else []))
+    return str(hint)
+
+
+def _suggest(key: str, fields: dict, prefix: str) -> str:
+    close = difflib.get_close_matches(key, list(fields), n=1)
+    return f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """The config as nested plain dicts (tuples become lists), as TOML holds it."""
+    out = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            out[f.name] = to_dict(value)
+        elif isinstance(value, tuple):
+            out[f.name] = list(value)
+        else:
+            out[f.name] = value
+    return out
+
+
+def to_toml(config: Config) -> str:
+    """Writes a fully resolved config as TOML that `load_config` reads back equal."""
+    table = to_dict(config)
+    lines = [f"{key} = {_toml_value(value)}" for key, value in table.items() if not isinstance(value, dict)]
+    for key, value in table.items():
+        if isinstance(value, dict):
+            lines.append(f"\n[{key}]")
+            lines.extend(f"{k} = {_toml_value(v)}" for k, v in value.items())
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def section_changes(old: Config, new: Config, section: str) -> list[str]:
+    """Keys of one section whose values differ between two configs, as `section.key`."""
+    a, b = to_dict(getattr(old, section)), to_dict(getattr(new, section))
+    return [f"{section}.{key}" for key in a if a[key] != b[key]]

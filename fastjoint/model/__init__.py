@@ -1,0 +1,8 @@
+"""Networks: HashGrid, FeatureHead, StyleDecoder and the JointModel built of them."""
+
+from fastjoint.model.decoder import StyleDecoder
+from fastjoint.model.hashgrid import HashGrid
+from fastjoint.model.head import FeatureHead
+from fastjoint.model.joint import JointModel, QueryResult
+
+__all__ = ["FeatureHead", "HashGrid", "JointModel", "QueryResult", "StyleDecoder"]

@@ -1,0 +1,40 @@
+"""The feature head: grid features -> density and the 2-D style feature."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from fastjoint.config import ModelConfig
+from fastjoint.model.encoding import spherical_harmonics, trunc_exp
+
+
+class FeatureHead(nn.Module):
+    """Density (exp activation) and a style feature in [-1, 1]^feature_dim (tanh).
+
+    The density network sees only the grid features; the feature network sees the
+    geometry features it passes on and the view direction in spherical harmonics.
+    """
+
+    def __init__(self, n_grid_features: int, config: ModelConfig) -> None:
+        super().__init__()
+        self.sh_degree = config.sh_degree
+        self.density_net = nn.Sequential(
+            nn.Linear(n_grid_features, config.hidden),
+            nn.ReLU(),
+            nn.Linear(config.hidden, 1 + config.geometry_features),
+        )
+        self.feature_net = nn.Sequential(
+            nn.Linear(config.geometry_features + config.sh_degree**2, config.hidden),
+            nn.ReLU(),
+            nn.Linear(config.hidden, config.feature_dim),
+        )
+
+    def density(self, grid_features: Tensor) -> tuple[Tensor, Tensor]:  # [N, G] -> [N], [N, geo]
+        out = self.density_net(grid_features)
+        return trunc_exp(out[:, 0]), out[:, 1:]
+
+    def feature(self, geometry: Tensor, dirs: Tensor) -> Tensor:  # [N, geo], [N, 3] -> [N, feature_dim]
+        sh = spherical_harmonics(dirs, self.sh_degree)
+        return self.feature_net(torch.cat([geometry, sh], dim=-1)).tanh()
+

@@ -1,0 +1,207 @@
+"""Pure-PyTorch references of every op.
+
+These run on any device and define what the ops compute: every faster backend (nerfacc,
+tiny-cuda-nn, the kernels of cuda_ext) is tested against them. Each is written for clarity
+first and vectorised second; none uses a native extension.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+# tiny-cuda-nn's coherent prime hash (the first prime is 1 so that x stays coherent).
+HASH_PRIMES = (1, 2654435761, 805459861)
+
+
+class GridLayout(NamedTuple):
+    """Per-level constants of a multiresolution hash grid, as tiny-cuda-nn derives them.
+
+    All tuples have one entry per level.
+    """
+
+    scales: tuple[float, ...]  # float32 grid scale: 2^(level * log2(per_level_scale)) * base - 1
+    resolutions: tuple[int, ...]  # ceil(scale) + 1 vertices per side
+    sizes: tuple[int, ...]  # table entries of the level (hashmap_size)
+    offsets: tuple[int, ...]  # first table row of the level
+    hashed: tuple[bool, ...]  # whether the level hashes (else it is stored densely)
+
+    @property
+    def n_levels(self) -> int:
+        return len(self.scales)
+
+    @property
+    def n_params(self) -> int:
+        """Rows of the table: the sum of the level sizes."""
+        return self.offsets[-1] + self.sizes[-1]
+
+
+def _hashgrid_encode(
+    x: Tensor,  # [N, 3] float32 in [0, 1]^3
+    table: Tensor,  # [n_params, F]
+    layout: GridLayout,
+) -> Tensor:  # [N, n_levels * F]
+    """Multiresolution hash encoding, the function tiny-cuda-nn's HashGrid computes.
+
+    Per level: pos = x * scale + 0.5, the 8 vertices around floor(pos), each vertex's
+    row (dense: x + y*res + z*res^2; hashed: the prime hash), modulo the level size,
+    trilinear weights from the fractional part. Features are level-major.
+    Differentiable in `table` (through autograd's gather backward).
+    """
+    n = x.shape[0]
+    n_levels = layout.n_levels
+    n_features = table.shape[1]
+    device = x.device
+    scales = torch.tensor(layout.scales, dtype=torch.float32, device=device)
+    pos = x.float()[:, None, :] * scales[None, :, None] + 0.5  # [N, L, 3]
+    floor = torch.floor(pos)
+    frac = pos - floor
+    vertex = floor.long()
+    corners = torch.stack([vertex, vertex + 1], dim=-1)  # [N, L, 3, 2]: per axis, low and high
+    axis_weights = torch.stack([1.0 - frac, frac], dim=-1)  # [N, L, 3, 2]
+
+    # The 8 vertices enumerate as [z][y][x] (bit 0 is x, as in tiny-cuda-nn).
+    weights = (
+        axis_weights[:, :, 2, :, None, None]
+        * axis_weights[:, :, 1, None, :, None]
+        * axis_weights[:, :, 0, None, None, :]
+    ).reshape(n, n_levels, 8)
+
+    rows = []
+    for level in range(n_levels):
+        c = corners[:, level]  # [N, 3, 2]
+        if layout.hashed[level]:
+            primes = torch.tensor(HASH_PRIMES, dtype=torch.int64, device=device)
+            terms = (c * primes[None, :, None]) & 0xFFFFFFFF  # uint32 products
+            index = terms[:, 2, :, None, None] ^ terms[:, 1, None, :, None] ^ terms[:, 0, None, None, :]
+        else:
+            res = layout.resolutions[level]
+            strides = torch.tensor([1, res, res * res], dtype=torch.int64, device=device)
+            terms = c * strides[None, :, None]
+            index = terms[:, 2, :, None, None] + terms[:, 1, None, :, None] + terms[:, 0, None, None, :]
+        rows.append(index.reshape(n, 8) % layout.sizes[level] + layout.offsets[level])
+    rows = torch.stack(rows, dim=1)  # [N, L, 8]
+
+    features = table.index_select(0, rows.reshape(-1)).view(n, n_levels, 8, n_features)
+    encoded = torch.einsum("nlcf,nlc->nlf", features, weights.to(table.dtype))
+    return encoded.reshape(n, n_levels * n_features)
+
+
+class MarchResult(NamedTuple):
+    """Packed samples along rays, nerfacc's convention."""
+
+    ray_indices: Tensor  # [S] int64, sorted
+    t_starts: Tensor  # [S]
+    t_ends: Tensor  # [S]
+
+
+def _ray_aabb(
+    rays_o: Tensor,  # [n_rays, 3]
+    rays_d: Tensor,  # [n_rays, 3]
+    aabb: Tensor,  # [6]
+) -> tuple[Tensor, Tensor, Tensor]:  # t_min [n_rays], t_max [n_rays], hit [n_rays] bool
+    """Slab test of rays against one box; a ray hits if it leaves the box ahead of its origin."""
+    with torch.no_grad():
+        inv = 1.0 / rays_d
+        t0 = (aabb[:3] - rays_o) * inv
+        t1 = (aabb[3:] - rays_o) * inv
+        t_min = torch.minimum(t0, t1).nan_to_num(nan=-float("inf")).amax(dim=-1)
+        t_max = torch.maximum(t0, t1).nan_to_num(nan=float("inf")).amin(dim=-1)
+        hit = (t_max > t_min) & (t_max > 0)
+    return t_min, t_max, hit
+
+
+def _march_rays(
+    rays_o: Tensor,  # [n_rays, 3]
+    rays_d: Tensor,  # [n_rays, 3], unit length
+    binaries: Tensor,  # [1, R, R, R] bool occupancy, indexed [level, x, y, z]
+    aabb: Tensor,  # [6] box covered by the grid
+    near_planes: Tensor,  # [n_rays] where marching starts (stratified offsets already added)
+    far_planes: Tensor,  # [n_rays]
+    step_size: float,
+) -> MarchResult:
+    """Uniform marching through an occupancy grid, nerfacc's `traverse_grids` semantics.
+
+    Steps are anchored at each ray's near plane: step k spans [near + k*dt, near + (k+1)*dt].
+    A step is kept when its midpoint lies inside [max(near, box entry), min(far, box exit))
+    and in an occupied cell. Not differentiable.
+    """
+    assert binaries.dim() == 4 and binaries.shape[0] == 1, f"one grid level expected, got {tuple(binaries.shape)}"
+    device = rays_o.device
+    with torch.no_grad():
+        t_min, t_max, hit = _ray_aabb(rays_o, rays_d, aabb)
+        seg_start = torch.maximum(t_min, near_planes)
+        seg_end = torch.minimum(t_max, far_planes)
+        valid = hit & (seg_start < seg_end)
+        # First step whose midpoint is at or after seg_start, and one past the last before seg_end.
+        k_first = torch.ceil((seg_start - near_planes) / step_size - 0.5).clamp(min=0)
+        k_end = torch.ceil((seg_end - near_planes) / step_size - 0.5).clamp(min=0)
+        k_first = torch.where(valid, k_first, torch.zeros_like(k_first)).long()
+        n_steps = torch.where(valid, k_end.long() - k_first, torch.zeros_like(k_first)).clamp(min=0)
+        total = int(n_steps.sum())
+        empty = torch.empty(0, device=device)
+        if total == 0:
+            return MarchResult(torch.empty(0, dtype=torch.long, device=device), empty, empty)
+
+        ray_indices = torch.repeat_interleave(torch.arange(rays_o.shape[0], device=device), n_steps)
+        first_sample = torch.cumsum(n_steps, 0) - n_steps
+        k = k_first[ray_indices] + torch.arange(total, device=device) - first_sample[ray_indices]
+        near = near_planes[ray_indices]
+        t_starts = near + k.float() * step_size
+        t_ends = t_starts + step_size
+        t_mids = near + (k.float() + 0.5) * step_size
+        # Rounding can put a boundary midpoint on the wrong side; keep exactly the rule above.
+        inside = (t_mids >= seg_start[ray_indices]) & (t_mids < seg_end[ray_indices])
+
+        points = rays_o[ray_indices] + rays_d[ray_indices] * t_mids[:, None]
+        resolution = torch.tensor(binaries.shape[1:], device=device)
+        cells = ((points - aabb[:3]) / (aabb[3:] - aabb[:3]) * resolution).floor().long()
+        cells = torch.minimum(cells.clamp(min=0), resolution - 1)
+        occupied = binaries[0, cells[:, 0], cells[:, 1], cells[:, 2]]
+        keep = inside & occupied
+        return MarchResult(ray_indices[keep], t_starts[keep], t_ends[keep])
+
+
+class CompositeResult(NamedTuple):
+    rgb: Tensor  # [n_rays, 3] colour accumulated along each ray (no background)
+    opacity: Tensor  # [n_rays] sum of weights
+    depth: Tensor  # [n_rays] sum of weights * sample midpoint
+
+
+def _composite(
+    sigmas: Tensor,  # [S]
+    rgbs: Tensor,  # [S, 3]
+    t_starts: Tensor,  # [S]
+    t_ends: Tensor,  # [S]
+    ray_indices: Tensor,  # [S] int, sorted
+    n_rays: int,
+) -> CompositeResult:
+    """Volume rendering of packed samples, differentiable in `sigmas` and `rgbs`.
+
+    alpha_i = 1 - exp(-sigma_i * dt_i); T_i = exp(-sum_{j<i on the same ray} sigma_j * dt_j);
+    w_i = T_i * alpha_i. No early stop. Rays without samples give zeros.
+    """
+    ray_indices = ray_indices.long()
+    tau = sigmas * (t_ends - t_starts)  # optical thickness of each sample
+    # Exclusive per-ray sum of tau: a global running sum (in float64, so that long packs
+    # lose no precision) minus the running sum before the ray's first sample.
+    running = torch.cumsum(tau.double(), dim=0) - tau.double()  # sum over earlier samples
+    counts = torch.bincount(ray_indices, minlength=n_rays)
+    first = torch.cumsum(counts, dim=0) - counts  # index of each ray's first sample
+    before_ray = running.index_select(0, first.index_select(0, ray_indices))
+    exclusive = (running - before_ray).to(sigmas.dtype)
+    transmittance = torch.exp(-exclusive)
+    alphas = 1.0 - torch.exp(-tau)
+    weights = transmittance * alphas
+
+    t_mids = (t_starts + t_ends) * 0.5
+    rgb = torch.zeros(n_rays, 3, dtype=rgbs.dtype, device=rgbs.device).index_add(
+        0, ray_indices, weights[:, None] * rgbs
+    )
+    opacity = torch.zeros(n_rays, dtype=sigmas.dtype, device=sigmas.device).index_add(0, ray_indices, weights)
+    depth = torch.zeros(n_rays, dtype=sigmas.dtype, device=sigmas.device).index_add(
+        0, ray_indices, weights * t_mids
+    )
+    return CompositeResult(rgb, opacity, depth)

@@ -1,0 +1,163 @@
+"""An analytic ray tracer for the scene kit: spheres, boxes and cylinders, Lambert plus a
+Blinn-Phong specular term under directional lights and an ambient term. No shadows, so a
+surface point's colour depends only on its material, normal and the view: the same
+function in every scene of a recipe, which is what makes an analogy well posed.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from fastjoint.scenes.recipe import Lighting, Material, Shape
+
+EPS = 1e-6
+
+
+def rotation_matrix(degrees: tuple[float, float, float]) -> np.ndarray:
+    """Rotation about x, then y, then z (local -> world)."""
+    ax, ay, az = (math.radians(d) for d in degrees)
+    rx = np.array([[1, 0, 0], [0, math.cos(ax), -math.sin(ax)], [0, math.sin(ax), math.cos(ax)]])
+    ry = np.array([[math.cos(ay), 0, math.sin(ay)], [0, 1, 0], [-math.sin(ay), 0, math.cos(ay)]])
+    rz = np.array([[math.cos(az), -math.sin(az), 0], [math.sin(az), math.cos(az), 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+def intersect(shape: Shape, origins: np.ndarray, dirs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest hit ahead of each ray: t [N] (inf on a miss) and the world normal [N, 3]."""
+    rotation = rotation_matrix(shape.rotation)
+    o = (origins - np.asarray(shape.center)) @ rotation  # world -> local: R^T x, row-wise
+    d = dirs @ rotation
+    if shape.kind == "sphere":
+        t, n = _sphere(o, d, shape.radius)
+    elif shape.kind == "box":
+        t, n = _box(o, d, np.asarray(shape.size) * 0.5)
+    elif shape.kind == "cylinder":
+        t, n = _cylinder(o, d, shape.radius, shape.height * 0.5)
+    else:
+        raise ValueError(f"unknown shape kind {shape.kind!r}")
+    return t, n @ rotation.T
+
+
+def _sphere(o: np.ndarray, d: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
+    b = np.einsum("ij,ij->i", o, d)
+    c = np.einsum("ij,ij->i", o, o) - radius * radius
+    disc = b * b - c
+    root = np.sqrt(np.maximum(disc, 0.0))
+    t = -b - root
+    t = np.where((disc >= 0) & (t > EPS), t, np.inf)
+    normal = (o + d * np.where(np.isfinite(t), t, 0.0)[:, None]) / radius
+    return t, normal
+
+
+def _box(o: np.ndarray, d: np.ndarray, half: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inv = 1.0 / np.where(d == 0, EPS, d)
+        t0 = (-half - o) * inv
+        t1 = (half - o) * inv
+    t_low = np.minimum(t0, t1)
+    t_near = t_low.max(axis=1)
+    t_far = np.maximum(t0, t1).min(axis=1)
+    t = np.where((t_near <= t_far) & (t_near > EPS), t_near, np.inf)
+    axis = t_low.argmax(axis=1)
+    normal = np.zeros_like(o)
+    normal[np.arange(len(o)), axis] = -np.sign(d[np.arange(len(o)), axis])
+    return t, normal
+
+
+def _cylinder(o: np.ndarray, d: np.ndarray, radius: float, half_height: float) -> tuple[np.ndarray, np.ndarray]:
+    # Side: (ox + t dx)^2 + (oy + t dy)^2 = r^2 with |z| <= h/2.
+    a = d[:, 0] ** 2 + d[:, 1] ** 2
+    b = o[:, 0] * d[:, 0] + o[:, 1] * d[:, 1]
+    c = o[:, 0] ** 2 + o[:, 1] ** 2 - radius * radius
+    disc = b * b - a * c
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t_side = (-b - np.sqrt(np.maximum(disc, 0.0))) / a
+    z = o[:, 2] + t_side * d[:, 2]
+    t_side = np.where((a > EPS) & (disc >= 0) & (t_side > EPS) & (np.abs(z) <= half_height), t_side, np.inf)
+    # Caps: z = +-h/2 with x^2 + y^2 <= r^2.
+    t_cap = np.full(len(o), np.inf)
+    cap_sign = np.zeros(len(o))
+    for sign in (-1.0, 1.0):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t = (sign * half_height - o[:, 2]) / d[:, 2]
+        p = o + d * np.where(np.isfinite(t), t, 0.0)[:, None]
+        ok = np.isfinite(t) & (t > EPS) & (p[:, 0] ** 2 + p[:, 1] ** 2 <= radius * radius) & (t < t_cap)
+        t_cap = np.where(ok, t, t_cap)
+        cap_sign = np.where(ok, sign, cap_sign)
+    side = t_side <= t_cap
+    t = np.where(side, t_side, t_cap)
+    p = o + d * np.where(np.isfinite(t), t, 0.0)[:, None]
+    normal = np.where(
+        side[:, None],
+        np.stack([p[:, 0] / radius, p[:, 1] / radius, np.zeros(len(o))], axis=1),
+        np.stack([np.zeros(len(o)), np.zeros(len(o)), cap_sign], axis=1),
+    )
+    return t, normal
+
+
+def albedo(material: Material, points: np.ndarray) -> np.ndarray:  # [N, 3] -> [N, 3]
+    """The material's colour at world points (its pattern, if any, is a 3-D checkerboard)."""
+    if material.pattern is None:
+        return np.broadcast_to(np.asarray(material.colour), points.shape).copy()
+    cells = np.floor(points * material.pattern.scale + 1e-4).astype(np.int64)
+    parity = (cells.sum(axis=1) % 2)[:, None]
+    a, b = (np.asarray(c) for c in material.pattern.colours)
+    return np.where(parity == 0, a, b)
+
+
+def shade(
+    base: np.ndarray,  # [N, 3] albedo
+    normals: np.ndarray,  # [N, 3] unit
+    view_dirs: np.ndarray,  # [N, 3] unit, from the camera towards the point
+    material: Material,
+    lighting: Lighting,
+) -> np.ndarray:  # [N, 3] in [0, 1]
+    """Ambient + Lambert + Blinn-Phong specular, clamped to [0, 1]."""
+    colour = base * np.asarray(lighting.ambient)
+    to_eye = -view_dirs
+    for light in lighting.directional:
+        direction = np.asarray(light.direction) / np.linalg.norm(light.direction)
+        lambert = np.clip(normals @ direction, 0.0, None)[:, None]
+        colour = colour + base * lambert * np.asarray(light.colour)
+        if material.specular > 0:
+            half = to_eye + direction
+            half /= np.linalg.norm(half, axis=1, keepdims=True) + 1e-12
+            spec = np.clip(np.einsum("ij,ij->i", normals, half), 0.0, None) ** material.shininess
+            spec = np.where(lambert[:, 0] > 0, spec, 0.0)[:, None]
+            colour = colour + material.specular * spec * np.asarray(light.colour)
+    return np.clip(colour, 0.0, 1.0)
+
+
+def trace(
+    shapes: tuple[Shape, ...],
+    materials: dict[str, Material],
+    lighting: Lighting,
+    origins: np.ndarray,  # [N, 3]
+    dirs: np.ndarray,  # [N, 3] unit
+) -> tuple[np.ndarray, np.ndarray]:  # colour [N, 3], coverage [N] in {0, 1}
+    """Colour of the nearest surface along each ray; coverage 0 where the ray misses."""
+    n = len(origins)
+    best_t = np.full(n, np.inf)
+    best_normal = np.zeros((n, 3))
+    best_shape = np.full(n, -1)
+    for i, shape in enumerate(shapes):
+        t, normal = intersect(shape, origins, dirs)
+        closer = t < best_t
+        best_t = np.where(closer, t, best_t)
+        best_normal[closer] = normal[closer]
+        best_shape[closer] = i
+    colour = np.zeros((n, 3))
+    hit = best_shape >= 0
+    points = origins + dirs * np.where(hit, best_t, 0.0)[:, None]
+    normals = best_normal / (np.linalg.norm(best_normal, axis=1, keepdims=True) + 1e-12)
+    # Light the side of the surface that faces the camera.
+    facing = np.einsum("ij,ij->i", normals, dirs) > 0
+    normals[facing] *= -1.0
+    for i, shape in enumerate(shapes):
+        mask = best_shape == i
+        if mask.any():
+            material = materials[shape.material]
+            colour[mask] = shade(albedo(material, points[mask]), normals[mask], dirs[mask], material, lighting)
+    return colour, hit.astype(np.float64)

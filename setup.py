@@ -1,0 +1,42 @@
+"""Installs fastjoint and its `fastjoint` command.
+
+A plain `pip install .` is pure Python: the native kernels of cuda_ext/ are built on first
+use (see cuda_ext/build.py). Set FASTJOINT_BUILD_EXT=1 (and pass --no-build-isolation so
+the build sees your torch) to build them ahead of time instead.
+"""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+ROOT = Path(__file__).parent
+
+
+def _version() -> str:
+    for line in (ROOT / "fastjoint" / "__init__.py").read_text().splitlines():
+        if line.startswith("__version__"):
+            return line.split("=")[1].strip().strip('"')
+    raise RuntimeError("fastjoint/__init__.py has no __version__")
+
+
+setup(
+    name="fastjoint",
+    version=_version(),
+    description="Restyle a 3D scene by analogy: joint hash-grid radiance fields in minutes.",
+    long_description=(ROOT / "README.md").read_text(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["fastjoint", "fastjoint.*"]),
+    install_requires=[
+        # The CPU wheel 2.13.0 satisfies this; GPU users install a CUDA torch first.
+        "torch>=2.4,<2.15",
+        "nerfacc==0.5.3",
+        "numpy>=1.24",
+        "imageio>=2.31",
+        "imageio-ffmpeg>=0.4.9",
+        "rich>=13",
+        "tyro>=0.8",
+    ],
+    extras_require={"test": ["pytest>=7"]},
+    entry_points={"console_scripts": ["fastjoint=fastjoint.cli:main"]},
+)

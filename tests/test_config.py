@@ -1,0 +1,59 @@
+"""Config files: defaults, round trips and one-line errors that name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fastjoint.config import Config, load_config, to_toml
+from fastjoint.errors import UserError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_demo_config_lists_every_default():
+    assert load_config(REPO / "configs" / "demo.toml") == Config()
+
+
+def test_toml_round_trip(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('name = "x"\n[train]\nsteps = 7\n[data]\naabb = [0, 0, 0, 1, 2, 3]\n[render]\nbackground = [0, 0.5, 1]\n')
+    config = load_config(path)
+    assert config.train.steps == 7 and config.data.aabb == (0.0, 0.0, 0.0, 1.0, 2.0, 3.0)
+    path.write_text(to_toml(config))
+    assert load_config(path) == config
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[train]\nstepz = 3\n", r"unknown key 'train.stepz' \(did you mean 'train.steps'\?\)"),
+        ("[train]\nsteps = 2.5\n", r"'train.steps' must be an integer, got 2.5"),
+        ("[train]\nsteps = true\n", r"'train.steps' must be an integer"),
+        ("[data]\naabb = [1, 2]\n", r"'data.aabb' must be 6 numbers"),
+        ('device = "gpu"\n', r"'device' must be one of \"auto\", \"cpu\", \"cuda\""),
+        ("train = 3\n", r"'train' must be a table"),
+        ("[train]\nsteps = 0\n", r"train.steps: must be at least 1"),
+        ("[data]\naabb = [0, 0, 0, 0, 1, 1]\n", r"data.aabb: needs min < max"),
+        ("[train\n", r"not valid TOML"),
+    ],
+)
+def test_mistakes_name_the_file_and_key(tmp_path, text, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(UserError, match=message) as error:
+        load_config(path)
+    assert str(error.value).startswith(str(path)) and "\n" not in str(error.value)
+
+
+def test_missing_file():
+    with pytest.raises(UserError, match="nowhere.toml: config file not found"):
+        load_config("nowhere.toml")
+
+
+def test_per_level_scale_spans_base_to_max():
+    model = Config().model
+    assert model.grid_base_resolution * model.per_level_scale ** (model.grid_levels - 1) == pytest.approx(
+        model.grid_max_resolution
+    )

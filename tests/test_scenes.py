@@ -1,0 +1,106 @@
+"""The scene kit: recipes, the analytic tracer, and the datasets it writes."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+
+from fastjoint.data import load_split
+from fastjoint.errors import UserError
+from fastjoint.scenes import load_recipe, make_datasets
+from fastjoint.scenes.make import render_view, view_poses
+from fastjoint.scenes.raytrace import intersect
+from fastjoint.scenes.recipe import Shape
+
+FIXTURES = Path(__file__).parent / "fixtures"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_demo_recipe_parses():
+    recipe = load_recipe(REPO / "data" / "demo.toml")
+    assert set(recipe.scenes) == {"target", "reference"}
+    assert set(recipe.styles) == {"original", "recolour"}
+    materials, _ = recipe.style("recolour")
+    assert materials["yellow"].colour != recipe.materials["yellow"].colour
+    assert materials["red"] == recipe.materials["red"]
+    # Every material of the target appears in the reference, so the analogy is complete.
+    used = lambda scene: {shape.material for shape in recipe.scenes[scene]}
+    assert used("target") <= used("reference")
+
+
+def test_ray_hits_each_primitive_at_the_analytic_distance():
+    origins = np.array([[-5.0, 0.1, 0.2]])
+    dirs = np.array([[1.0, 0.0, 0.0]])
+    t, normal = intersect(Shape("sphere", "m", (0.0, 0.0, 0.0), radius=1.0), origins, dirs)
+    assert t[0] == pytest.approx(5.0 - math.sqrt(1 - 0.05))
+    t, normal = intersect(Shape("box", "m", (1.0, 0.0, 0.0), size=(2.0, 2.0, 2.0)), origins, dirs)
+    assert t[0] == pytest.approx(5.0) and normal[0] == pytest.approx([-1.0, 0.0, 0.0])
+    # A cylinder along x (its local z rotated by 90 degrees about y) is hit on its cap.
+    t, normal = intersect(Shape("cylinder", "m", (0.0, 0.0, 0.0), radius=0.5, height=2.0, rotation=(0.0, 90.0, 0.0)), origins, dirs)
+    assert t[0] == pytest.approx(4.0) and abs(normal[0][0]) == pytest.approx(1.0)
+    t, _ = intersect(Shape("sphere", "m", (0.0, 3.0, 0.0), radius=1.0), origins, dirs)
+    assert np.isinf(t[0])
+
+
+def test_datasets_are_complete_and_deterministic(tmp_path):
+    first = make_datasets(str(FIXTURES / "tiny.toml"), root=tmp_path / "a")
+    second = make_datasets(str(FIXTURES / "tiny.toml"), root=tmp_path / "b")
+    for scene in ("target", "reference"):
+        for style in ("original", "recolour"):
+            for split, n in (("train", 24), ("val", 2), ("test", 3)):
+                loaded = load_split(first / scene / style, split)
+                assert len(loaded) == n and loaded.images.shape[1:3] == (24, 24) and loaded.has_alpha
+            a = (first / scene / style / "test" / "r_1.png").read_bytes()
+            assert a == (second / scene / style / "test" / "r_1.png").read_bytes()
+    # Styles share cameras view for view, and the recolour changes only the yellow paint.
+    original = load_split(first / "target" / "original", "test")
+    recolour = load_split(first / "target" / "recolour", "test")
+    assert np.array_equal(original.poses.numpy(), recolour.poses.numpy())
+    changed = (original.images - recolour.images).abs().sum(-1) > 0.05
+    assert 0.05 < changed.float().mean() < 0.6
+    assert (original.images[..., 3] == recolour.images[..., 3]).all()  # same geometry
+
+
+def test_make_is_a_cache(tmp_path):
+    folder = make_datasets(str(FIXTURES / "tiny.toml"), root=tmp_path)
+    stamp = folder / "kit.json"
+    before = stamp.stat().st_mtime_ns
+    assert make_datasets(str(FIXTURES / "tiny.toml"), root=tmp_path) == folder
+    assert stamp.stat().st_mtime_ns == before
+    smaller = make_datasets(str(FIXTURES / "tiny.toml"), root=tmp_path, size=12)
+    assert smaller.name == "tiny-12px" and json.loads((smaller / "kit.json").read_text())["size"] == 12
+    assert iio.imread(smaller / "target" / "original" / "train" / "r_0.png").shape == (12, 12, 4)
+
+
+def test_test_views_ring_the_scene():
+    recipe = load_recipe(FIXTURES / "tiny.toml")
+    poses = view_poses(recipe)
+    centres = poses["test"][:, :3, 3]
+    np.testing.assert_allclose(np.linalg.norm(centres, axis=1), recipe.camera.radius, rtol=1e-5)
+    np.testing.assert_allclose(np.degrees(np.arcsin(centres[:, 2] / recipe.camera.radius)), recipe.views.test_elevation, rtol=1e-4)
+    image = render_view(recipe, "target", "original", poses["test"][0])
+    assert image.dtype == np.uint8 and image[..., 3].max() == 255 and image[0, 0, 3] == 0  # object centred
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda t: t.replace("size = 24", "size = 2"), r"'camera.size' must be an integer of at least 8"),
+        (lambda t: t.replace('material = "grey"', 'material = "gray"'), r"'scenes.reference\[2\].material' names an unknown material 'gray'"),
+        (lambda t: t.replace('kind = "box"', 'kind = "cone"'), r"'scenes.target\[0\].kind' must be one of sphere, box, cylinder"),
+        (lambda t: t.replace("[styles.recolour.materials.yellow]", "[styles.recolour.materials.blue]"), r"'styles.recolour.materials.blue' changes a material"),
+        (lambda t: t.replace("specular = 0.2", "specular = 0.2\nshine = 3"), r"unknown key 'materials.yellow.shine'"),
+        (lambda t: t.replace("colour = [0.85, 0.12, 0.1]", "colour = [2, 0, 0]"), r"'materials.red.colour' must be a list of 3 numbers in \[0, 1\]"),
+    ],
+)
+def test_recipe_mistakes_name_the_key(tmp_path, change, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(change((FIXTURES / "tiny.toml").read_text()))
+    with pytest.raises(UserError, match=message) as error:
+        load_recipe(path)
+    assert str(error.value).startswith(str(path))

@@ -1,0 +1,115 @@
+"""Training end to end: quality on a tiny analogy, metrics, and kill-and-resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import REPO, TINY_STEPS, tiny_config, write_config
+from fastjoint.config import Config
+from fastjoint.train import lr_factor
+
+pytestmark = pytest.mark.slow
+
+
+def read_metrics(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_training_reaches_quality_and_transfers(trained_run):
+    run_dir, _, _ = trained_run
+    result = json.loads((run_dir / "eval.json").read_text())
+    assert result["step"] == TINY_STEPS
+    for name in ("target:original", "reference:original", "reference:desired"):
+        assert result["pairings"][name]["psnr"] > 22.0, result["pairings"]
+        assert result["pairings"][name]["ssim"] > 0.8
+    transfer = result["transfer"]
+    assert transfer["pairing"] == "target:desired"
+    assert transfer["psnr"] > transfer["baseline_psnr"] + 3.0, transfer
+    assert transfer["gain_db"] == pytest.approx(transfer["psnr"] - transfer["baseline_psnr"])
+
+
+def test_metrics_log_every_pairing_and_psnr_rises(trained_run):
+    run_dir, _, _ = trained_run
+    lines = read_metrics(run_dir)
+    assert [line["step"] for line in lines] == list(range(25, TINY_STEPS + 1, 25))
+    for name in ("target:original", "reference:original", "reference:desired"):
+        assert lines[-1][f"psnr/{name}"] > lines[0][f"psnr/{name}"] + 5.0
+    assert all(line["samples_per_ray"] > 0 and line["lr"] > 0 for line in lines)
+    assert all(b["wall_seconds"] > a["wall_seconds"] for a, b in zip(lines, lines[1:]))
+
+
+def test_learning_rate_schedule():
+    config = Config()
+    steps = config.train.steps
+    assert lr_factor(0, config) == pytest.approx(1 / config.train.lr_warmup_steps)
+    assert lr_factor(config.train.lr_warmup_steps, config) == 1.0
+    assert lr_factor(steps // 2, config) == pytest.approx(0.33)
+    assert lr_factor(steps - 1, config) == pytest.approx(0.33**3)
+
+
+def test_killed_run_resumes_to_the_same_model(trained_run, tmp_path):
+    """SIGKILL mid-run, then --resume: the result equals the uninterrupted run's, bit for bit."""
+    reference_dir, _, config_path = trained_run
+    config = Config(**{**vars_of(config_path), "output_dir": str(tmp_path / "runs")})
+    path = write_config(config, tmp_path / "tiny.toml")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    command = [sys.executable, "-m", "fastjoint", "train", str(path), "--no-eval", "--no-render"]
+    process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    metrics = config.run_dir / "metrics.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and process.poll() is None:
+        if metrics.exists() and any(json.loads(l)["step"] >= 125 for l in metrics.read_text().splitlines() if l.strip()):
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, f"the run ended before it could be killed: {process.stderr.read().decode()}"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed_at = torch.load(config.run_dir / "checkpoints" / "latest.pt", weights_only=True)["step"]
+    assert 100 <= killed_at < TINY_STEPS
+
+    resumed = subprocess.run(command + ["--resume"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+
+    final = torch.load(config.run_dir / "checkpoints" / "latest.pt", weights_only=True)
+    reference = torch.load(reference_dir / "checkpoints" / "latest.pt", weights_only=True)
+    assert final["step"] == reference["step"] == TINY_STEPS
+    for key, value in reference["model"].items():
+        assert torch.equal(final["model"][key], value), key
+    assert torch.equal(final["estimators"]["target.binaries"], reference["estimators"]["target.binaries"])
+    # metrics.jsonl lost the lines after the checkpoint and rewrote them identically.
+    ours, theirs = read_metrics(config.run_dir), read_metrics(reference_dir)
+    assert [l["step"] for l in ours] == [l["step"] for l in theirs]
+    assert [l["loss/target:original"] for l in ours] == [l["loss/target:original"] for l in theirs]
+
+
+def vars_of(path):
+    from fastjoint.config import load_config
+
+    config = load_config(path)
+    return {field: getattr(config, field) for field in config.__dataclass_fields__}
+
+
+def test_ctrl_c_writes_a_checkpoint(tiny_data, tmp_path):
+    config = tiny_config(tiny_data, tmp_path / "runs", train={"steps": 5000, "checkpoint_every": 5000})
+    path = write_config(config, tmp_path / "tiny.toml")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    command = [sys.executable, "-m", "fastjoint", "train", str(path), "--no-eval", "--no-render"]
+    process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = config.run_dir / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (metrics.exists() and metrics.read_text().strip()):
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130
+    assert "continue with --resume" in stderr
+    step = torch.load(config.run_dir / "checkpoints" / "latest.pt", weights_only=True)["step"]
+    assert 25 <= step < 5000
