@@ -36,6 +36,7 @@ setup(
         "imageio-ffmpeg>=0.4.9",
         "rich>=13",
         "tyro>=0.8",
+        "ninja",  # builds the native kernels on first use
     ],
     extras_require={"test": ["pytest>=7"]},
     entry_points={"console_scripts": ["fastjoint=fastjoint.cli:main"]},
