@@ -34,6 +34,7 @@ setup(
         "numpy>=1.24",
         "imageio>=2.31",
         "imageio-ffmpeg>=0.4.9",
+        "pillow>=9",
         "rich>=13",
         "tyro>=0.8",
         "ninja",  # builds the native kernels on first use

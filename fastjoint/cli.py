@@ -25,7 +25,7 @@ from fastjoint.config import Config, describe, load_config
 from fastjoint.errors import UserError
 
 DEFAULT_CONFIG = Path("configs") / "demo.toml"
-VERBS = ("train", "eval", "render", "scenes")
+VERBS = ("train", "eval", "render", "analyze", "scenes")
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,8 @@ def _dispatch(argv: list[str]) -> int:
         return _eval(rest)
     if verb == "render":
         return _render(rest)
+    if verb == "analyze":
+        return _analyze(rest)
     if verb == "scenes":
         return _scenes(rest)
     close = difflib.get_close_matches(verb, VERBS, n=1)
@@ -87,6 +89,7 @@ def _usage() -> str:
         "                             (CONFIG defaults to configs/demo.toml); then eval and render\n"
         "  eval RUN                   score every pairing on the test views; writes RUN/eval.json\n"
         "  render RUN [OPTIONS]       write PNGs (and an MP4) of a pairing, target:desired by default\n"
+        "  analyze RUN                the feature space: decoder maps, feature scatter, KL between scenes\n"
         "  scenes list | make NAME    the procedural scene kit (recipes in data/)\n\n"
         "Run `fastjoint COMMAND --help` for a command's options."
     )
@@ -293,6 +296,34 @@ def _render_outputs(run, pairing_name: str, split: str, orbit: int, video: bool)
     print(f"rendered {len(outputs.images)} images of {pairing.name} to {outputs.folder}")
     if outputs.video:
         print(f"video: {outputs.video}")
+
+
+# --- analyze -------------------------------------------------------------------------
+
+
+def _analyze(argv: list[str]) -> int:
+    parser = _Parser(
+        prog="fastjoint analyze",
+        description="Draw the style decoders over the 2-D feature plane, scatter each scene's surface features "
+        "on it, and fit the KL divergence between the scenes' features: RUN/analysis/, RUN/analysis.json.",
+    )
+    parser.add_argument("run", help="the run folder, e.g. runs/demo")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None, help="where to render (default: the run's)")
+    args = parser.parse_args(argv)
+    from fastjoint.analyze import analyze
+    from fastjoint.log import console
+    from fastjoint.run import load_run
+
+    run = load_run(args.run, args.device)
+    with console.status("[bold]Sampling the feature space..."):
+        result = analyze(run.run_dir, run=run)
+    points = ", ".join(f"{scene} {n}" for scene, n in result["points"].items())
+    print(f"surface points: {points}")
+    if result["kl"]:
+        kl = result["kl"]
+        print(f"KL(target || reference) = {kl['target||reference']:.3f}, KL(reference || target) = {kl['reference||target']:.3f} nats")
+    print(f"wrote {run.run_dir / 'analysis'}/decoders.png, features.png and {run.run_dir / 'analysis.json'}")
+    return 0
 
 
 # --- scenes --------------------------------------------------------------------------

@@ -104,3 +104,42 @@ def test_recipe_mistakes_name_the_key(tmp_path, change, message):
     with pytest.raises(UserError, match=message) as error:
         load_recipe(path)
     assert str(error.value).startswith(str(path))
+
+
+def test_paper_recipe_styles():
+    recipe = load_recipe(REPO / "data" / "paper.toml")
+    assert set(recipe.styles) == {"original", "recolour", "relight", "pattern"}
+    assert {"reference", "digger", "robot"} <= set(recipe.scenes)
+    _, relit = recipe.style("relight")
+    assert [light.colour[0] > light.colour[2] for light in relit.directional] == [True, False]  # one red, one blue
+    a, b = (np.asarray(light.direction) for light in relit.directional)
+    assert abs(a @ b) < 1e-3  # orthogonal
+    patterned, lighting = recipe.style("pattern")
+    assert patterned["yellow"].pattern is not None and lighting == recipe.lighting
+    used = lambda scene: {shape.material for shape in recipe.scenes[scene]}
+    assert used("digger") <= used("reference") and used("robot") <= used("reference")
+
+
+def test_check_pattern_alternates_on_a_face():
+    from fastjoint.scenes.raytrace import albedo
+    from fastjoint.scenes.recipe import Material, Pattern
+
+    material = Material((1.0, 1.0, 0.0), pattern=Pattern("check", 4.0, ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))))
+    points = np.stack([np.linspace(0.01, 0.99, 9), np.zeros(9), np.zeros(9)], axis=1)  # along x, 4 cells
+    colours = albedo(material, points)[:, 0]
+    assert np.all(colours[(points[:, 0] * 4).astype(int) % 2 == 0] == 0)
+    assert np.all(colours[(points[:, 0] * 4).astype(int) % 2 == 1] == 1)
+
+
+@pytest.mark.parametrize("config", sorted(p.name for p in (REPO / "configs").glob("*-*.toml")))
+def test_experiment_configs_name_the_kit_datasets(config):
+    from fastjoint.config import load_config
+
+    loaded = load_config(REPO / "configs" / config)
+    recipe = load_recipe(REPO / "data" / f"{loaded.data.kit}.toml")
+    target, style = config.removesuffix(".toml").split("-")
+    assert loaded.data.target_original.endswith(f"paper/{target}/original")
+    assert loaded.data.reference_desired.endswith(f"paper/reference/{style}")
+    assert loaded.data.target_desired.endswith(f"paper/{target}/{style}")
+    assert target in recipe.scenes and style in recipe.styles
+    assert loaded.train == load_config(REPO / "configs" / "demo.toml").train  # the demo's budget
