@@ -76,7 +76,7 @@ def surface_samples(run: LoadedRun, scene: str, views: int = VIEWS) -> SurfaceSa
     for index in chosen.tolist():
         rays_o, rays_d = image_rays(split.poses[index].to(built.device), split.camera)
         for o, d in zip(rays_o.split(config.render.chunk), rays_d.split(config.render.chunk)):
-            result = render_rays(field, built.estimators[scene], o, d, background, config.render, built.backends)
+            result = render_rays(field, built.samplers[scene], o, d, background, built.backends.composite)
             hit = result.opacity > OPAQUE
             if not hit.any():
                 continue

@@ -51,6 +51,8 @@ class DataConfig:
 class ModelConfig:
     """Per-scene hash grids, a shared feature head and one tiny decoder per style."""
 
+    encoder: Literal["hashgrid", "mlp"] = "hashgrid"
+    """Scene encoder: fastjoint's hash grids, or "mlp", the research code's networks and schedule (see [mlp])."""
     grid_levels: int = 8
     """Number of hash-grid levels (L)."""
     grid_features_per_level: int = 2
@@ -97,6 +99,46 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class MlpConfig:
+    """The research code's architecture, the baseline used when model.encoder = "mlp".
+
+    Per scene, positional encodings feed an 8x256 ReLU MLP with a skip at layer 4, giving
+    density and the 2-D feature; decoders are feature -> 32 -> 32 -> RGB; 64 uniform samples
+    per ray between near and far, no occupancy grid; Adam at 5e-4 with exponential decay.
+    """
+
+    depth: int = 8
+    """Layers of the position MLP."""
+    width: int = 256
+    """Width of the position MLP."""
+    skip: int = 4
+    """The positional encoding is fed again after this layer."""
+    position_frequencies: int = 10
+    """Frequencies of the positional encoding of positions."""
+    direction_frequencies: int = 4
+    """Frequencies of the positional encoding of view directions."""
+    decoder_layers: int = 2
+    """Hidden layers of each style decoder (of model.decoder_hidden units)."""
+    samples_per_ray: int = 64
+    """Uniform samples per ray between near and far."""
+    near: float = 2.0
+    """Distance along each ray where sampling starts."""
+    far: float = 6.0
+    """Distance along each ray where sampling ends."""
+    lr: float = 5e-4
+    """Learning rate of Adam."""
+    lr_decay_steps: int = 250_000
+    """The learning rate falls tenfold every this many steps (exponentially)."""
+
+    def __post_init__(self) -> None:
+        for key in ("depth", "width", "samples_per_ray", "decoder_layers", "lr_decay_steps"):
+            _check(getattr(self, key) >= 1, f"mlp.{key}", "must be at least 1")
+        _check(0 <= self.skip < self.depth, "mlp.skip", "must be a layer index below mlp.depth")
+        _check(0 < self.near < self.far, "mlp.near", "needs 0 < mlp.near < mlp.far")
+        _check(self.lr > 0, "mlp.lr", "must be positive")
+
+
+@dataclass(frozen=True)
 class RenderConfig:
     """Ray marching through the occupancy grid and compositing."""
 
@@ -135,7 +177,7 @@ class TrainConfig:
     rays_per_pairing: int = 1024
     """Rays drawn per pairing per step."""
     lr: float = 1e-2
-    """Peak learning rate of Adam."""
+    """Peak learning rate of Adam (the hash-grid model; the mlp baseline uses mlp.lr)."""
     lr_warmup_steps: int = 50
     """Steps of linear learning-rate warm-up."""
     weight_decay: float = 1e-6
@@ -180,6 +222,7 @@ class Config:
     """Where to train and render; auto picks CUDA when present."""
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    mlp: MlpConfig = field(default_factory=MlpConfig)
     render: RenderConfig = field(default_factory=RenderConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     backend: BackendConfig = field(default_factory=BackendConfig)

@@ -80,9 +80,9 @@ def render_split(run: LoadedRun, pairing: Pairing, split: Split) -> list[Tensor]
     built, config = run.built, run.config
     background = torch.tensor(config.render.background, device=built.device)
     field = pairing_field(built.model, pairing)
-    estimator = built.estimators[pairing.scene]
+    sampler = built.samplers[pairing.scene]
     return [
-        render_image(field, estimator, pose.to(built.device), split.camera, background, config.render, built.backends).cpu()
+        render_image(field, sampler, pose.to(built.device), split.camera, background, config.render.chunk, built.backends.composite).cpu()
         for pose in split.poses
     ]
 

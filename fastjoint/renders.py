@@ -78,16 +78,18 @@ def render_pairing(
     views = camera_split(run, pairing, split)
     poses = [(split, views.poses)]
     if orbit > 0:
-        poses.append(("orbit", orbit_around(views, built.model.aabb.cpu(), orbit)))
+        poses.append(("orbit", orbit_around(views, torch.tensor(config.data.aabb), orbit)))
     field = pairing_field(built.model, pairing)
-    estimator = built.estimators[pairing.scene]
+    sampler = built.samplers[pairing.scene]
     background = torch.tensor(config.render.background, device=built.device)
     total = sum(len(p) for _, p in poses)
     images, frames = [], {}
     for prefix, group in poses:
         frames[prefix] = []
         for i, pose in enumerate(group):
-            image = render_image(field, estimator, pose.to(built.device), views.camera, background, config.render, built.backends)
+            image = render_image(
+                field, sampler, pose.to(built.device), views.camera, background, config.render.chunk, built.backends.composite
+            )
             pixels = to_uint8(image.cpu())
             path = folder / f"{prefix}_{i:03d}.png"
             iio.imwrite(path, pixels)

@@ -17,14 +17,15 @@ from fastjoint.log import console
 from fastjoint.model import JointModel
 from fastjoint.ops import Backends, resolve_backends
 from fastjoint.pairing import ALL, SCENES, Pairing
-from fastjoint.render import Field, make_estimators
+from fastjoint.render import Field, Sampler, make_estimators, occupancy_sampler, uniform_sampler
 
 CHECKPOINT = Path("checkpoints") / "latest.pt"
 
 
 class Built(NamedTuple):
     model: JointModel
-    estimators: nn.ModuleDict  # scene -> OccGridEstimator
+    estimators: nn.ModuleDict  # scene -> OccGridEstimator (unused by the mlp baseline)
+    samplers: dict[str, Sampler]  # scene -> where its rays are sampled
     backends: Backends
     device: torch.device
 
@@ -40,9 +41,14 @@ def resolve_device(name: str) -> torch.device:
 def build(config: Config, device: torch.device) -> Built:
     """A fresh model and occupancy grids for `config`, on `device`."""
     backends = resolve_backends(config.backend, device)
-    model = JointModel(config.model, config.data.aabb, grid_backend=backends.grid).to(device)
+    model = JointModel(config.model, config.data.aabb, grid_backend=backends.grid, mlp=config.mlp).to(device)
     estimators = make_estimators(SCENES, config.data.aabb, config.render).to(device)
-    return Built(model, estimators, backends, device)
+    if config.model.encoder == "mlp":
+        uniform = uniform_sampler(config.mlp.near, config.mlp.far, config.mlp.samples_per_ray)
+        samplers = {scene: uniform for scene in SCENES}
+    else:
+        samplers = {scene: occupancy_sampler(estimators[scene], config.render, backends.march) for scene in SCENES}
+    return Built(model, estimators, samplers, backends, device)
 
 
 def pairing_field(model: JointModel, pairing: Pairing) -> Field:

@@ -48,8 +48,15 @@ class TrainSummary:
     psnr: dict[str, float]  # running training PSNR per pairing
 
 
+def base_lr(config: Config) -> float:
+    return config.mlp.lr if config.model.encoder == "mlp" else config.train.lr
+
+
 def lr_factor(step: int, config: Config) -> float:
-    """Linear warm-up, then x0.33 at 50%, 75% and 90% of the steps (nerfacc's recipe)."""
+    """Hash grids: linear warm-up, then x0.33 at 50%, 75% and 90% of the steps (nerfacc's
+    recipe). The mlp baseline: tenfold decay every mlp.lr_decay_steps (the research code's)."""
+    if config.model.encoder == "mlp":
+        return 0.1 ** (step / config.mlp.lr_decay_steps)
     train = config.train
     warm = min(1.0, (step + 1) / train.lr_warmup_steps) if train.lr_warmup_steps else 1.0
     decays = sum(step >= int(train.steps * f) for f in (0.5, 0.75, 0.9))
@@ -98,15 +105,18 @@ class Trainer:
         self.model = self.built.model
         self.samplers = {p: RaySampler(s, self.device) for p, s in self.splits.items()}
         self.fields = {p: pairing_field(self.model, p) for p in TRAINED}
-        self.optimizer = torch.optim.Adam(
-            [
-                {"params": self.model.grid_parameters(), "weight_decay": 0.0},
-                {"params": self.model.network_parameters(), "weight_decay": config.train.weight_decay},
-            ],
-            lr=config.train.lr,
-            betas=(0.9, 0.99),
-            eps=1e-15,
-        )
+        if config.model.encoder == "mlp":  # the research code's optimiser
+            self.optimizer = torch.optim.Adam(self.model.parameters(), lr=base_lr(config), betas=(0.9, 0.999))
+        else:  # instant-ngp's: tiny epsilon, no decay on the hash tables
+            self.optimizer = torch.optim.Adam(
+                [
+                    {"params": self.model.grid_parameters(), "weight_decay": 0.0},
+                    {"params": self.model.network_parameters(), "weight_decay": config.train.weight_decay},
+                ],
+                lr=base_lr(config),
+                betas=(0.9, 0.99),
+                eps=1e-15,
+            )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: lr_factor(step, config))
         self.step = 0
         self.train_seconds = 0.0
@@ -173,13 +183,14 @@ class Trainer:
         config = self.config
         self.model.train()
         self.built.estimators.train()
-        for scene in SCENES:
-            update_occupancy(
-                self.built.estimators[scene],
-                lambda x, scene=scene: self.model.density(scene, x),
-                self.step,
-                config.render,
-            )
+        if config.model.encoder == "hashgrid":  # the mlp baseline samples uniformly, no grid
+            for scene in SCENES:
+                update_occupancy(
+                    self.built.estimators[scene],
+                    lambda x, scene=scene: self.model.density(scene, x),
+                    self.step,
+                    config.render,
+                )
         losses, stats = [], {"rays": 0, "samples": 0}
         for pairing in TRAINED:
             rays_o, rays_d, rgba = self.samplers[pairing].sample(config.train.rays_per_pairing, self.generator)
@@ -188,12 +199,11 @@ class Trainer:
             offsets = torch.rand(rays_o.shape[0], generator=self.generator).to(self.device)
             result = render_rays(
                 self.fields[pairing],
-                self.built.estimators[pairing.scene],
+                self.built.samplers[pairing.scene],
                 rays_o,
                 rays_d,
                 background,
-                config.render,
-                self.built.backends,
+                self.built.backends.composite,
                 offsets=offsets,
             )
             loss = torch.nn.functional.mse_loss(result.rgb, target)

@@ -50,10 +50,10 @@ def test_styles_share_the_feature_and_scenes_share_the_head():
     original, desired = model.query("target", "original", x, d), model.query("target", "desired", x, d)
     torch.testing.assert_close(original.feature, desired.feature)
     assert not torch.allclose(original.rgb, desired.rgb)
-    assert model.heads["target"] is model.heads["reference"]
+    assert model.encoders["target"].head is model.encoders["reference"].head
     separate = JointModel(ModelConfig(share_head=False), AABB)
-    assert separate.heads["target"] is not separate.heads["reference"]
-    head_size = sum(p.numel() for p in model.heads["target"].parameters())
+    assert separate.encoders["target"].head is not separate.encoders["reference"].head
+    head_size = sum(p.numel() for p in model.encoders["target"].head.parameters())
     assert sum(p.numel() for p in separate.parameters()) == sum(p.numel() for p in model.parameters()) + head_size
 
 
@@ -62,3 +62,24 @@ def test_grid_and_network_parameters_partition_the_model():
     grid = {id(p) for p in model.grid_parameters()}
     network = {id(p) for p in model.network_parameters()}
     assert not grid & network and grid | network == {id(p) for p in model.parameters()}
+
+
+def test_mlp_baseline_is_the_research_codes_network():
+    from fastjoint.config import MlpConfig
+    from fastjoint.model.nerf_mlp import positional_encoding
+
+    x = torch.tensor([[0.5, -1.0, 2.0]])
+    encoded = positional_encoding(x, 10)
+    assert encoded.shape == (1, 63)
+    torch.testing.assert_close(encoded[0, 3 + 3 * 9 : 3 + 3 * 10], torch.sin(x[0] * 2**9))  # sin at 2^9
+    model = JointModel(ModelConfig(encoder="mlp"), AABB, mlp=MlpConfig())
+    encoder = model.encoders["target"]
+    widths = [(layer.in_features, layer.out_features) for layer in encoder.layers]
+    assert widths == [(63, 256)] + [(256, 256)] * 4 + [(256 + 63, 256)] + [(256, 256)] * 2  # skip after layer 4
+    assert (encoder.view_layer.in_features, encoder.feature_out.out_features) == (256 + 27, 2)
+    decoder = [(m.in_features, m.out_features) for m in model.decoders["desired"].net if isinstance(m, torch.nn.Linear)]
+    assert decoder == [(2, 32), (32, 32), (32, 3)]  # the intended 2 -> 32 -> 32 -> 3
+    assert model.grid_parameters() == [] and model.encoders["target"] is not model.encoders["reference"]
+    d = torch.nn.functional.normalize(torch.randn(20, 3), dim=-1)
+    result = model.query("reference", "original", torch.rand(20, 3), d)
+    assert torch.all(result.sigma >= 0) and result.feature.abs().max() <= 1

@@ -113,3 +113,20 @@ def test_ctrl_c_writes_a_checkpoint(tiny_data, tmp_path):
     assert "continue with --resume" in stderr
     step = torch.load(config.run_dir / "checkpoints" / "latest.pt", weights_only=True)["step"]
     assert 25 <= step < 5000
+
+
+def test_mlp_baseline_trains_through_the_same_trainer(tiny_data, tmp_path):
+    from fastjoint.evaluate import evaluate
+    from fastjoint.train import Trainer
+
+    config = tiny_config(
+        tiny_data, tmp_path, model={"encoder": "mlp"}, mlp={"width": 64, "samples_per_ray": 16},
+        train={"steps": 6, "rays_per_pairing": 64, "log_every": 3},
+    )
+    summary = Trainer(config).run()
+    assert summary.finished and summary.step == 6
+    lines = read_metrics(config.run_dir)
+    assert [line["samples_per_ray"] for line in lines] == [16.0, 16.0]  # uniform, no occupancy grid
+    assert lines[0]["lr"] == pytest.approx(5e-4 * 0.1 ** (3 / 250_000))
+    result = evaluate(config.run_dir)
+    assert set(result["pairings"]) == {"target:original", "reference:original", "reference:desired"}

@@ -1,7 +1,8 @@
-"""Rendering rays and images of one radiance field through its occupancy grid.
+"""Rendering rays and images of one radiance field.
 
-A field is any callable `(points [N, 3], dirs [N, 3]) -> (sigma [N], rgb [N, 3])`; this
-module knows nothing of scenes or styles.
+A field is any callable `(points [N, 3], dirs [N, 3]) -> (sigma [N], rgb [N, 3])` and a
+sampler says where to sample it (see samplers.py); this module knows nothing of scenes or
+styles.
 """
 
 from __future__ import annotations
@@ -9,16 +10,13 @@ from __future__ import annotations
 from typing import Callable, NamedTuple
 
 import torch
-from nerfacc import OccGridEstimator
 from torch import Tensor
 
-from fastjoint.config import RenderConfig
 from fastjoint.data.cameras import Camera, image_rays
-from fastjoint.ops import Backends, composite, march_rays
+from fastjoint.ops import composite
+from fastjoint.render.samplers import Sampler
 
 Field = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
-
-FAR_PLANE = 1e10
 
 
 class RenderResult(NamedTuple):
@@ -30,29 +28,21 @@ class RenderResult(NamedTuple):
 
 def render_rays(
     field: Field,
-    estimator: OccGridEstimator,
+    sampler: Sampler,
     rays_o: Tensor,  # [n_rays, 3]
     rays_d: Tensor,  # [n_rays, 3], unit length
     background: Tensor,  # [n_rays, 3] or [3]
-    config: RenderConfig,
-    backends: Backends,
-    offsets: Tensor | None = None,  # [n_rays] in [0, 1): stratified start of marching, in steps
+    composite_backend: str = "torch",
+    offsets: Tensor | None = None,  # [n_rays] in [0, 1): stratified starts, in steps
 ) -> RenderResult:
-    """Marches, queries the field at the sample midpoints, composites over the background."""
-    n_rays = rays_o.shape[0]
-    near = torch.zeros(n_rays, device=rays_o.device)
-    if offsets is not None:
-        near = near + offsets * config.step_size
-    far = torch.full_like(near, FAR_PLANE)
-    samples = march_rays(
-        rays_o, rays_d, estimator.binaries, estimator.aabbs, near, far, config.step_size, backends.march
-    )
+    """Samples each ray, queries the field at the sample midpoints, composites over the background."""
+    samples = sampler(rays_o, rays_d, offsets)
     ray_indices = samples.ray_indices
     t_mids = (samples.t_starts + samples.t_ends)[:, None] * 0.5
     dirs = rays_d.index_select(0, ray_indices)
     points = rays_o.index_select(0, ray_indices) + dirs * t_mids
     sigmas, rgbs = field(points, dirs)
-    out = composite(sigmas, rgbs, samples.t_starts, samples.t_ends, ray_indices, n_rays, backends.composite)
+    out = composite(sigmas, rgbs, samples.t_starts, samples.t_ends, ray_indices, rays_o.shape[0], composite_backend)
     rgb = out.rgb + (1.0 - out.opacity)[:, None] * background
     return RenderResult(rgb, out.opacity, out.depth, int(ray_indices.shape[0]))
 
@@ -60,17 +50,17 @@ def render_rays(
 @torch.no_grad()
 def render_image(
     field: Field,
-    estimator: OccGridEstimator,
+    sampler: Sampler,
     pose: Tensor,  # [4, 4] camera-to-world
     camera: Camera,
     background: Tensor,  # [3]
-    config: RenderConfig,
-    backends: Backends,
+    chunk: int,
+    composite_backend: str = "torch",
 ) -> Tensor:  # [H, W, 3]
-    """A whole view, rendered `config.chunk` rays at a time."""
+    """A whole view, rendered `chunk` rays at a time."""
     rays_o, rays_d = image_rays(pose, camera)
     chunks = [
-        render_rays(field, estimator, o, d, background, config, backends).rgb
-        for o, d in zip(rays_o.split(config.chunk), rays_d.split(config.chunk))
+        render_rays(field, sampler, o, d, background, composite_backend).rgb
+        for o, d in zip(rays_o.split(chunk), rays_d.split(chunk))
     ]
     return torch.cat(chunks).reshape(camera.height, camera.width, 3).clamp(0.0, 1.0)

@@ -1,0 +1,49 @@
+"""Where along each ray to sample: through an occupancy grid, or uniformly (the baseline).
+
+A sampler maps rays (and optional per-ray stratification offsets in [0, 1), in units of
+one step) to packed samples, nerfacc's convention.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from nerfacc import OccGridEstimator
+from torch import Tensor
+
+from fastjoint.config import RenderConfig
+from fastjoint.ops import MarchResult, march_rays
+
+Sampler = Callable[[Tensor, Tensor, "Tensor | None"], MarchResult]
+
+FAR_PLANE = 1e10
+
+
+def occupancy_sampler(estimator: OccGridEstimator, config: RenderConfig, march_backend: str) -> Sampler:
+    """Steps of `config.step_size` through the occupied cells of `estimator`'s grid."""
+
+    def sample(rays_o: Tensor, rays_d: Tensor, offsets: Tensor | None = None) -> MarchResult:
+        near = torch.zeros(rays_o.shape[0], device=rays_o.device)
+        if offsets is not None:
+            near = near + offsets * config.step_size
+        far = torch.full_like(near, FAR_PLANE)
+        return march_rays(rays_o, rays_d, estimator.binaries, estimator.aabbs, near, far, config.step_size, march_backend)
+
+    return sample
+
+
+def uniform_sampler(near: float, far: float, n_samples: int) -> Sampler:
+    """`n_samples` equal bins between `near` and `far` on every ray (shifted by the offsets)."""
+    width = (far - near) / n_samples
+
+    def sample(rays_o: Tensor, rays_d: Tensor, offsets: Tensor | None = None) -> MarchResult:
+        n_rays, device = rays_o.shape[0], rays_o.device
+        starts = near + width * torch.arange(n_samples, dtype=torch.float32, device=device)[None, :].expand(n_rays, -1)
+        if offsets is not None:
+            starts = starts + width * offsets[:, None]
+        ray_indices = torch.arange(n_rays, device=device).repeat_interleave(n_samples)
+        starts = starts.reshape(-1)
+        return MarchResult(ray_indices, starts, starts + width)
+
+    return sample
