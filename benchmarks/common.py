@@ -8,9 +8,11 @@ import os
 import platform
 import re
 import statistics
+import sys
 from pathlib import Path
 
 import torch
+from rich.console import Console
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -39,10 +41,15 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
-def write_results(name: str, payload: dict) -> Path:
-    """benchmarks/results/<machine>-<date>-<name>.json"""
-    RESULTS.mkdir(parents=True, exist_ok=True)
+def write_results(name: str, payload: dict, folder: Path = RESULTS) -> Path:
+    """<folder>/<machine>-<date>-<name>.json (folder: benchmarks/results by default)."""
+    folder.mkdir(parents=True, exist_ok=True)
     date = datetime.date.today().isoformat()
-    path = RESULTS / f"{machine_slug()}-{date}-{name}.json"
+    path = folder / f"{machine_slug()}-{date}-{name}.json"
     path.write_text(json.dumps({"benchmark": name, "date": date, "machine": machine(), **payload}, indent=2) + "\n")
     return path
+
+
+def console() -> Console:
+    """A console whose tables keep their columns when the output goes to a file."""
+    return Console(width=None if sys.stdout.isatty() else 160)

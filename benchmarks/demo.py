@@ -17,10 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from rich.console import Console
 from rich.table import Table
 
-from benchmarks.common import median, write_results
+from benchmarks.common import RESULTS, console as make_console, median, write_results
 
 REPO = Path(__file__).resolve().parents[1]
 PAIRINGS = ("target:original", "reference:original", "reference:desired")
@@ -49,8 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--config", type=Path, default=REPO / "configs" / "demo.toml")
+    parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    console = Console()
+    console = make_console()
     # The datasets are written once, untimed, as on a user's second run.
     subprocess.run([sys.executable, "-m", "fastjoint", "scenes", "make", "demo"], cwd=REPO, check=True)
     runs = []
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     table.add_row("no-transfer baseline", f"{summary['baseline_psnr']:.2f} dB")
     table.add_row("transfer gain", f"{summary['gain_db']:+.2f} dB")
     console.print(table)
-    path = write_results("demo", {"config": str(args.config.relative_to(REPO)), "runs": runs, "median": summary})
+    path = write_results("demo", {"config": str(args.config), "runs": runs, "median": summary}, args.results)
     console.print(f"results: {path}")
     return 0
 

@@ -23,10 +23,9 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 from PIL import Image, ImageDraw
-from rich.console import Console
 from rich.table import Table
 
-from benchmarks.common import RESULTS, machine_slug, write_results
+from benchmarks.common import RESULTS, console as make_console, machine_slug, write_results
 
 REPO = Path(__file__).resolve().parents[1]
 STYLES = ("recolour", "relight", "pattern")
@@ -59,7 +58,7 @@ def contact_sheet(rows: list[tuple[str, list[np.ndarray]]], path: Path) -> None:
     iio.imwrite(path, np.concatenate(strips, axis=0))
 
 
-def run_style(target: str, style: str, output_dir: Path, views: list[int], date: str) -> dict:
+def run_style(target: str, style: str, output_dir: Path, views: list[int], date: str, results: Path) -> dict:
     config = REPO / "configs" / f"{target}-{style}.toml"
     name = f"{target}-{style}"
     start = time.time()
@@ -72,7 +71,7 @@ def run_style(target: str, style: str, output_dir: Path, views: list[int], date:
     analysis = json.loads((run_dir / "analysis.json").read_text())
 
     data = REPO / "data" / "generated" / "paper" / target
-    sheet = RESULTS / f"{machine_slug()}-{date}-experiments-{target}-{style}.png"
+    sheet = results / f"{machine_slug()}-{date}-experiments-{target}-{style}.png"
     contact_sheet(
         [
             (f"{target}, original", [on_white(data / "original" / "test" / f"r_{v}.png") for v in views]),
@@ -81,7 +80,7 @@ def run_style(target: str, style: str, output_dir: Path, views: list[int], date:
         ],
         sheet,
     )
-    features = RESULTS / f"{machine_slug()}-{date}-experiments-{target}-{style}-features.png"
+    features = results / f"{machine_slug()}-{date}-experiments-{target}-{style}-features.png"
     features.write_bytes((run_dir / "analysis" / "features.png").read_bytes())
     transfer = result["transfer"]
     return {
@@ -120,15 +119,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", default="digger", choices=("digger", "robot"))
     parser.add_argument("--styles", nargs="+", default=list(STYLES), choices=STYLES)
     parser.add_argument("--views", type=int, nargs="+", default=[0, 2, 4, 6], help="test views on the contact sheets")
+    parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    console = Console()
+    args.results.mkdir(parents=True, exist_ok=True)
+    console = make_console()
     date = time.strftime("%Y-%m-%d")
     fastjoint("scenes", "make", "paper")  # once, untimed
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for style in args.styles:
             with console.status(f"{args.target}: {style}..."):
-                rows.append(run_style(args.target, style, Path(tmp), args.views, date))
+                rows.append(run_style(args.target, style, Path(tmp), args.views, date, args.results))
             console.print(f"{style}: transfer {rows[-1]['transfer_psnr']:.2f} dB, baseline {rows[-1]['baseline_psnr']:.2f} dB")
 
     table = Table(title=f"the paper's experiments on the {args.target} (PSNR in dB on the test views)")
@@ -141,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['baseline_psnr']:.2f}", f"{r['gain_db']:+.2f}", kl, f"{r['train_seconds']:.0f} s",
         )
     console.print(table)
-    path = write_results(f"experiments-{args.target}", {"target": args.target, "styles": rows})
+    path = write_results(f"experiments-{args.target}", {"target": args.target, "styles": rows}, args.results)
     path.with_suffix(".md").write_text(markdown(args.target, rows))
     console.print(f"results: {path} (+ .md, contact sheets beside it)")
     return 0

@@ -1,0 +1,161 @@
+"""Throughput and memory of every available backend combination (and of the mlp baseline).
+
+Each combination runs in a fresh subprocess (so its peak memory is its own): it trains
+`--warmup` steps (the occupancy grids carve empty space), then times `--steps` steps, and
+renders the test views of target:desired at the dataset's resolution. Reported: training
+rays/s and samples/s, rendering frames/s, peak CPU RSS and, on CUDA, peak allocated memory.
+
+    python -m benchmarks.throughput [--warmup 300] [--steps 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import typing
+from pathlib import Path
+
+import torch
+from rich.table import Table
+
+from benchmarks.common import console as make_console, RESULTS, write_results
+from fastjoint.config import BackendConfig, Config, load_config
+from fastjoint.errors import UserError
+from fastjoint.ops import resolve_backends
+from fastjoint.pairing import TRANSFER
+from fastjoint.run import resolve_device
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def combinations(config: Config) -> list[dict]:
+    """Every backend choice that resolves on this machine, for the hash grids; one mlp row."""
+    device = resolve_device(config.device)
+    keys = [f.name for f in dataclasses.fields(BackendConfig)]
+    choices = [[c for c in typing.get_args(typing.get_type_hints(BackendConfig)[k]) if c != "auto"] for k in keys]
+    found = []
+    for values in itertools.product(*choices):
+        backend = BackendConfig(**dict(zip(keys, values)))
+        try:
+            resolve_backends(backend, device)
+        except UserError:
+            continue  # not available here
+        found.append({"encoder": "hashgrid", **dict(zip(keys, values))})
+    found.append({"encoder": "mlp", **dict(zip(keys, ("auto",) * len(keys)))})
+    return found
+
+
+def worker(config_path: Path, combo: dict, warmup: int, steps: int, frames: int) -> dict:
+    """Runs in the subprocess: measures one combination."""
+    from fastjoint.evaluate import render_split
+    from fastjoint.renders import camera_split
+    from fastjoint.run import LoadedRun
+    from fastjoint.train import Trainer
+
+    base = load_config(config_path)
+    with tempfile.TemporaryDirectory() as tmp:
+        config = dataclasses.replace(
+            base,
+            name="throughput",
+            output_dir=tmp,
+            model=dataclasses.replace(base.model, encoder=combo["encoder"]),
+            backend=BackendConfig(**{k: v for k, v in combo.items() if k != "encoder"}),
+            train=dataclasses.replace(base.train, steps=10**9),
+        )
+        trainer = Trainer(config)
+        for _ in range(warmup):
+            trainer.train_step()
+        if trainer.device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        rays = samples = 0
+        start = time.perf_counter()
+        for _ in range(steps):
+            stats = trainer.train_step()
+            rays += stats["rays"]
+            samples += stats["samples"]
+        if trainer.device.type == "cuda":
+            torch.cuda.synchronize()
+        train_seconds = time.perf_counter() - start
+
+        run = LoadedRun(config.run_dir, config, trainer.built, trainer.step, 0.0)
+        trainer.model.eval()
+        views = camera_split(run, TRANSFER, "test")
+        views = dataclasses.replace(views, poses=views.poses[:frames])
+        start = time.perf_counter()
+        render_split(run, TRANSFER, views)
+        if trainer.device.type == "cuda":
+            torch.cuda.synchronize()
+        render_seconds = time.perf_counter() - start
+    return {
+        **combo,
+        "device": str(trainer.device),
+        "train_steps_timed": steps,
+        "rays_per_second": rays / train_seconds,
+        "samples_per_second": samples / train_seconds,
+        "samples_per_ray": samples / rays,
+        "frames_per_second": len(views.poses) / render_seconds,
+        "resolution": [views.camera.width, views.camera.height],
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_cuda_mb": torch.cuda.max_memory_allocated() / 2**20 if trainer.device.type == "cuda" else None,
+    }
+
+
+def run(config_path: Path, warmup: int, steps: int, frames: int, results: Path, mlp_steps: int) -> dict:
+    console = make_console()
+    config = load_config(config_path)
+    rows = []
+    for combo in combinations(config):
+        is_mlp = combo["encoder"] == "mlp"
+        args = [
+            sys.executable, "-m", "benchmarks.throughput", "--worker", json.dumps(combo), "--config", str(config_path),
+            "--warmup", str(min(warmup, 2) if is_mlp else warmup), "--steps", str(mlp_steps if is_mlp else steps),
+            "--frames", str(frames),
+        ]
+        label = " ".join(f"{k}={v}" for k, v in combo.items())
+        with console.status(f"measuring {label}..."):
+            done = subprocess.run(args, cwd=REPO, capture_output=True, text=True, check=True)
+        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+
+    table = Table(title=f"throughput ({config_path.name}, {rows[0]['device']})")
+    for column in ("encoder", "grid", "march", "composite", "train rays/s", "samples/s", "render frames/s", "peak RSS", "peak CUDA"):
+        table.add_column(column, justify="right" if " " in column or column.startswith("peak") else "left")
+    for r in rows:
+        cuda = f"{r['peak_cuda_mb']:.0f} MB" if r["peak_cuda_mb"] is not None else "-"
+        table.add_row(
+            r["encoder"], r["grid"], r["march"], r["composite"], f"{r['rays_per_second']:,.0f}",
+            f"{r['samples_per_second']:,.0f}", f"{r['frames_per_second']:.2f}", f"{r['peak_rss_mb']:.0f} MB", cuda,
+        )
+    console.print(table)
+    payload = {"config": str(config_path), "warmup_steps": warmup, "timed_steps": steps, "mlp_timed_steps": mlp_steps, "rows": rows}
+    path = write_results("throughput", payload, results)
+    console.print(f"results: {path}")
+    return payload
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.throughput", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, default=REPO / "configs" / "demo.toml")
+    parser.add_argument("--warmup", type=int, default=300, help="untimed training steps first")
+    parser.add_argument("--steps", type=int, default=50, help="timed training steps (hash grids)")
+    parser.add_argument("--mlp-steps", type=int, default=3, help="timed training steps (mlp baseline)")
+    parser.add_argument("--frames", type=int, default=8, help="test views rendered")
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(args.config, json.loads(args.worker), args.warmup, args.steps, args.frames)))
+        return 0
+    run(args.config, args.warmup, args.steps, args.frames, args.results, args.mlp_steps)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

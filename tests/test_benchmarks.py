@@ -1,0 +1,49 @@
+"""The benchmark suite runs end to end on a tiny budget and writes well-formed JSON.
+
+Speed is never asserted here: this only checks that the measuring works.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import imageio.v3 as iio
+import pytest
+
+from conftest import REPO, tiny_config, write_config
+
+pytestmark = pytest.mark.slow
+
+
+def test_suite_quick_run_writes_results(tiny_data, tmp_path):
+    config = write_config(tiny_config(tiny_data, tmp_path / "runs"), tmp_path / "tiny.toml")
+    results = tmp_path / "results"
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--only", "throughput", "time_to_quality", "--quick", "--config", str(config), "--results", str(results)],
+        cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    files = {p.name.split("-", 4)[-1] for p in results.iterdir()}
+    assert files == {"throughput.json", "time_to_quality.json", "time_to_quality.png"}, files
+
+    throughput = json.loads(next(results.glob("*throughput.json")).read_text())
+    assert throughput["benchmark"] == "throughput" and throughput["machine"]["cpu_cores"] >= 1
+    encoders = [row["encoder"] for row in throughput["rows"]]
+    assert encoders[-1] == "mlp" and "hashgrid" in encoders
+    for row in throughput["rows"]:
+        for key in ("rays_per_second", "samples_per_second", "frames_per_second", "peak_rss_mb"):
+            assert math.isfinite(row[key]) and row[key] > 0, (key, row)
+    assert next(r for r in throughput["rows"] if r["encoder"] == "mlp")["samples_per_ray"] == 64
+
+    quality = json.loads(next(results.glob("*time_to_quality.json")).read_text())
+    assert set(quality["runs"]) == {"hashgrid", "mlp"}
+    for run in quality["runs"].values():
+        seconds = [point["seconds"] for point in run["curve"]]
+        assert seconds[0] == 0.0 and seconds == sorted(seconds) and len(seconds) >= 2
+        assert set(run["curve"][-1]["psnr"]) == {"target:original", "reference:original", "reference:desired"}
+    assert [row["pairing"] for row in quality["summary"]][-1] == "all three"
+    assert iio.imread(next(results.glob("*time_to_quality.png"))).shape[2] == 3
