@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import tempfile
 import time
 from pathlib import Path
@@ -164,9 +163,10 @@ def run(config_path: Path, budget: float, interval: float, threshold: float, n_p
     for column in ("pairing", "fastjoint", "mlp baseline", "ratio"):
         table.add_column(column, justify="left" if column == "pairing" else "right")
     for row in rows:
-        def cell(model: str) -> str:
+        def cell(model: str, row: dict = row) -> str:
             seconds = row[f"{model}_seconds"]
             return f"{seconds:.0f} s" if seconds is not None else f"not reached ({row[f'{model}_final_psnr']:.1f} dB)"
+
         ratio = "n/a" if row["ratio"] is None else (">" if row["ratio_is_lower_bound"] else "") + f"{row['ratio']:.1f}x"
         table.add_row(row["pairing"], cell("hashgrid"), cell("mlp"), ratio)
     console.print(table)

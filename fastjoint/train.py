@@ -24,7 +24,7 @@ from fastjoint.config import Config, load_config, section_changes, to_dict, to_t
 from fastjoint.data import Split, load_split, pixel_rays
 from fastjoint.errors import UserError
 from fastjoint.log import console
-from fastjoint.pairing import SCENES, TRAINED, Pairing
+from fastjoint.pairing import SCENES, TRAINED
 from fastjoint.render import render_rays, update_occupancy
 from fastjoint.run import (
     CHECKPOINT,

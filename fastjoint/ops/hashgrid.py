@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
 from torch import Tensor
 
 from fastjoint.ops._torch_impl import GridLayout, _hashgrid_encode
