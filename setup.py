@@ -26,7 +26,8 @@ setup(
     long_description=(ROOT / "README.md").read_text(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["fastjoint", "fastjoint.*"]),
+    packages=find_packages(include=["fastjoint", "fastjoint.*", "cuda_ext"]),
+    package_data={"cuda_ext": ["csrc/*.cpp", "csrc/*.cu", "csrc/*.h"]},
     install_requires=[
         # The CPU wheel 2.13.0 satisfies this; GPU users install a CUDA torch first.
         "torch>=2.4,<2.15",

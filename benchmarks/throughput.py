@@ -121,13 +121,20 @@ def run(config_path: Path, warmup: int, steps: int, frames: int, results: Path, 
         ]
         label = " ".join(f"{k}={v}" for k, v in combo.items())
         with console.status(f"measuring {label}..."):
-            done = subprocess.run(args, cwd=REPO, capture_output=True, text=True, check=True)
+            done = subprocess.run(args, cwd=REPO, capture_output=True, text=True)
+        if done.returncode != 0:  # recorded, not fatal: the other combinations still count
+            error = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            console.print(f"[red]{label}: failed: {error}")
+            rows.append({**combo, "error": error})
+            continue
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
 
-    table = Table(title=f"throughput ({config_path.name}, {rows[0]['device']})")
+    measured = [r for r in rows if "error" not in r]
+    device = measured[0]["device"] if measured else "no combination ran"
+    table = Table(title=f"throughput ({config_path.name}, {device})")
     for column in ("encoder", "grid", "march", "composite", "train rays/s", "samples/s", "render frames/s", "peak RSS", "peak CUDA"):
         table.add_column(column, justify="right" if " " in column or column.startswith("peak") else "left")
-    for r in rows:
+    for r in measured:
         cuda = f"{r['peak_cuda_mb']:.0f} MB" if r["peak_cuda_mb"] is not None else "-"
         table.add_row(
             r["encoder"], r["grid"], r["march"], r["composite"], f"{r['rays_per_second']:,.0f}",

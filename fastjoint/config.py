@@ -206,8 +206,9 @@ class BackendConfig:
     """Hash-grid encoding: the pure-PyTorch reference is the only one so far."""
     march: Literal["auto", "nerfacc", "torch"] = "auto"
     """Ray marching: nerfacc (CUDA) or our PyTorch marcher (any device)."""
-    composite: Literal["auto", "torch"] = "auto"
-    """Compositing of packed samples."""
+    composite: Literal["auto", "fused", "torch"] = "auto"
+    """Compositing of packed samples: the fused native kernel of cuda_ext (CPU and CUDA,
+    built on first use) or the PyTorch reference."""
 
 
 @dataclass(frozen=True)

@@ -52,9 +52,9 @@ def write_config(config: Config, path: Path) -> Path:
     return path
 
 
-def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
     """`fastjoint ARGS` in a subprocess (python -m fastjoint, so the checkout's code runs)."""
-    env = dict(os.environ, PYTHONPATH=str(REPO), COLUMNS="200")
+    env = dict(os.environ, PYTHONPATH=str(REPO), COLUMNS="200", **(env or {}))
     return subprocess.run(
         [sys.executable, "-m", "fastjoint", *args],
         cwd=cwd,

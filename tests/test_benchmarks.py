@@ -23,17 +23,23 @@ def test_suite_quick_run_writes_results(tiny_data, tmp_path):
     config = write_config(tiny_config(tiny_data, tmp_path / "runs"), tmp_path / "tiny.toml")
     results = tmp_path / "results"
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--only", "throughput", "time_to_quality", "--quick", "--config", str(config), "--results", str(results)],
+        [sys.executable, "-m", "benchmarks", "--only", "throughput", "composite", "time_to_quality", "--quick", "--config", str(config), "--results", str(results)],
         cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True, timeout=600,
     )
     assert done.returncode == 0, done.stderr
     files = {p.name.split("-", 4)[-1] for p in results.iterdir()}
-    assert files == {"throughput.json", "time_to_quality.json", "time_to_quality.png"}, files
+    assert files == {"throughput.json", "composite-cpu.json", "time_to_quality.json", "time_to_quality.png"}, files
+
+    composite = json.loads(next(results.glob("*composite-cpu.json")).read_text())
+    assert [row["implementation"] for row in composite["rows"]] == ["torch", "fused"]
+    for row in composite["rows"]:
+        assert row["max_abs_difference"] < 1e-4 and math.isfinite(row["speedup_vs_torch"]) and row["seconds"] > 0, row
 
     throughput = json.loads(next(results.glob("*throughput.json")).read_text())
     assert throughput["benchmark"] == "throughput" and throughput["machine"]["cpu_cores"] >= 1
     encoders = [row["encoder"] for row in throughput["rows"]]
     assert encoders[-1] == "mlp" and "hashgrid" in encoders
+    assert {row["composite"] for row in throughput["rows"]} >= {"fused", "torch"}
     for row in throughput["rows"]:
         for key in ("rays_per_second", "samples_per_second", "frames_per_second", "peak_rss_mb"):
             assert math.isfinite(row[key]) and row[key] > 0, (key, row)

@@ -102,3 +102,27 @@ def test_an_existing_run_is_never_overwritten(trained_run):
     changed = run_cli("train", str(config_path), "--resume", "--model.hidden", "32", "--no-eval", "--no-render", cwd=config_path.parent)
     assert_one_line_error(changed, "model.hidden differs from the run being resumed")
     assert checkpoint.read_bytes() == before
+
+
+def test_composite_backend_that_cannot_build(tiny_data, tmp_path):
+    """A remembered failed build: `fused` named is a one-line error; `auto` warns and falls back."""
+    from cuda_ext import build
+    from fastjoint.ops import native
+
+    cache = tmp_path / "cache"
+    failed = cache / "ext" / build.build_key(with_cuda=False) / native.FAILED
+    failed.parent.mkdir(parents=True)
+    failed.write_text("x.cpp:1:1: error: the compiler said no\n")
+    config = write_config(tiny_config(tiny_data, tmp_path / "runs", train={"steps": 2}), tmp_path / "tiny.toml")
+    env = {"FASTJOINT_CACHE": str(cache), "CUDA_VISIBLE_DEVICES": ""}
+
+    named = run_cli("train", str(config), "--backend.composite", "fused", "--no-eval", "--no-render", cwd=tmp_path, env=env)
+    assert named.returncode == 2, named.stderr
+    lines = named.stderr.strip().splitlines()
+    assert len(lines) == 1 and 'backend.composite = "fused" cannot run here' in lines[0], named.stderr
+    assert "the compiler said no" in lines[0] and str(failed) in lines[0]
+
+    auto = run_cli("train", str(config), "--name", "fallback", "--no-eval", "--no-render", cwd=tmp_path, env=env)
+    assert auto.returncode == 0, auto.stderr
+    assert "backend.composite: fused cannot load its native kernels" in auto.stdout + auto.stderr
+    assert "using torch (slower)" in auto.stdout + auto.stderr

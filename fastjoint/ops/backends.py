@@ -13,6 +13,7 @@ import torch
 
 from fastjoint.errors import UserError
 from fastjoint.log import warn_once
+from fastjoint.ops import native
 
 
 class Backends(NamedTuple):
@@ -67,5 +68,6 @@ def resolve_backends(config, device: torch.device) -> Backends:
     else:
         march = _resolve("backend.march", config.march, march_available, ["nerfacc", "torch"])
     grid = _resolve("backend.grid", config.grid, {"torch": None}, ["torch"])
-    composite = _resolve("backend.composite", config.composite, {"torch": None}, ["torch"])
+    composite_available = {"fused": native.problem_on(device), "torch": None}
+    composite = _resolve("backend.composite", config.composite, composite_available, ["fused", "torch"])
     return Backends(grid=grid, march=march, composite=composite)

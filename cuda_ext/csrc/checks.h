@@ -1,0 +1,66 @@
+// Input checks shared by the CPU and CUDA entry points. The Python wrapper
+// (fastjoint/ops/composite.py) already validates and makes inputs contiguous; these guard
+// the op when it is called directly through torch.ops.fastjoint.
+//
+// Messages are built from strings only (std::to_string, c10::toString, Device::str): on a
+// machine whose compiler differs from the one that built torch, formatting a number through
+// an std::ostream inside an extension crashed (seen with torch 2.11+cu130 and g++ 13.3).
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <string>
+
+namespace fastjoint {
+
+inline std::string shape_of(const at::Tensor& t) {
+  std::string text = "[";
+  for (int64_t d = 0; d < t.dim(); ++d) text += (d ? ", " : "") + std::to_string(t.size(d));
+  return text + "]";
+}
+
+inline void check_same(const at::Tensor& t, const at::Tensor& like) {
+  TORCH_CHECK(t.is_contiguous(), std::string("composite expects contiguous tensors"));
+  TORCH_CHECK(t.scalar_type() == like.scalar_type(), std::string("expected ") + c10::toString(like.scalar_type()) +
+                                                         ", got " + c10::toString(t.scalar_type()));
+  TORCH_CHECK(t.device() == like.device(), "expected a tensor on " + like.device().str() + ", got " + t.device().str());
+}
+
+inline void check_ray_indices(const at::Tensor& ray_indices, int64_t n_rays) {
+  TORCH_CHECK(ray_indices.dim() == 1, "ray_indices must be [S], got " + shape_of(ray_indices));
+  TORCH_CHECK(ray_indices.scalar_type() == at::kInt || ray_indices.scalar_type() == at::kLong,
+              std::string("ray_indices must be int32 or int64, got ") + c10::toString(ray_indices.scalar_type()));
+  TORCH_CHECK(ray_indices.is_contiguous(), std::string("ray_indices must be contiguous"));
+  TORCH_CHECK(n_rays >= 0, "n_rays must not be negative, got " + std::to_string(n_rays));
+  TORCH_CHECK(n_rays > 0 || ray_indices.size(0) == 0, std::string("samples given for n_rays = 0"));
+}
+
+inline void check_samples(const at::Tensor& sigmas, const at::Tensor& rgbs, const at::Tensor& t_starts,
+                          const at::Tensor& t_ends, const at::Tensor& offsets) {
+  TORCH_CHECK(sigmas.dim() == 1, "sigmas must be [S], got " + shape_of(sigmas));
+  const int64_t n = sigmas.size(0);
+  TORCH_CHECK(rgbs.dim() == 2 && rgbs.size(0) == n && rgbs.size(1) == 3, "rgbs must be [S, 3], got " + shape_of(rgbs));
+  TORCH_CHECK(t_starts.sizes() == sigmas.sizes() && t_ends.sizes() == sigmas.sizes(),
+              "t_starts and t_ends must be [S] like sigmas, got " + shape_of(t_starts) + " and " + shape_of(t_ends));
+  TORCH_CHECK(offsets.dim() == 1 && offsets.size(0) >= 1, "offsets must be [n_rays + 1], got " + shape_of(offsets));
+  TORCH_CHECK(offsets.scalar_type() == at::kLong,
+              std::string("offsets must be int64, got ") + c10::toString(offsets.scalar_type()));
+  TORCH_CHECK(offsets.is_contiguous(), std::string("offsets must be contiguous"));
+  TORCH_CHECK(offsets.device() == sigmas.device(), "offsets must be on " + sigmas.device().str());
+  for (const at::Tensor* t : {&sigmas, &rgbs, &t_starts, &t_ends}) check_same(*t, sigmas);
+}
+
+inline void check_ray_gradients(const at::Tensor& v_rgb, const at::Tensor& v_opacity, const at::Tensor& v_depth,
+                                const at::Tensor& rgb, const at::Tensor& opacity, const at::Tensor& depth,
+                                const at::Tensor& sigmas, int64_t n_rays) {
+  for (const at::Tensor* t : {&v_rgb, &rgb}) {
+    TORCH_CHECK(t->dim() == 2 && t->size(0) == n_rays && t->size(1) == 3,
+                "per-ray colours must be [n_rays, 3], got " + shape_of(*t));
+  }
+  for (const at::Tensor* t : {&v_opacity, &v_depth, &opacity, &depth}) {
+    TORCH_CHECK(t->dim() == 1 && t->size(0) == n_rays, "per-ray values must be [n_rays], got " + shape_of(*t));
+  }
+  for (const at::Tensor* t : {&v_rgb, &v_opacity, &v_depth, &rgb, &opacity, &depth}) check_same(*t, sigmas);
+}
+
+}  // namespace fastjoint

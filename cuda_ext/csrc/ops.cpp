@@ -1,0 +1,27 @@
+// The schemas of fastjoint's native ops. The CPU and CUDA kernels register their
+// implementations under them (<op>_cpu.cpp, <op>_cuda.cu); autograd and the fake-tensor
+// rules are registered from Python (fastjoint/ops/composite.py).
+#include <Python.h>
+#include <torch/library.h>
+
+extern "C" {
+// Lets an ahead-of-time build be imported as the Python module fastjoint._C, which loads
+// this library and so registers the ops. A just-in-time build is loaded by path instead.
+PyObject* PyInit__C(void) {
+  static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module);
+}
+}
+
+TORCH_LIBRARY(fastjoint, m) {
+  // ray_indices [S] (int32 or int64, sorted) -> offsets [n_rays + 1] int64.
+  m.def("ray_offsets(Tensor ray_indices, int n_rays) -> Tensor");
+  // offsets [n_rays + 1]: the samples of ray r are offsets[r] .. offsets[r + 1] - 1.
+  m.def(
+      "composite_forward(Tensor sigmas, Tensor rgbs, Tensor t_starts, Tensor t_ends, Tensor offsets)"
+      " -> (Tensor rgb, Tensor opacity, Tensor depth)");
+  m.def(
+      "composite_backward(Tensor v_rgb, Tensor v_opacity, Tensor v_depth, Tensor rgb, Tensor opacity, Tensor depth,"
+      " Tensor sigmas, Tensor rgbs, Tensor t_starts, Tensor t_ends, Tensor offsets)"
+      " -> (Tensor v_sigmas, Tensor v_rgbs)");
+}
