@@ -5,11 +5,25 @@ use (see cuda_ext/build.py). Set FASTJOINT_BUILD_EXT=1 (and pass --no-build-isol
 the build sees your torch) to build them ahead of time instead.
 """
 
+import os
+import sys
 from pathlib import Path
 
 from setuptools import find_packages, setup
 
 ROOT = Path(__file__).parent
+
+
+def _native_build() -> dict:
+    """setup() arguments that build cuda_ext ahead of time, when FASTJOINT_BUILD_EXT=1."""
+    if os.environ.get("FASTJOINT_BUILD_EXT") != "1":
+        return {}
+    sys.path.insert(0, str(ROOT))
+    from torch.utils.cpp_extension import BuildExtension
+
+    from cuda_ext.build import setup_extension
+
+    return {"ext_modules": [setup_extension()], "cmdclass": {"build_ext": BuildExtension}}
 
 
 def _version() -> str:
@@ -42,4 +56,5 @@ setup(
     ],
     extras_require={"test": ["pytest>=7"]},
     entry_points={"console_scripts": ["fastjoint=fastjoint.cli:main"]},
+    **_native_build(),
 )

@@ -12,6 +12,7 @@ inputs joins the table. Every implementation's outputs are checked against the r
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -141,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sizes = [tuple(int(v) for v in size.split("x")) for size in args.sizes]
     device = torch.device(args.device)
-    payload = {"command": "python -m benchmarks.composite " + " ".join(argv or []), **run(device, sizes, args.repeats)}
+    given = sys.argv[1:] if argv is None else argv
+    payload = {"command": " ".join(["python -m benchmarks.composite", *given]), **run(device, sizes, args.repeats)}
     table = Table(title=f"composite forward+backward on {device} ({payload['threads']} threads), median of {args.repeats}")
     for column in ("batch", "implementation", "ms", "vs torch", "saved for backward", "CUDA peak", "max |diff|"):
         table.add_column(column, justify="left" if column in ("batch", "implementation") else "right")

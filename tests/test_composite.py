@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import REPO
 from cuda_ext import build
 from fastjoint.ops import composite, native
 from fastjoint.ops._torch_impl import _composite
@@ -321,3 +322,25 @@ def test_fresh_build_clears_a_stale_lock(tmp_path):
     assert "problem: None" in result.stdout, result.stdout + result.stderr
     assert "stale build lock" in result.stdout + result.stderr
     assert not stale.exists()
+
+
+def test_ahead_of_time_build_is_used(tmp_path):
+    """`FASTJOINT_BUILD_EXT=1` builds fastjoint._C with setup.py; the loader then builds nothing."""
+    for name in ("setup.py", "README.md", "fastjoint", "cuda_ext"):
+        source = REPO / name
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, tmp_path / name)
+    environment = {**os.environ, "FASTJOINT_BUILD_EXT": "1", "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(tmp_path)}
+    built = subprocess.run([sys.executable, "setup.py", "build_ext", "--inplace"], cwd=tmp_path, env=environment,
+                           capture_output=True, text=True, timeout=900)
+    assert built.returncode == 0, built.stderr[-3000:]
+    assert list((tmp_path / "fastjoint").glob("_C*.so")), "no fastjoint/_C*.so was built"
+    cache = tmp_path / "cache"
+    script = (
+        "import torch; from fastjoint.ops import native, composite; print('problem:', native.load());"
+        "out = composite(torch.rand(4), torch.rand(4, 3), torch.zeros(4), torch.ones(4), torch.tensor([0, 0, 2, 2]), 3, 'fused');"
+        "print('opacity:', [round(v, 4) for v in out.opacity.tolist()])"
+    )
+    loaded = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env={**environment, "FASTJOINT_CACHE": str(cache)},
+                            capture_output=True, text=True, timeout=300)
+    assert "problem: None" in loaded.stdout, loaded.stdout + loaded.stderr
+    assert "opacity:" in loaded.stdout and not cache.exists(), "the loader built instead of using fastjoint._C"

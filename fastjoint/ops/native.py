@@ -77,8 +77,9 @@ def build_and_load(build_dir: Path, with_cuda: bool, csrc: Path | None = None) -
                 return _one_line(str(error))
     try:
         torch.ops.load_library(str(library))
-    except OSError as error:
-        return f"{library} does not load: {error}".splitlines()[0]
+    except OSError as error:  # e.g. a link cut short by a kill: build afresh next time
+        library.unlink(missing_ok=True)
+        return f"{library} does not load ({error}); removed, the next run builds it again".splitlines()[0]
     return None
 
 
