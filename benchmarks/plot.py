@@ -54,21 +54,27 @@ def line_plot(
             draw.line([u, v, min(u + 6, width - right), v], fill="grey")
         draw.text((width - right - 60, v - 14), f"{hline:g}", fill="grey")
     for row, (name, (x, y, colour, dashed)) in enumerate(series.items()):
-        points = [px(a, b) for a, b in zip(x, y) if math.isfinite(b)]
-        for p, q in zip(points, points[1:]):
-            _segment(draw, p, q, colour, dashed)
+        _polyline(draw, [px(a, b) for a, b in zip(x, y) if math.isfinite(b)], colour, dashed)
         ly = top + 10 + 18 * row
-        _segment(draw, (width - right + 12, ly + 6), (width - right + 36, ly + 6), colour, dashed)
+        _polyline(draw, [(width - right + 12, ly + 6), (width - right + 36, ly + 6)], colour, dashed)
         draw.text((width - right + 42, ly), name, fill="black")
     return image
 
 
-def _segment(draw: ImageDraw.ImageDraw, p, q, colour: str, dashed: bool, dash: float = 6.0) -> None:
+def _polyline(draw: ImageDraw.ImageDraw, points: list, colour: str, dashed: bool, dash: float = 6.0) -> None:
+    """A line through `points`; dashed lines keep their on/off rhythm across the vertices."""
     if not dashed:
-        draw.line([p, q], fill=colour, width=2)
+        if len(points) > 1:
+            draw.line(points, fill=colour, width=2)
         return
-    length = math.dist(p, q)
-    pieces = max(1, int(length // dash))
-    for i in range(0, pieces, 2):
-        a, b = i / pieces, min(1.0, (i + 1) / pieces)
-        draw.line([(p[0] + (q[0] - p[0]) * a, p[1] + (q[1] - p[1]) * a), (p[0] + (q[0] - p[0]) * b, p[1] + (q[1] - p[1]) * b)], fill=colour, width=2)
+    travelled = 0.0  # distance along the line so far: on while (travelled // dash) is even
+    for p, q in zip(points, points[1:]):
+        length = math.dist(p, q)
+        done = 0.0
+        while done < length:
+            step = min(dash - travelled % dash, length - done)
+            if int(travelled // dash) % 2 == 0:
+                a, b = done / length, (done + step) / length
+                draw.line([(p[0] + (q[0] - p[0]) * a, p[1] + (q[1] - p[1]) * a), (p[0] + (q[0] - p[0]) * b, p[1] + (q[1] - p[1]) * b)], fill=colour, width=2)
+            done += step
+            travelled += step
