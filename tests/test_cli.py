@@ -126,3 +126,12 @@ def test_composite_backend_that_cannot_build(tiny_data, tmp_path):
     assert auto.returncode == 0, auto.stderr
     assert "backend.composite: fused cannot load its native kernels" in auto.stdout + auto.stderr
     assert "using torch (slower)" in auto.stdout + auto.stderr
+
+    # The reference, asked for, builds nothing: an empty cache stays empty.
+    empty = tmp_path / "empty-cache"
+    chosen = run_cli(
+        "train", str(config), "--name", "chosen", "--backend.composite", "torch", "--no-eval", "--no-render",
+        cwd=tmp_path, env={**env, "FASTJOINT_CACHE": str(empty)},
+    )
+    assert chosen.returncode == 0, chosen.stderr
+    assert not empty.exists() and "fused" not in chosen.stdout + chosen.stderr

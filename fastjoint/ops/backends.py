@@ -7,6 +7,7 @@ says so in one line. Naming a backend that cannot run is a UserError saying how 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -39,35 +40,44 @@ def nerfacc_cuda_problem() -> str | None:
     return None
 
 
-def _resolve(key: str, requested: str, available: dict[str, str | None], fastest_first: list[str]) -> str:
-    """Picks a backend; `available` maps each name to None (usable) or why not."""
+def _resolve(key: str, requested: str, problems: dict[str, Callable[[], str | None]], fastest_first: list[str]) -> str:
+    """Picks a backend; `problems` maps each name to a check giving None (usable) or why not.
+
+    Only the checks needed are run: building a native backend nobody asked for costs minutes.
+    """
     if requested != "auto":
-        problem = available[requested]
+        problem = problems[requested]()
         if problem is not None:
             raise UserError(f"{key} = \"{requested}\" cannot run here: {problem}")
         return requested
     for name in fastest_first:
-        if available[name] is None:
-            if name != fastest_first[0]:
-                best = fastest_first[0]
-                warn_once(f"{key}: {best} {available[best]}; using {name} (slower)")
+        if name == fastest_first[0]:
+            best_problem = problems[name]()
+            if best_problem is None:
+                return name
+        elif problems[name]() is None:
+            warn_once(f"{key}: {fastest_first[0]} {best_problem}; using {name} (slower)")
             return name
     raise AssertionError(f"no usable backend for {key}")
+
+
+def _usable() -> None:
+    return None
 
 
 def resolve_backends(config, device: torch.device) -> Backends:
     """Resolves `config` (a BackendConfig) for `device`."""
     on_cuda = device.type == "cuda"
-    march_available = {
-        "nerfacc": nerfacc_cuda_problem() if on_cuda else "needs CUDA",
-        "torch": None,
+    march_problems = {
+        "nerfacc": nerfacc_cuda_problem if on_cuda else (lambda: "needs CUDA"),
+        "torch": _usable,
     }
     if not on_cuda and config.march == "auto":
         # On the CPU our marcher is the design, not a fallback: no warning.
         march = "torch"
     else:
-        march = _resolve("backend.march", config.march, march_available, ["nerfacc", "torch"])
-    grid = _resolve("backend.grid", config.grid, {"torch": None}, ["torch"])
-    composite_available = {"fused": native.problem_on(device), "torch": None}
-    composite = _resolve("backend.composite", config.composite, composite_available, ["fused", "torch"])
+        march = _resolve("backend.march", config.march, march_problems, ["nerfacc", "torch"])
+    grid = _resolve("backend.grid", config.grid, {"torch": _usable}, ["torch"])
+    composite_problems = {"fused": lambda: native.problem_on(device), "torch": _usable}
+    composite = _resolve("backend.composite", config.composite, composite_problems, ["fused", "torch"])
     return Backends(grid=grid, march=march, composite=composite)
