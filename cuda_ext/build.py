@@ -19,8 +19,7 @@ AOT_NAME = "fastjoint._C"
 
 def sources(with_cuda: bool, csrc: Path = CSRC) -> list[Path]:
     """The files compiled: every .cpp, and every .cu when `with_cuda`."""
-    found = sorted(csrc.glob("*.cpp")) + (sorted(csrc.glob("*.cu")) if with_cuda else [])
-    return found
+    return sorted(csrc.glob("*.cpp")) + (sorted(csrc.glob("*.cu")) if with_cuda else [])
 
 
 def flags(with_cuda: bool) -> dict[str, list[str]]:
@@ -57,7 +56,7 @@ def build_key(with_cuda: bool, csrc: Path = CSRC) -> str:
     return digest.hexdigest()[:16]
 
 
-def jit_build(build_dir: Path, with_cuda: bool, csrc: Path = CSRC, verbose: bool = False) -> Path:
+def jit_build(build_dir: Path, with_cuda: bool, csrc: Path = CSRC) -> Path:
     """Compiles the library into `build_dir` with torch.utils.cpp_extension; returns its path.
 
     Raises whatever the compiler's failure raises (a RuntimeError holding its output).
@@ -77,7 +76,6 @@ def jit_build(build_dir: Path, with_cuda: bool, csrc: Path = CSRC, verbose: bool
         build_directory=str(build_dir),
         with_cuda=with_cuda,
         is_python_module=False,
-        verbose=verbose,
     )
     return build_dir / f"{name}.so"
 

@@ -17,8 +17,7 @@ import torch
 from conftest import REPO
 from cuda_ext import build
 from fastjoint.ops import composite, native
-from fastjoint.ops._torch_impl import _composite
-from fastjoint.ops.composite import ray_offsets
+from fastjoint.ops._torch_impl import _composite, _ray_offsets
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
@@ -172,7 +171,7 @@ def test_native_ray_offsets_match_reference(fused, device, index_dtype):
     for n_rays in (1, 7, 5000):
         counts = torch.tensor(random_counts(n_rays, 9, generator))
         indices = torch.repeat_interleave(torch.arange(n_rays), counts).to(device, index_dtype)
-        expected = ray_offsets(indices, n_rays)
+        expected = _ray_offsets(indices, n_rays)
         assert torch.equal(torch.ops.fastjoint.ray_offsets(indices, n_rays), expected), counts.tolist()[:20]
         assert expected[-1].item() == counts.sum().item()
 
@@ -236,7 +235,7 @@ def test_fused_opcheck(fused):
     """Schema, fake-tensor rule, autograd registration and torch.compile tracing of the op."""
     generator = torch.Generator().manual_seed(8)
     sigmas, rgbs, starts, ends, indices, n_rays = packed_batch([3, 0, 5], generator)
-    offsets = ray_offsets(indices, n_rays)
+    offsets = _ray_offsets(indices, n_rays)
     args = (sigmas.requires_grad_(), rgbs.requires_grad_(), starts, ends, offsets)
     torch.library.opcheck(torch.ops.fastjoint.composite_forward.default, args)
 
@@ -262,7 +261,7 @@ def test_fused_cuda_matches_cpu_in_float64(fused):
 def test_fused_cuda_opcheck(fused):
     generator = torch.Generator().manual_seed(8)
     sigmas, rgbs, starts, ends, indices, n_rays = packed_batch([3, 0, 5], generator)
-    offsets = ray_offsets(indices, n_rays)
+    offsets = _ray_offsets(indices, n_rays)
     args = [t.cuda() for t in (sigmas, rgbs, starts, ends, offsets)]
     args[0].requires_grad_(), args[1].requires_grad_()
     torch.library.opcheck(torch.ops.fastjoint.composite_forward.default, tuple(args))

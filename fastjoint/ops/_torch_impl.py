@@ -170,6 +170,16 @@ class CompositeResult(NamedTuple):
     depth: Tensor  # [n_rays] sum of weights * sample midpoint
 
 
+def _ray_offsets(ray_indices: Tensor, n_rays: int) -> Tensor:  # [n_rays + 1] int64
+    """Where each ray's samples begin in a pack sorted by ray: ray r holds offsets[r]:offsets[r+1].
+
+    Reference of the native `torch.ops.fastjoint.ray_offsets`; rays without samples get
+    equal consecutive offsets.
+    """
+    boundaries = torch.arange(n_rays + 1, device=ray_indices.device, dtype=ray_indices.dtype)
+    return torch.searchsorted(ray_indices, boundaries)
+
+
 def _composite(
     sigmas: Tensor,  # [S]
     rgbs: Tensor,  # [S, 3]
@@ -188,8 +198,7 @@ def _composite(
     # Exclusive per-ray sum of tau: a global running sum (in float64, so that long packs
     # lose no precision) minus the running sum before the ray's first sample.
     running = torch.cumsum(tau.double(), dim=0) - tau.double()  # sum over earlier samples
-    counts = torch.bincount(ray_indices, minlength=n_rays)
-    first = torch.cumsum(counts, dim=0) - counts  # index of each ray's first sample
+    first = _ray_offsets(ray_indices, n_rays)[:-1]  # index of each ray's first sample
     before_ray = running.index_select(0, first.index_select(0, ray_indices))
     exclusive = (running - before_ray).to(sigmas.dtype)
     transmittance = torch.exp(-exclusive)

@@ -13,16 +13,7 @@ from torch import Tensor
 
 from fastjoint.ops._torch_impl import CompositeResult, _composite
 
-__all__ = ["CompositeResult", "composite", "ray_offsets"]
-
-
-def ray_offsets(ray_indices: Tensor, n_rays: int) -> Tensor:  # [n_rays + 1] int64
-    """Where each ray's samples begin in a sorted pack: ray r holds offsets[r]:offsets[r+1].
-
-    The PyTorch reference of `torch.ops.fastjoint.ray_offsets` (one pass over the samples).
-    """
-    boundaries = torch.arange(n_rays + 1, device=ray_indices.device, dtype=ray_indices.dtype)
-    return torch.searchsorted(ray_indices, boundaries)
+__all__ = ["CompositeResult", "composite"]
 
 
 def composite(
