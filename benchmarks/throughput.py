@@ -2,7 +2,7 @@
 
 Each combination runs in a fresh subprocess (so its peak memory is its own): it trains
 `--warmup` steps (the occupancy grids carve empty space), then times `--steps` steps, and
-renders the test views of target:desired at the dataset's resolution. Reported: training
+renders the test views of the first transfer, target:<style>, at the dataset's resolution. Reported: training
 rays/s and samples/s, rendering frames/s, peak CPU RSS and, on CUDA, peak allocated memory.
 
     python -m benchmarks.throughput [--warmup 300] [--steps 50]
@@ -29,7 +29,6 @@ from benchmarks.common import console as make_console, RESULTS, write_results
 from fastjoint.config import BackendConfig, Config, load_config
 from fastjoint.errors import UserError
 from fastjoint.ops import resolve_backends
-from fastjoint.pairing import TRANSFER
 from fastjoint.run import resolve_device
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,7 +53,6 @@ def combinations(config: Config) -> list[dict]:
 
 def worker(config_path: Path, combo: dict, warmup: int, steps: int, frames: int) -> dict:
     """Runs in the subprocess: measures one combination."""
-    from fastjoint.evaluate import render_split
     from fastjoint.renders import camera_split
     from fastjoint.run import LoadedRun
     from fastjoint.train import Trainer
@@ -79,18 +77,19 @@ def worker(config_path: Path, combo: dict, warmup: int, steps: int, frames: int)
         start = time.perf_counter()
         for _ in range(steps):
             stats = trainer.train_step()
-            rays += stats["rays"]
-            samples += stats["samples"]
+            rays += stats.rays
+            samples += stats.samples
         if trainer.device.type == "cuda":
             torch.cuda.synchronize()
         train_seconds = time.perf_counter() - start
 
         run = LoadedRun(config.run_dir, config, trainer.built, trainer.step, 0.0)
-        trainer.model.eval()
-        views = camera_split(run, TRANSFER, "test")
+        trainer.built.train(False)
+        transfer = config.data.pairings.transfers[0]
+        views = camera_split(run, transfer, "test")
         views = dataclasses.replace(views, poses=views.poses[:frames])
         start = time.perf_counter()
-        render_split(run, TRANSFER, views)
+        run.render(transfer, views.poses, views.camera)
         if trainer.device.type == "cuda":
             torch.cuda.synchronize()
         render_seconds = time.perf_counter() - start

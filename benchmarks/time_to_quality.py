@@ -4,7 +4,7 @@ Both models train on the same config (the baseline with `--model.encoder mlp`) i
 process, one after the other, each for at most `--budget` seconds of training. Every
 `--interval` seconds of training (the clock stops while it measures) the held-out PSNR of
 each trained pairing is measured on a fixed random set of test-view pixels. Reported: for
-each pairing, and for all three together, the training time each model needs to reach
+each pairing, and for all trained pairings together, the training time each model needs to reach
 `--threshold` dB, and the ratio; both curves as a PNG.
 
     python -m benchmarks.time_to_quality [--budget 1200] [--interval 15] [--threshold 25]
@@ -25,10 +25,7 @@ from benchmarks.common import console as make_console, RESULTS, write_results
 from benchmarks.plot import PALETTE, line_plot
 from fastjoint.config import Config, load_config
 from fastjoint.data import load_split, pixel_rays
-from fastjoint.evaluate import psnr
-from fastjoint.pairing import TRAINED
-from fastjoint.render import render_rays
-from fastjoint.run import dataset_path, pairing_field
+from fastjoint.metrics import psnr
 from fastjoint.train import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,8 +43,8 @@ class HeldOut:
         background = torch.tensor(config.render.background)
         self.background = background.to(device)
         self.rays = {}
-        for pairing in TRAINED:
-            split = load_split(dataset_path(config.data, pairing), "test", config.data.downscale)
+        for pairing in config.data.pairings.trained:
+            split = load_split(config.data.dataset(pairing), "test", config.data.downscale)
             count, height, width = split.images.shape[:3]
             n = min(n_pixels, count * height * width)
             flat = torch.randperm(count * height * width, generator=generator)[:n]
@@ -58,16 +55,9 @@ class HeldOut:
 
     @torch.no_grad()
     def psnr(self, trainer: Trainer) -> dict[str, float]:
-        built = trainer.built
         out = {}
         for pairing, (origins, dirs, truth) in self.rays.items():
-            field = pairing_field(built.model, pairing)
-            rgb = torch.cat(
-                [
-                    render_rays(field, built.samplers[pairing.scene], o, d, self.background, built.backends.composite).rgb
-                    for o, d in zip(origins.split(trainer.config.render.chunk), dirs.split(trainer.config.render.chunk))
-                ]
-            )
+            rgb = trainer.built.render_chunked(pairing, origins, dirs, self.background).rgb
             out[pairing.name] = psnr(rgb.clamp(0, 1).cpu(), truth)
         return out
 
@@ -113,8 +103,8 @@ def time_to(curve: list[dict], threshold: float, pairings: list[str]) -> float |
 
 def summarise(runs: dict[str, dict], threshold: float, budget: float) -> list[dict]:
     rows = []
-    names = [p.name for p in TRAINED]
-    for label, pairings in [(p, [p]) for p in names] + [("all three", names)]:
+    names = list(runs["hashgrid"]["curve"][0]["psnr"])  # the trained pairings
+    for label, pairings in [(p, [p]) for p in names] + [("all trained", names)]:
         row = {"pairing": label}
         for model in MODELS:
             curve = runs[model]["curve"]
@@ -136,7 +126,7 @@ def plot(runs: dict[str, dict], threshold: float, path: Path) -> None:
     series = {}
     for m, model in enumerate(MODELS):
         curve = runs[model]["curve"]
-        for i, pairing in enumerate(p.name for p in TRAINED):
+        for i, pairing in enumerate(curve[0]["psnr"]):
             series[f"{model} {pairing}"] = (
                 [point["seconds"] for point in curve],
                 [point["psnr"][pairing] for point in curve],

@@ -9,9 +9,7 @@
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from pathlib import Path
 from typing import NamedTuple
 
@@ -22,9 +20,9 @@ from PIL import Image, ImageDraw
 from torch import Tensor
 
 from fastjoint.data import image_rays, load_split
-from fastjoint.pairing import SCENES, STYLES, TRAINED, Pairing
-from fastjoint.render import render_rays
-from fastjoint.run import LoadedRun, dataset_path, load_run, pairing_field
+from fastjoint.files import write_json
+from fastjoint.pairing import ORIGINAL, SCENES, Pairing
+from fastjoint.run import LoadedRun, load_run
 
 PLANE_PIXELS = 256  # side of each drawn feature plane
 OPAQUE = 0.95  # a ray whose opacity passes this has hit a surface
@@ -65,25 +63,22 @@ class SurfaceSamples(NamedTuple):
 @torch.no_grad()
 def surface_samples(run: LoadedRun, scene: str, views: int = VIEWS) -> SurfaceSamples:
     """Features of the points where a scene's training rays hit a surface (opacity > 0.95)."""
-    built, config = run.built, run.config
-    source = next(p for p in TRAINED if p.scene == scene)  # the scene's original-style data
-    split = load_split(dataset_path(config.data, source), "train", config.data.downscale)
-    pairing = Pairing(scene, "original")
-    field = pairing_field(built.model, pairing)
+    built, data = run.built, run.config.data
+    pairing = Pairing(scene, ORIGINAL)  # the scene's original-style data
+    split = load_split(data.dataset(pairing), "train", data.downscale)
     background = torch.zeros(3, device=built.device)
     chosen = torch.linspace(0, len(split) - 1, min(views, len(split))).round().long()
     features, colours = [], []
     for index in chosen.tolist():
         rays_o, rays_d = image_rays(split.poses[index].to(built.device), split.camera)
-        for o, d in zip(rays_o.split(config.render.chunk), rays_d.split(config.render.chunk)):
-            result = render_rays(field, built.samplers[scene], o, d, background, built.backends.composite)
-            hit = result.opacity > OPAQUE
-            if not hit.any():
-                continue
-            points = o[hit] + d[hit] * (result.depth[hit] / result.opacity[hit])[:, None]
-            query = built.model.query(scene, "original", points, d[hit])
-            features.append(query.feature.cpu())
-            colours.append(result.rgb[hit].cpu())
+        result = built.render_chunked(pairing, rays_o, rays_d, background)
+        hit = result.opacity > OPAQUE
+        if not hit.any():
+            continue
+        points = rays_o[hit] + rays_d[hit] * (result.depth[hit] / result.opacity[hit])[:, None]
+        _, feature = built.model.features(scene, points, rays_d[hit])
+        features.append(feature.cpu())
+        colours.append(result.rgb[hit].cpu())
     if not features:
         return SurfaceSamples(torch.empty(0, 2), torch.empty(0, 3))
     return SurfaceSamples(torch.cat(features), torch.cat(colours))
@@ -129,30 +124,45 @@ def side_by_side(panels: dict[str, np.ndarray], gap: int = 8, title_height: int 
     return np.concatenate(parts[:-1], axis=1)
 
 
-def analyze(run_dir: str | Path, device: str | None = None, run: LoadedRun | None = None) -> dict:
-    """Writes RUN/analysis/{decoders,features}.png and RUN/analysis.json; returns the JSON."""
+class AnalysisResult(NamedTuple):
+    """What analysis.json holds."""
+
+    step: int
+    points: dict[str, int]  # scene -> surface points sampled
+    fits: dict[str, Gaussian]  # scene -> fitted normal (empty when a scene has too few points)
+    kl_target_reference: float | None  # KL(target || reference) in nats
+    kl_reference_target: float | None
+
+    def to_json(self) -> dict:
+        kl = None
+        if self.kl_target_reference is not None and self.kl_reference_target is not None:
+            forward, backward = self.kl_target_reference, self.kl_reference_target
+            kl = {"target||reference": forward, "reference||target": backward, "symmetric": (forward + backward) / 2}
+        fits = {s: {"mean": f.mean.tolist(), "cov": f.cov.tolist()} for s, f in self.fits.items()}
+        return {"step": self.step, "points": self.points, "fits": fits, "kl": kl}
+
+
+def analyze(run_dir: str | Path, device: str | None = None, run: LoadedRun | None = None) -> AnalysisResult:
+    """Writes RUN/analysis/{decoders,features}.png and RUN/analysis.json."""
     run_dir = Path(run_dir)
     run = run or load_run(run_dir, device)
     folder = run_dir / "analysis"
     folder.mkdir(parents=True, exist_ok=True)
 
-    maps = {style: decoder_map(run, style) for style in STYLES}
-    iio.imwrite(folder / "decoders.png", side_by_side({f"decoder {s}": maps[s] for s in STYLES}))
+    styles = run.config.data.pairings.styles
+    maps = {style: decoder_map(run, style) for style in styles}
+    iio.imwrite(folder / "decoders.png", side_by_side({f"decoder {s}": maps[s] for s in styles}))
     samples = {scene: surface_samples(run, scene) for scene in SCENES}
     iio.imwrite(
         folder / "features.png",
-        side_by_side({f"{s} features on decoder original": scatter(maps["original"], samples[s]) for s in SCENES}),
+        side_by_side({f"{s} features on decoder {ORIGINAL}": scatter(maps[ORIGINAL], samples[s]) for s in SCENES}),
     )
-
-    result: dict = {"step": run.step, "points": {s: len(samples[s].features) for s in SCENES}, "fits": {}, "kl": None}
+    fits: dict[str, Gaussian] = {}
+    forward = backward = None
     if all(len(samples[s].features) > 2 for s in SCENES):
         fits = {s: fit_gaussian(samples[s].features) for s in SCENES}
-        result["fits"] = {s: {"mean": f.mean.tolist(), "cov": f.cov.tolist()} for s, f in fits.items()}
         forward = kl_divergence(fits["target"], fits["reference"])
         backward = kl_divergence(fits["reference"], fits["target"])
-        result["kl"] = {"target||reference": forward, "reference||target": backward, "symmetric": (forward + backward) / 2}
-    path = run_dir / "analysis.json"
-    partial = path.with_name("analysis.json.partial")
-    partial.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(partial, path)
+    result = AnalysisResult(run.step, {s: len(samples[s].features) for s in SCENES}, fits, forward, backward)
+    write_json(run_dir / "analysis.json", result.to_json())
     return result

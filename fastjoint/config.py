@@ -18,33 +18,72 @@ from pathlib import Path
 from typing import Any, Literal, Union
 
 from fastjoint.errors import UserError
+from fastjoint.pairing import ORIGINAL, Pairing, Pairings, check_style_name
 
 Box = tuple[float, float, float, float, float, float]
 Colour = tuple[float, float, float]
 
 
 @dataclass(frozen=True)
-class DataConfig:
-    """Where the four datasets of an analogy live (Blender format)."""
+class StyleData:
+    """A desired style: the reference photographed in it, and optionally the transfer's ground truth."""
 
-    kit: str = "demo"
+    reference: str
+    """The reference scene's dataset in this style (trained as `reference:<style>`)."""
+    target: str = ""
+    """Ground truth of the transfer `target:<style>`, for evaluation only; "" when there is none."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataConfig:
+    """Where the datasets of an analogy live: each scene in its original style, and each desired style.
+
+    Every path is a dataset folder (Blender format). There are no defaults: a config names
+    its own data (configs/demo.toml names the scene kit's demo).
+    """
+
+    kit: str = ""
     """Scene-kit recipe (a name for data/<kit>.toml, or a .toml path) that writes the datasets below when they are missing; "" for none."""
-    target_original: str = "data/generated/demo/target/original"
-    """Target scene in the original style (trained as `target:original`)."""
-    reference_original: str = "data/generated/demo/reference/original"
-    """Reference scene in the original style (trained as `reference:original`)."""
-    reference_desired: str = "data/generated/demo/reference/recolour"
-    """Reference scene in the desired style (trained as `reference:desired`)."""
-    target_desired: str = "data/generated/demo/target/recolour"
-    """Ground truth of the transfer `target:desired`, for evaluation only; "" when there is none."""
+    target: str
+    """The target scene in its original style (trained as `target:original`)."""
+    reference: str
+    """The reference scene in its original style (trained as `reference:original`)."""
+    styles: dict[str, StyleData] = field(default_factory=dict)
+    """The desired styles, one `[data.styles.<name>]` table each; every style trains `reference:<name>` and transfers as `target:<name>`."""
     downscale: int = 1
     """Integer factor by which images are shrunk when loaded."""
     aabb: Box = (-1.5, -1.5, -1.5, 1.5, 1.5, 1.5)
     """Scene box (xmin ymin zmin xmax ymax zmax) in world units, shared by both scenes."""
 
     def __post_init__(self) -> None:
+        _check(bool(self.target), "data.target", "must name a dataset folder")
+        _check(bool(self.reference), "data.reference", "must name a dataset folder")
+        _check(bool(self.styles), "data.styles", "needs at least one desired style ([data.styles.<name>] with reference = ...)")
+        for name, style in self.styles.items():
+            check_style_name(name, f"data.styles.{name}")
+            _check(bool(style.reference), f"data.styles.{name}.reference", "must name a dataset folder")
         _check(self.downscale >= 1, "data.downscale", "must be at least 1")
         _check(all(self.aabb[i] < self.aabb[i + 3] for i in range(3)), "data.aabb", "needs min < max on every axis")
+
+    @property
+    def pairings(self) -> Pairings:
+        """The pairings of this data: trained ones and transfers."""
+        return Pairings(tuple(self.styles))
+
+    def dataset(self, pairing: Pairing) -> Path | None:
+        """The dataset folder of a pairing, or None (only a transfer's ground truth may be absent)."""
+        if pairing.style == ORIGINAL:
+            path = self.target if pairing.scene == "target" else self.reference
+        else:
+            style = self.styles[pairing.style]
+            path = style.target if pairing.scene == "target" else style.reference
+        return Path(path) if path else None
+
+    def dataset_key(self, pairing: Pairing) -> str:
+        """The config key that names a pairing's dataset, for messages."""
+        if pairing.style == ORIGINAL:
+            return f"data.{pairing.scene}"
+        return f"data.styles.{pairing.style}.{pairing.scene}"
 
 
 @dataclass(frozen=True)
@@ -170,10 +209,10 @@ class RenderConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """The joint optimisation of the three trained pairings."""
+    """The joint optimisation of the trained pairings."""
 
     steps: int = 1500
-    """Optimisation steps; every step trains all three pairings."""
+    """Optimisation steps; every step trains every trained pairing."""
     rays_per_pairing: int = 1024
     """Rays drawn per pairing per step."""
     lr: float = 1e-2
@@ -211,7 +250,7 @@ class BackendConfig:
     built on first use) or the PyTorch reference."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Config:
     """A fastjoint run."""
 
@@ -221,7 +260,7 @@ class Config:
     """Folder that holds runs."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Where to train and render; auto picks CUDA when present."""
-    data: DataConfig = field(default_factory=DataConfig)
+    data: DataConfig
     model: ModelConfig = field(default_factory=ModelConfig)
     mlp: MlpConfig = field(default_factory=MlpConfig)
     render: RenderConfig = field(default_factory=RenderConfig)
@@ -229,7 +268,8 @@ class Config:
     backend: BackendConfig = field(default_factory=BackendConfig)
 
     def __post_init__(self) -> None:
-        _check(bool(self.name) and "/" not in self.name, "name", "must be a non-empty folder name")
+        plain = bool(self.name) and self.name not in (".", "..") and not any(c in self.name for c in "/\\")
+        _check(plain, "name", f"must be a plain folder name (no '/', not '.' or '..'), got '{self.name}'")
 
     @property
     def run_dir(self) -> Path:
@@ -244,9 +284,18 @@ def _check(ok: bool, key: str, problem: str) -> None:
 # --- reading and writing -------------------------------------------------------------
 
 
+_OLD_DATA_KEYS = ("target_original", "reference_original", "reference_desired", "target_desired")
+_NEW_DATA_FORM = (
+    'the [data] section now reads target = "...", reference = "..." and one [data.styles.<name>] table '
+    'per desired style with reference = "..." (and target = "..." for ground truth); see configs/demo.toml'
+)
+
+
 def load_config(path: str | Path) -> Config:
     """Reads a TOML config; every problem is a UserError naming the file and key."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder, not a config file")
     if not path.is_file():
         raise UserError(f"{path}: config file not found")
     try:
@@ -261,6 +310,11 @@ def load_config(path: str | Path) -> Config:
         raise UserError(f"{path}: {error}") from None
 
 
+def checked(config: Config) -> Config:
+    """The config rebuilt through the TOML checks: command-line values get the same validation."""
+    return from_dict(Config, to_dict(config))
+
+
 def from_dict(cls: type, table: dict[str, Any], prefix: str = "") -> Any:
     """Builds dataclass `cls` from a nested dict, checking every key and type."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -269,15 +323,31 @@ def from_dict(cls: type, table: dict[str, Any], prefix: str = "") -> Any:
     for key, value in table.items():
         dotted = f"{prefix}{key}"
         if key not in fields:
+            if cls is DataConfig and key in _OLD_DATA_KEYS:
+                raise UserError(f"'{dotted}': {_NEW_DATA_FORM}")
             raise UserError(f"unknown key '{dotted}'{_suggest(key, fields, prefix)}")
         hint = hints[key]
         if dataclasses.is_dataclass(hint):
-            if not isinstance(value, dict):
-                raise UserError(f"'{dotted}' must be a table ([{dotted}])")
-            values[key] = from_dict(hint, value, prefix=f"{dotted}.")
+            values[key] = from_dict(hint, _table(value, dotted), prefix=f"{dotted}.")
+        elif typing.get_origin(hint) is dict:
+            item = typing.get_args(hint)[1]
+            values[key] = {
+                name: from_dict(item, _table(entry, f"{dotted}.{name}"), prefix=f"{dotted}.{name}.")
+                for name, entry in _table(value, dotted).items()
+            }
         else:
             values[key] = coerce(hint, value, dotted)
+    for name, f in fields.items():
+        if name not in values and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            what = f"[{prefix}{name}] table" if dataclasses.is_dataclass(hints[name]) else "key"
+            raise UserError(f"missing {what} '{prefix}{name}'")
     return cls(**values)
+
+
+def _table(value: Any, key: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise UserError(f"'{key}' must be a table ([{key}])")
+    return value
 
 
 def coerce(hint: Any, value: Any, key: str) -> Any:
@@ -342,10 +412,12 @@ def _suggest(key: str, fields: dict, prefix: str) -> str:
 
 def to_dict(config: Any) -> dict[str, Any]:
     """The config as nested plain dicts (tuples become lists), as TOML holds it."""
+    if isinstance(config, dict):
+        return {key: to_dict(value) for key, value in config.items()}
     out = {}
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
-        if dataclasses.is_dataclass(value):
+        if dataclasses.is_dataclass(value) or isinstance(value, dict):
             out[f.name] = to_dict(value)
         elif isinstance(value, tuple):
             out[f.name] = list(value)
@@ -356,13 +428,17 @@ def to_dict(config: Any) -> dict[str, Any]:
 
 def to_toml(config: Config) -> str:
     """Writes a fully resolved config as TOML that `load_config` reads back equal."""
-    table = to_dict(config)
+    return "\n".join(_toml_lines(to_dict(config), "")) + "\n"
+
+
+def _toml_lines(table: dict[str, Any], prefix: str) -> list[str]:
     lines = [f"{key} = {_toml_value(value)}" for key, value in table.items() if not isinstance(value, dict)]
     for key, value in table.items():
         if isinstance(value, dict):
-            lines.append(f"\n[{key}]")
-            lines.extend(f"{k} = {_toml_value(v)}" for k, v in value.items())
-    return "\n".join(lines) + "\n"
+            if not value or not all(isinstance(v, dict) for v in value.values()):
+                lines.append(f"\n[{prefix}{key}]")  # a table of tables needs no header of its own
+            lines.extend(_toml_lines(value, f"{prefix}{key}."))
+    return lines
 
 
 def _toml_value(value: Any) -> str:
@@ -377,7 +453,18 @@ def _toml_value(value: Any) -> str:
     raise TypeError(f"cannot write {value!r} as TOML")
 
 
-def section_changes(old: Config, new: Config, section: str) -> list[str]:
-    """Keys of one section whose values differ between two configs, as `section.key`."""
-    a, b = to_dict(getattr(old, section)), to_dict(getattr(new, section))
-    return [f"{section}.{key}" for key in a if a[key] != b[key]]
+def changed_keys(old: Config, new: Config, keys: tuple[str, ...]) -> list[str]:
+    """The dotted keys under `keys` (sections or single keys) whose values differ."""
+    a, b = _flatten(to_dict(old)), _flatten(to_dict(new))
+    inside = [k for k in sorted(set(a) | set(b)) if any(k == key or k.startswith(key + ".") for key in keys)]
+    return [k for k in inside if a.get(k) != b.get(k)]
+
+
+def _flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out

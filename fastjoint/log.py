@@ -1,5 +1,8 @@
 """The console that every part of fastjoint prints through."""
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
 from rich.console import Console
 
 console = Console(stderr=True, highlight=False)
@@ -11,3 +14,13 @@ def warn_once(message: str) -> None:
     if message not in _warned:
         _warned.add(message)
         console.print(f"[yellow]warning:[/yellow] {message}")
+
+
+@contextmanager
+def progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
+    """A transient progress bar; yields a `progress(done, total)` callback for long work."""
+    from rich.progress import Progress
+
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task(description, total=None)
+        yield lambda done, total: progress.update(task, completed=done, total=total)

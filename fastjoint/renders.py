@@ -12,9 +12,8 @@ import torch
 from torch import Tensor
 
 from fastjoint.data import Split, load_split, orbit_poses
-from fastjoint.pairing import TRAINED, Pairing
-from fastjoint.render import render_image
-from fastjoint.run import LoadedRun, dataset_path, pairing_field
+from fastjoint.pairing import ORIGINAL, Pairing
+from fastjoint.run import LoadedRun
 
 VIDEO_FPS = 24
 VIDEO_MIN_SIDE = 256  # small renders are enlarged (nearest neighbour) so a player shows them
@@ -28,8 +27,8 @@ class RenderOutputs(NamedTuple):
 
 def camera_split(run: LoadedRun, pairing: Pairing, split: str) -> Split:
     """The views of a pairing's scene: its original-style dataset holds the cameras."""
-    source = next(p for p in TRAINED if p.scene == pairing.scene)
-    return load_split(dataset_path(run.config.data, source), split, run.config.data.downscale)
+    data = run.config.data
+    return load_split(data.dataset(Pairing(pairing.scene, ORIGINAL)), split, data.downscale)
 
 
 def orbit_around(split: Split, aabb: Tensor, n: int) -> Tensor:  # [n, 4, 4]
@@ -72,25 +71,18 @@ def render_pairing(
     With `video`, the orbit (or, without one, the split's views) also becomes an MP4.
     `progress`, if given, is called with (done, total) after each frame.
     """
-    built, config = run.built, run.config
     folder = run.run_dir / "renders" / pairing.slug
     folder.mkdir(parents=True, exist_ok=True)
     views = camera_split(run, pairing, split)
     poses = [(split, views.poses)]
     if orbit > 0:
-        poses.append(("orbit", orbit_around(views, torch.tensor(config.data.aabb), orbit)))
-    field = pairing_field(built.model, pairing)
-    sampler = built.samplers[pairing.scene]
-    background = torch.tensor(config.render.background, device=built.device)
+        poses.append(("orbit", orbit_around(views, torch.tensor(run.config.data.aabb), orbit)))
     total = sum(len(p) for _, p in poses)
     images, frames = [], {}
     for prefix, group in poses:
         frames[prefix] = []
         for i, pose in enumerate(group):
-            image = render_image(
-                field, sampler, pose.to(built.device), views.camera, background, config.render.chunk, built.backends.composite
-            )
-            pixels = to_uint8(image.cpu())
+            pixels = to_uint8(run.built.render_image(pairing, pose, views.camera))
             path = folder / f"{prefix}_{i:03d}.png"
             iio.imwrite(path, pixels)
             images.append(path)

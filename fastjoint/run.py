@@ -1,33 +1,27 @@
-"""What training, evaluation and rendering share: building the model for a config,
-checkpoints (atomic writes), loading a finished run, and finding the datasets.
+"""What training, evaluation and rendering share: building a run's model for its config,
+rendering a pairing, checkpoints, loading a finished run, and finding the datasets.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
+from fastjoint.architecture import architecture, build_model
 from fastjoint.config import Config, DataConfig, load_config
+from fastjoint.data import Camera, image_rays
 from fastjoint.errors import UserError
+from fastjoint.files import atomic_write
 from fastjoint.log import console
 from fastjoint.model import JointModel
 from fastjoint.ops import Backends, resolve_backends
-from fastjoint.pairing import ALL, SCENES, Pairing
-from fastjoint.render import Field, Sampler, make_estimators, occupancy_sampler, uniform_sampler
+from fastjoint.pairing import SCENES, Pairing
+from fastjoint.render import Field, RenderResult, Sampler, make_estimators, render_rays
 
 CHECKPOINT = Path("checkpoints") / "latest.pt"
-
-
-class Built(NamedTuple):
-    model: JointModel
-    estimators: nn.ModuleDict  # scene -> OccGridEstimator (unused by the mlp baseline)
-    samplers: dict[str, Sampler]  # scene -> where its rays are sampled
-    backends: Backends
-    device: torch.device
 
 
 def resolve_device(name: str) -> torch.device:
@@ -38,27 +32,75 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build(config: Config, device: torch.device) -> Built:
-    """A fresh model and occupancy grids for `config`, on `device`."""
-    backends = resolve_backends(config.backend, device)
-    model = JointModel(config.model, config.data.aabb, grid_backend=backends.grid, mlp=config.mlp).to(device)
-    estimators = make_estimators(SCENES, config.data.aabb, config.render).to(device)
-    if config.model.encoder == "mlp":
-        uniform = uniform_sampler(config.mlp.near, config.mlp.far, config.mlp.samples_per_ray)
-        samplers = {scene: uniform for scene in SCENES}
-    else:
-        samplers = {scene: occupancy_sampler(estimators[scene], config.render, backends.march) for scene in SCENES}
-    return Built(model, estimators, samplers, backends, device)
+class Built:
+    """A run's model, occupancy grids and samplers on a device, and how to render its pairings."""
 
+    def __init__(self, config: Config, device: torch.device) -> None:
+        self.config = config
+        self.device = device
+        self.backends: Backends = resolve_backends(config.backend, device)
+        self.model: JointModel = build_model(config, self.backends.grid).to(device)
+        self.estimators: nn.ModuleDict = make_estimators(SCENES, config.data.aabb, config.render).to(device)
+        arch = architecture(config)
+        self.samplers: dict[str, Sampler] = {
+            scene: arch.sampler(self.estimators[scene], config, self.backends.march) for scene in SCENES
+        }
 
-def pairing_field(model: JointModel, pairing: Pairing) -> Field:
-    """The radiance field of one pairing, as the renderer takes it."""
+    def field(self, pairing: Pairing) -> Field:
+        """The radiance field of one pairing, as the renderer takes it."""
 
-    def field(points, dirs):
-        result = model.query(pairing.scene, pairing.style, points, dirs)
-        return result.sigma, result.rgb
+        def field(points: Tensor, dirs: Tensor) -> tuple[Tensor, Tensor]:
+            result = self.model.query(pairing.scene, pairing.style, points, dirs)
+            return result.sigma, result.rgb
 
-    return field
+        return field
+
+    def render_rays(
+        self,
+        pairing: Pairing,
+        rays_o: Tensor,  # [n_rays, 3]
+        rays_d: Tensor,  # [n_rays, 3]
+        background: Tensor,  # [n_rays, 3] or [3]
+        offsets: Tensor | None = None,  # [n_rays] stratification, training only
+    ) -> RenderResult:
+        """One batch of rays of a pairing (differentiable; the caller chooses the grad mode)."""
+        sampler = self.samplers[pairing.scene]
+        return render_rays(self.field(pairing), sampler, rays_o, rays_d, background, self.backends.composite, offsets)
+
+    @torch.no_grad()
+    def render_chunked(self, pairing: Pairing, rays_o: Tensor, rays_d: Tensor, background: Tensor) -> RenderResult:
+        """Any number of rays, `render.chunk` at a time, without gradients."""
+        chunk = self.config.render.chunk
+        parts = [self.render_rays(pairing, o, d, background) for o, d in zip(rays_o.split(chunk), rays_d.split(chunk))]
+        return RenderResult(
+            torch.cat([p.rgb for p in parts]),
+            torch.cat([p.opacity for p in parts]),
+            torch.cat([p.depth for p in parts]),
+            sum(p.n_samples for p in parts),
+        )
+
+    def render_image(self, pairing: Pairing, pose: Tensor, camera: Camera, background: Tensor | None = None) -> Tensor:
+        """A whole view of a pairing [H, W, 3], on the CPU; on `render.background` by default."""
+        if background is None:
+            background = torch.tensor(self.config.render.background, device=self.device)
+        rays_o, rays_d = image_rays(pose.to(self.device), camera)
+        rgb = self.render_chunked(pairing, rays_o, rays_d, background.to(self.device)).rgb
+        return rgb.reshape(camera.height, camera.width, 3).clamp(0.0, 1.0).cpu()
+
+    def render(self, pairing: Pairing, poses: Tensor, camera: Camera, background: Tensor | None = None) -> list[Tensor]:
+        """Views of a pairing from `poses` [n, 4, 4], [H, W, 3] each, on the CPU."""
+        return [self.render_image(pairing, pose, camera, background) for pose in poses]
+
+    def train(self, mode: bool = True) -> None:
+        self.model.train(mode)
+        self.estimators.train(mode)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "estimators": self.estimators.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.estimators.load_state_dict(state["estimators"])
 
 
 # --- checkpoints --------------------------------------------------------------------
@@ -66,22 +108,19 @@ def pairing_field(model: JointModel, pairing: Pairing) -> Field:
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     """Writes atomically: a kill at any moment leaves the previous checkpoint whole."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    with open(partial, "wb") as handle:
-        torch.save(payload, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(partial, path)
+    atomic_write(path, lambda handle: torch.save(payload, handle))
 
 
 def load_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"{path}: no checkpoint")
     try:
-        return torch.load(path, map_location=device, weights_only=True)
+        state = torch.load(path, map_location=device, weights_only=True)
     except Exception as error:  # a truncated or foreign file raises many kinds of errors
         raise UserError(f"{path}: cannot read checkpoint ({type(error).__name__})") from None
+    if not isinstance(state, dict) or not {"model", "estimators", "step"} <= set(state):
+        raise UserError(f"{path}: not a fastjoint checkpoint")
+    return state
 
 
 class LoadedRun(NamedTuple):
@@ -91,42 +130,49 @@ class LoadedRun(NamedTuple):
     step: int
     train_seconds: float
 
+    def render(self, pairing: Pairing, poses: Tensor, camera: Camera, background: Tensor | None = None) -> list[Tensor]:
+        """Views of a pairing from `poses`, [H, W, 3] each, on the CPU."""
+        return self.built.render(pairing, poses, camera, background)
+
 
 def load_run(run_dir: str | Path, device_name: str | None = None) -> LoadedRun:
     """The config and trained model of a run folder, from its latest checkpoint."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"{run_dir}: run folder not found")
+    if not (run_dir / "config.toml").is_file():
+        raise UserError(f"{run_dir}: not a fastjoint run (no config.toml)")
     config = load_config(run_dir / "config.toml")
     device = resolve_device(device_name or config.device)
-    built = build(config, device)
+    built = Built(config, device)
     checkpoint = load_checkpoint(run_dir / CHECKPOINT, device)
-    built.model.load_state_dict(checkpoint["model"])
-    built.estimators.load_state_dict(checkpoint["estimators"])
-    built.model.eval()
-    built.estimators.eval()
+    built.load_state_dict(checkpoint)
+    built.train(False)
     return LoadedRun(run_dir, config, built, int(checkpoint["step"]), float(checkpoint["train_seconds"]))
 
 
 # --- datasets -----------------------------------------------------------------------
 
 
-def dataset_path(data: DataConfig, pairing: Pairing) -> Path | None:
-    """The dataset folder of a pairing, or None (only the transfer's ground truth may be absent)."""
-    path = getattr(data, pairing.data_key)
-    return Path(path) if path else None
+def check_datasets(data: DataConfig, with_truth: bool = True) -> None:
+    """Every dataset folder the config names exists (after the kit has written its own)."""
+    pairings = data.pairings.trained + (data.pairings.transfers if with_truth else ())
+    for pairing in pairings:
+        path = data.dataset(pairing)
+        if path is not None and not path.is_dir():
+            raise UserError(f"{data.dataset_key(pairing)}: dataset folder not found: {path}")
 
 
 def ensure_datasets(data: DataConfig) -> None:
     """Writes the scene kit's datasets when the config names a kit and a dataset is missing."""
-    missing = [p for p in ALL if (path := dataset_path(data, p)) is not None and not path.is_dir()]
-    if not missing or not data.kit:
-        return
-    from fastjoint.scenes import make_datasets
+    missing = [p for p in data.pairings.all if (path := data.dataset(p)) is not None and not path.is_dir()]
+    if missing and data.kit:
+        from fastjoint.scenes import make_datasets
 
-    with console.status(f"[bold]Writing the scene kit's '{data.kit}' datasets (once)...") as status:
+        with console.status(f"[bold]Writing the scene kit's '{data.kit}' datasets (once)...") as status:
 
-        def progress(done: int, total: int) -> None:
-            status.update(f"[bold]Writing the scene kit's '{data.kit}' datasets (once): {done}/{total} images")
+            def progress(done: int, total: int) -> None:
+                status.update(f"[bold]Writing the scene kit's '{data.kit}' datasets (once): {done}/{total} images")
 
-        make_datasets(data.kit, progress=progress)
+            make_datasets(data.kit, progress=progress)
+    check_datasets(data)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from fastjoint.config import Config, DataConfig, RenderConfig, TrainConfig, to_toml
+from fastjoint.config import Config, DataConfig, RenderConfig, StyleData, TrainConfig, to_toml
 from fastjoint.scenes import make_datasets
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -32,10 +32,9 @@ def tiny_config(kit: Path, output_dir: Path, **sections) -> Config:
         device="cpu",
         data=DataConfig(
             kit="",
-            target_original=str(kit / "target" / "original"),
-            reference_original=str(kit / "reference" / "original"),
-            reference_desired=str(kit / "reference" / "recolour"),
-            target_desired=str(kit / "target" / "recolour"),
+            target=str(kit / "target" / "original"),
+            reference=str(kit / "reference" / "original"),
+            styles={"recolour": StyleData(reference=str(kit / "reference" / "recolour"), target=str(kit / "target" / "recolour"))},
         ),
         render=RenderConfig(occ_resolution=32, step_size=0.04),
         train=TrainConfig(steps=300, rays_per_pairing=512, log_every=25, checkpoint_every=50, lr_warmup_steps=20),

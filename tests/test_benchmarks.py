@@ -50,6 +50,6 @@ def test_suite_quick_run_writes_results(tiny_data, tmp_path):
     for run in quality["runs"].values():
         seconds = [point["seconds"] for point in run["curve"]]
         assert seconds[0] == 0.0 and seconds == sorted(seconds) and len(seconds) >= 2
-        assert set(run["curve"][-1]["psnr"]) == {"target:original", "reference:original", "reference:desired"}
-    assert [row["pairing"] for row in quality["summary"]][-1] == "all three"
+        assert set(run["curve"][-1]["psnr"]) == {"target:original", "reference:original", "reference:recolour"}
+    assert [row["pairing"] for row in quality["summary"]][-1] == "all trained"
     assert iio.imread(next(results.glob("*time_to_quality.png"))).shape[2] == 3

@@ -14,9 +14,9 @@ from conftest import FIXTURES, REPO, TINY_STEPS, run_cli, tiny_config, write_con
 def test_train_writes_a_complete_run(trained_run):
     run_dir, result, _ = trained_run
     assert f"finished at step {TINY_STEPS}" in result.stdout
-    assert "target:desired" in result.stderr  # the eval table
+    assert "target:recolour" in result.stderr  # the eval table
     assert (run_dir / "config.toml").is_file() and (run_dir / "eval.json").is_file()
-    renders = run_dir / "renders" / "target_desired"
+    renders = run_dir / "renders" / "target_recolour"
     assert sorted(p.name for p in renders.glob("test_*.png")) == ["test_000.png", "test_001.png", "test_002.png"]
     assert len(list(renders.glob("orbit_*.png"))) == 4
     assert iio.imread(renders / "test_000.png").shape == (24, 24, 3)
@@ -29,9 +29,9 @@ def test_eval_and_render_verbs(trained_run):
     result = run_cli("eval", str(run_dir))
     assert result.returncode == 0, result.stderr
     assert json.loads((run_dir / "eval.json").read_text())["step"] == TINY_STEPS
-    result = run_cli("render", str(run_dir), "--pairing", "reference:desired", "--split", "val", "--video")
+    result = run_cli("render", str(run_dir), "--pairing", "reference:recolour", "--split", "val", "--video")
     assert result.returncode == 0, result.stderr
-    folder = run_dir / "renders" / "reference_desired"
+    folder = run_dir / "renders" / "reference_recolour"
     assert {p.name for p in folder.iterdir()} == {"val_000.png", "val_001.png", "val.mp4"}
     assert iio.imread(folder / "val.mp4").shape[0] == 2
 
@@ -87,7 +87,7 @@ def test_malformed_dataset_names_the_file(tiny_data, tmp_path):
     meta = json.loads((broken / "transforms_train.json").read_text())
     meta["frames"][4]["transform_matrix"][0][0] = float("nan")
     (broken / "transforms_train.json").write_text(json.dumps(meta))
-    config = tiny_config(tiny_data, tmp_path / "runs", data={"target_original": str(broken)})
+    config = tiny_config(tiny_data, tmp_path / "runs", data={"target": str(broken)})
     result = run_cli("train", str(write_config(config, tmp_path / "c.toml")), cwd=tmp_path)
     assert_one_line_error(result, str(broken / "transforms_train.json"), "frames[4].transform_matrix contains NaN")
     assert not (tmp_path / "runs" / "tiny" / "checkpoints").exists()

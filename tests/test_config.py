@@ -6,19 +6,39 @@ from pathlib import Path
 
 import pytest
 
-from fastjoint.config import Config, load_config, to_toml
+from fastjoint.config import Config, DataConfig, ModelConfig, StyleData, load_config, to_toml
 from fastjoint.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def test_demo_config_lists_every_default():
-    assert load_config(REPO / "configs" / "demo.toml") == Config()
+    demo = load_config(REPO / "configs" / "demo.toml")
+    defaults = DataConfig(target="t", reference="r", styles={"s": StyleData("r")})
+    assert demo == Config(data=demo.data)
+    assert (demo.data.downscale, demo.data.aabb) == (defaults.downscale, defaults.aabb)
+
+
+DATA = '[data]\ntarget = "t"\nreference = "r"\n[data.styles.blue]\nreference = "rb"\n'
+
+
+def test_styles_are_data(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text(DATA + '[data.styles.red]\nreference = "rr"\ntarget = "tr"\n')
+    data = load_config(path).data
+    assert [p.name for p in data.pairings.trained] == [
+        "target:original", "reference:original", "reference:blue", "reference:red"
+    ]
+    assert [p.name for p in data.pairings.transfers] == ["target:blue", "target:red"]
+    assert data.dataset(data.pairings.parse("target:red")) == Path("tr")
+    assert data.dataset(data.pairings.parse("target:blue")) is None  # no ground truth
+    with pytest.raises(UserError, match=r"unknown pairing 'target:green' \(this run has target:original"):
+        data.pairings.parse("target:green")
 
 
 def test_toml_round_trip(tmp_path):
     path = tmp_path / "c.toml"
-    path.write_text('name = "x"\n[train]\nsteps = 7\n[data]\naabb = [0, 0, 0, 1, 2, 3]\n[render]\nbackground = [0, 0.5, 1]\n')
+    path.write_text('name = "x"\n[train]\nsteps = 7\n' + DATA.replace("[data]\n", "[data]\naabb = [0, 0, 0, 1, 2, 3]\n") + '[render]\nbackground = [0, 0.5, 1]\n')
     config = load_config(path)
     assert config.train.steps == 7 and config.data.aabb == (0.0, 0.0, 0.0, 1.0, 2.0, 3.0)
     path.write_text(to_toml(config))
@@ -31,11 +51,20 @@ def test_toml_round_trip(tmp_path):
         ("[train]\nstepz = 3\n", r"unknown key 'train.stepz' \(did you mean 'train.steps'\?\)"),
         ("[train]\nsteps = 2.5\n", r"'train.steps' must be an integer, got 2.5"),
         ("[train]\nsteps = true\n", r"'train.steps' must be an integer"),
-        ("[data]\naabb = [1, 2]\n", r"'data.aabb' must be 6 numbers"),
+        (DATA.replace("[data]\n", "[data]\naabb = [1, 2]\n"), r"'data.aabb' must be 6 numbers"),
+        ("[train]\nsteps = 3\n", r"missing \[data\] table 'data'"),
+        ('[data]\nreference = "r"\n', r"missing key 'data.target'"),
+        ('[data]\ntarget = "t"\nreference = "r"\n', r"data.styles: needs at least one desired style"),
+        (DATA + '[data.styles.original]\nreference = "x"\n', r"data.styles.original: 'original' is the scenes' own style"),
+        (DATA + '[data.styles."Big Blue"]\nreference = "x"\n', r"data.styles.Big Blue: style names are lower-case"),
+        (DATA + "[data.styles.red]\n", r"missing key 'data.styles.red.reference'"),
+        ('[data]\ntarget_original = "t"\n', r"'data.target_original': the \[data\] section now reads target = "),
+        ('name = ".."\n' + DATA, r"name: must be a plain folder name"),
+        ("[train]\nlr = inf\n" + DATA, r"'train.lr' must be a number, got inf"),
         ('device = "gpu"\n', r"'device' must be one of \"auto\", \"cpu\", \"cuda\""),
         ("train = 3\n", r"'train' must be a table"),
         ("[train]\nsteps = 0\n", r"train.steps: must be at least 1"),
-        ("[data]\naabb = [0, 0, 0, 0, 1, 1]\n", r"data.aabb: needs min < max"),
+        (DATA.replace("[data]\n", "[data]\naabb = [0, 0, 0, 0, 1, 1]\n"), r"data.aabb: needs min < max"),
         ("[train\n", r"not valid TOML"),
     ],
 )
@@ -53,7 +82,7 @@ def test_missing_file():
 
 
 def test_per_level_scale_spans_base_to_max():
-    model = Config().model
+    model = ModelConfig()
     assert model.grid_base_resolution * model.per_level_scale ** (model.grid_levels - 1) == pytest.approx(
         model.grid_max_resolution
     )

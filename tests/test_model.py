@@ -6,11 +6,20 @@ import math
 
 import torch
 
-from fastjoint.config import ModelConfig
-from fastjoint.model import JointModel
+from fastjoint.architecture import architecture, build_model
+from fastjoint.config import Config, DataConfig, ModelConfig, StyleData
+from fastjoint.model import HashGrid, JointModel
 from fastjoint.model.encoding import spherical_harmonics, trunc_exp
 
-AABB = (-1.5, -1.5, -1.5, 1.5, 1.5, 1.5)
+
+def model_of(**model) -> JointModel:
+    """A freshly built model with one desired style, `desired` (the data paths are not read)."""
+    return build_model(config_of(**model))
+
+
+def config_of(**model) -> Config:
+    data = DataConfig(target="t", reference="r", styles={"desired": StyleData("rd")})
+    return Config(data=data, model=ModelConfig(**model))
 
 
 def test_spherical_harmonics_are_orthonormal_on_the_sphere():
@@ -31,7 +40,7 @@ def test_trunc_exp_clamps_only_the_gradient():
 
 def test_query_shapes_and_ranges():
     torch.manual_seed(0)
-    model = JointModel(ModelConfig(), AABB)
+    model = model_of()
     x = torch.rand(100, 3) * 3 - 1.5
     d = torch.nn.functional.normalize(torch.randn(100, 3), dim=-1)
     result = model.query("target", "desired", x, d)
@@ -43,42 +52,47 @@ def test_query_shapes_and_ranges():
 
 def test_styles_share_the_feature_and_scenes_share_the_head():
     torch.manual_seed(0)
-    model = JointModel(ModelConfig(), AABB)
+    model = model_of()
     x = torch.rand(50, 3) * 3 - 1.5
     d = torch.nn.functional.normalize(torch.randn(50, 3), dim=-1)
     original, desired = model.query("target", "original", x, d), model.query("target", "desired", x, d)
     torch.testing.assert_close(original.feature, desired.feature)
     assert not torch.allclose(original.rgb, desired.rgb)
     assert model.encoders["target"].head is model.encoders["reference"].head
-    separate = JointModel(ModelConfig(share_head=False), AABB)
+    separate = model_of(share_head=False)
     assert separate.encoders["target"].head is not separate.encoders["reference"].head
     head_size = sum(p.numel() for p in model.encoders["target"].head.parameters())
     assert sum(p.numel() for p in separate.parameters()) == sum(p.numel() for p in model.parameters()) + head_size
 
 
-def test_grid_and_network_parameters_partition_the_model():
-    model = JointModel(ModelConfig(), AABB)
-    grid = {id(p) for p in model.grid_parameters()}
-    network = {id(p) for p in model.network_parameters()}
-    assert not grid & network and grid | network == {id(p) for p in model.parameters()}
+def test_optimizer_groups_partition_the_model():
+    config = config_of()
+    model = build_model(config)
+    tables, networks = architecture(config).optimizer(model, config).param_groups
+    assert [id(p) for p in tables["params"]] == [id(m.table) for m in model.modules() if isinstance(m, HashGrid)]
+    assert tables["weight_decay"] == 0.0 and networks["weight_decay"] == config.train.weight_decay
+    grid, network = {id(p) for p in tables["params"]}, {id(p) for p in networks["params"]}
+    assert len(grid) == 2 and not grid & network and grid | network == {id(p) for p in model.parameters()}
 
 
 def test_mlp_baseline_is_the_research_codes_network():
-    from fastjoint.config import MlpConfig
     from fastjoint.model.nerf_mlp import positional_encoding
 
     x = torch.tensor([[0.5, -1.0, 2.0]])
     encoded = positional_encoding(x, 10)
     assert encoded.shape == (1, 63)
     torch.testing.assert_close(encoded[0, 3 + 3 * 9 : 3 + 3 * 10], torch.sin(x[0] * 2**9))  # sin at 2^9
-    model = JointModel(ModelConfig(encoder="mlp"), AABB, mlp=MlpConfig())
+    config = config_of(encoder="mlp")
+    model = build_model(config)
     encoder = model.encoders["target"]
     widths = [(layer.in_features, layer.out_features) for layer in encoder.layers]
     assert widths == [(63, 256)] + [(256, 256)] * 4 + [(256 + 63, 256)] + [(256, 256)] * 2  # skip after layer 4
     assert (encoder.view_layer.in_features, encoder.feature_out.out_features) == (256 + 27, 2)
     decoder = [(m.in_features, m.out_features) for m in model.decoders["desired"].net if isinstance(m, torch.nn.Linear)]
     assert decoder == [(2, 32), (32, 32), (32, 3)]  # the intended 2 -> 32 -> 32 -> 3
-    assert model.grid_parameters() == [] and model.encoders["target"] is not model.encoders["reference"]
+    assert not any(isinstance(m, HashGrid) for m in model.modules())
+    assert model.encoders["target"] is not model.encoders["reference"]
+    assert len(architecture(config).optimizer(model, config).param_groups) == 1
     d = torch.nn.functional.normalize(torch.randn(20, 3), dim=-1)
     result = model.query("reference", "original", torch.rand(20, 3), d)
     assert torch.all(result.sigma >= 0) and result.feature.abs().max() <= 1

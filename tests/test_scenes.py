@@ -137,9 +137,13 @@ def test_experiment_configs_name_the_kit_datasets(config):
 
     loaded = load_config(REPO / "configs" / config)
     recipe = load_recipe(REPO / "data" / f"{loaded.data.kit}.toml")
-    target, style = config.removesuffix(".toml").split("-")
-    assert loaded.data.target_original.endswith(f"paper/{target}/original")
-    assert loaded.data.reference_desired.endswith(f"paper/reference/{style}")
-    assert loaded.data.target_desired.endswith(f"paper/{target}/{style}")
-    assert target in recipe.scenes and style in recipe.styles
+    target, style = config.removesuffix(".toml").removesuffix("-styles").split("-")
+    styles = style.split("+") if style != "two" else ["recolour", "relight"]
+    assert loaded.data.target.endswith(f"paper/{target}/original")
+    assert loaded.data.reference.endswith("paper/reference/original")
+    assert list(loaded.data.styles) == styles
+    for name in styles:
+        assert loaded.data.styles[name].reference.endswith(f"paper/reference/{name}")
+        assert loaded.data.styles[name].target.endswith(f"paper/{target}/{name}")
+    assert target in recipe.scenes and set(styles) <= set(recipe.styles)
     assert loaded.train == load_config(REPO / "configs" / "demo.toml").train  # the demo's budget

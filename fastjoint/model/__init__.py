@@ -3,6 +3,6 @@
 from fastjoint.model.decoder import StyleDecoder
 from fastjoint.model.hashgrid import HashGrid
 from fastjoint.model.head import FeatureHead
-from fastjoint.model.joint import JointModel, QueryResult
+from fastjoint.model.joint import HashGridEncoder, JointModel, QueryResult
 
-__all__ = ["FeatureHead", "HashGrid", "JointModel", "QueryResult", "StyleDecoder"]
+__all__ = ["FeatureHead", "HashGrid", "HashGridEncoder", "JointModel", "QueryResult", "StyleDecoder"]

@@ -7,12 +7,9 @@ from typing import NamedTuple, Sequence
 import torch
 from torch import Tensor, nn
 
-from fastjoint.config import MlpConfig, ModelConfig
 from fastjoint.model.decoder import StyleDecoder
 from fastjoint.model.hashgrid import HashGrid
 from fastjoint.model.head import FeatureHead
-from fastjoint.model.nerf_mlp import NerfEncoder
-from fastjoint.pairing import SCENES, STYLES
 
 
 class QueryResult(NamedTuple):
@@ -44,61 +41,45 @@ class HashGridEncoder(nn.Module):
 
 
 class JointModel(nn.Module):
-    """Two scene encoders and two style decoders; `query(scene, style, x, d)` pairs them.
+    """An encoder per scene and a decoder per style; `query(scene, style, x, d)` pairs them.
 
-    With `config.encoder == "hashgrid"`, each scene has a hash grid and the feature head is
-    shared unless `config.share_head` is false; with "mlp", each scene has the research code's
-    MLP (`mlp`). Positions are world coordinates.
+    The encoders come from the run's architecture (fastjoint.architecture: hash grids with a
+    shared head, or the research code's MLPs); they map world points and view directions to
+    density and the style feature. The decoders turn features into colour, one per style,
+    `original` first. The query splits into a style-free part, `features(scene, x, d)`, and
+    `decode(style, feature)`, so that a style swap re-runs only the decoder.
     """
 
     def __init__(
         self,
-        config: ModelConfig,
-        aabb: Sequence[float],
-        grid_backend: str = "torch",
-        mlp: MlpConfig | None = None,
+        encoders: dict[str, nn.Module],
+        styles: Sequence[str],
+        feature_dim: int,
+        decoder_hidden: int,
+        decoder_layers: int = 1,
     ) -> None:
         super().__init__()
-        self.encoder_kind = config.encoder
-        box = torch.tensor(aabb, dtype=torch.float32)
-        if config.encoder == "mlp":
-            mlp = mlp or MlpConfig()
-            self.encoders = nn.ModuleDict({scene: NerfEncoder(mlp, config.feature_dim) for scene in SCENES})
-            decoder_layers = mlp.decoder_layers
-        else:
-            grids = {
-                scene: HashGrid(
-                    config.grid_levels,
-                    config.grid_features_per_level,
-                    config.grid_log2_table_size,
-                    config.grid_base_resolution,
-                    config.per_level_scale,
-                    backend=grid_backend,
-                )
-                for scene in SCENES
-            }
-            n_grid = grids[SCENES[0]].n_output_dims
-            shared = FeatureHead(n_grid, config) if config.share_head else None
-            self.encoders = nn.ModuleDict(
-                {scene: HashGridEncoder(grids[scene], shared or FeatureHead(n_grid, config), box) for scene in SCENES}
-            )
-            decoder_layers = 1
-        self.decoders = nn.ModuleDict(
-            {style: StyleDecoder(config.feature_dim, config.decoder_hidden, decoder_layers) for style in STYLES}
-        )
+        self.encoders = nn.ModuleDict(encoders)
+        self.feature_dim = feature_dim
+        self.decoder_hidden = decoder_hidden
+        self.decoder_layers = decoder_layers
+        self.decoders = nn.ModuleDict({style: self.new_decoder() for style in styles})
+
+    def new_decoder(self) -> StyleDecoder:
+        """A freshly initialised decoder of this model's shape."""
+        return StyleDecoder(self.feature_dim, self.decoder_hidden, self.decoder_layers)
 
     def density(self, scene: str, x: Tensor) -> Tensor:  # [N, 3] -> [N]
         return self.encoders[scene].density(x)
 
+    def features(self, scene: str, x: Tensor, d: Tensor) -> tuple[Tensor, Tensor]:
+        """The style-free part of a query: density [N] and style feature [N, feature_dim]."""
+        return self.encoders[scene](x, d)
+
+    def decode(self, style: str, feature: Tensor) -> Tensor:  # [N, feature_dim] -> [N, 3]
+        return self.decoders[style](feature)
+
     def query(self, scene: str, style: str, x: Tensor, d: Tensor) -> QueryResult:
         """Density, colour and style feature of points `x` [N, 3] seen along `d` [N, 3]."""
-        sigma, feature = self.encoders[scene](x, d)
-        return QueryResult(sigma, self.decoders[style](feature), feature)
-
-    def grid_parameters(self) -> list[nn.Parameter]:
-        """The hash tables (empty for the mlp encoder)."""
-        return [m.table for m in self.modules() if isinstance(m, HashGrid)]
-
-    def network_parameters(self) -> list[nn.Parameter]:
-        grid_ids = {id(p) for p in self.grid_parameters()}
-        return [p for p in self.parameters() if id(p) not in grid_ids]
+        sigma, feature = self.features(scene, x, d)
+        return QueryResult(sigma, self.decode(style, feature), feature)

@@ -1,7 +1,7 @@
 """Occupancy grids, samplers, and the rendering of rays and images."""
 
 from fastjoint.render.occupancy import make_estimators, update_occupancy
-from fastjoint.render.rays import Field, RenderResult, render_image, render_rays
+from fastjoint.render.rays import Field, RenderResult, render_rays
 from fastjoint.render.samplers import Sampler, occupancy_sampler, uniform_sampler
 
 __all__ = [
@@ -10,7 +10,6 @@ __all__ = [
     "Sampler",
     "make_estimators",
     "occupancy_sampler",
-    "render_image",
     "render_rays",
     "uniform_sampler",
     "update_occupancy",

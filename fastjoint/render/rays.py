@@ -12,7 +12,6 @@ from typing import Callable, NamedTuple
 import torch
 from torch import Tensor
 
-from fastjoint.data.cameras import Camera, image_rays
 from fastjoint.ops import composite
 from fastjoint.render.samplers import Sampler
 
@@ -46,21 +45,3 @@ def render_rays(
     rgb = out.rgb + (1.0 - out.opacity)[:, None] * background
     return RenderResult(rgb, out.opacity, out.depth, int(ray_indices.shape[0]))
 
-
-@torch.no_grad()
-def render_image(
-    field: Field,
-    sampler: Sampler,
-    pose: Tensor,  # [4, 4] camera-to-world
-    camera: Camera,
-    background: Tensor,  # [3]
-    chunk: int,
-    composite_backend: str = "torch",
-) -> Tensor:  # [H, W, 3]
-    """A whole view, rendered `chunk` rays at a time."""
-    rays_o, rays_d = image_rays(pose, camera)
-    chunks = [
-        render_rays(field, sampler, o, d, background, composite_backend).rgb
-        for o, d in zip(rays_o.split(chunk), rays_d.split(chunk))
-    ]
-    return torch.cat(chunks).reshape(camera.height, camera.width, 3).clamp(0.0, 1.0)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from fastjoint.evaluate import psnr, ssim
+from fastjoint.metrics import psnr, ssim
 
 
 def direct_ssim(a: np.ndarray, b: np.ndarray) -> float:

@@ -1,0 +1,135 @@
+"""The encoder choice in one object: its modules, parameter groups, schedule and sampler.
+
+`model.encoder = "hashgrid"` is fastjoint's: a hash grid per scene, a feature head shared
+by both scenes, nerfacc's occupancy grids, Adam as instant-ngp sets it and nerfacc's step
+decay. `"mlp"` is the research code's, kept as a baseline: NeRF MLPs, uniform samples
+between near and far, Adam at 5e-4 with exponential decay. Nothing outside this module
+asks which encoder a run uses.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+from nerfacc import OccGridEstimator
+from torch import nn
+
+from fastjoint.config import Config
+from fastjoint.model import FeatureHead, HashGrid, HashGridEncoder, JointModel
+from fastjoint.model.nerf_mlp import NerfEncoder
+from fastjoint.pairing import SCENES
+from fastjoint.render import Sampler, occupancy_sampler, uniform_sampler
+
+
+class Architecture(Protocol):
+    """What an encoder choice decides."""
+
+    uses_occupancy: bool
+    """Whether training keeps the scenes' occupancy grids up to date (they steer the sampler)."""
+
+    def encoders(self, config: Config, grid_backend: str) -> dict[str, nn.Module]:
+        """One encoder per scene (created in a fixed order: the seed decides their weights)."""
+
+    def decoder_layers(self, config: Config) -> int:
+        """Hidden layers of each style decoder."""
+
+    def optimizer(self, model: JointModel, config: Config) -> torch.optim.Optimizer:
+        """The optimiser with its parameter groups."""
+
+    def lr_factor(self, step: int, config: Config) -> float:
+        """The learning rate at `step` as a fraction of the peak."""
+
+    def sampler(self, estimator: OccGridEstimator, config: Config, march_backend: str) -> Sampler:
+        """Where a scene's rays are sampled."""
+
+
+class HashGridArchitecture:
+    uses_occupancy = True
+
+    def encoders(self, config: Config, grid_backend: str) -> dict[str, nn.Module]:
+        model = config.model
+        box = torch.tensor(config.data.aabb, dtype=torch.float32)
+        grids = {
+            scene: HashGrid(
+                model.grid_levels,
+                model.grid_features_per_level,
+                model.grid_log2_table_size,
+                model.grid_base_resolution,
+                model.per_level_scale,
+                backend=grid_backend,
+            )
+            for scene in SCENES
+        }
+        n_grid = grids[SCENES[0]].n_output_dims
+        shared = FeatureHead(n_grid, model) if model.share_head else None
+        return {scene: HashGridEncoder(grids[scene], shared or FeatureHead(n_grid, model), box) for scene in SCENES}
+
+    def decoder_layers(self, config: Config) -> int:
+        return 1
+
+    def optimizer(self, model: JointModel, config: Config) -> torch.optim.Optimizer:
+        """instant-ngp's Adam: tiny epsilon, no weight decay on the hash tables."""
+        tables = [m.table for m in model.modules() if isinstance(m, HashGrid)]
+        ids = {id(p) for p in tables}
+        networks = [p for p in model.parameters() if id(p) not in ids]
+        return torch.optim.Adam(
+            [
+                {"params": tables, "weight_decay": 0.0},
+                {"params": networks, "weight_decay": config.train.weight_decay},
+            ],
+            lr=config.train.lr,
+            betas=(0.9, 0.99),
+            eps=1e-15,
+        )
+
+    def lr_factor(self, step: int, config: Config) -> float:
+        """Linear warm-up, then x0.33 at 50%, 75% and 90% of the steps (nerfacc's recipe)."""
+        train = config.train
+        warm = min(1.0, (step + 1) / train.lr_warmup_steps) if train.lr_warmup_steps else 1.0
+        decays = sum(step >= int(train.steps * f) for f in (0.5, 0.75, 0.9))
+        return warm * 0.33**decays
+
+    def sampler(self, estimator: OccGridEstimator, config: Config, march_backend: str) -> Sampler:
+        return occupancy_sampler(estimator, config.render, march_backend)
+
+
+class MlpArchitecture:
+    uses_occupancy = False
+
+    def encoders(self, config: Config, grid_backend: str) -> dict[str, nn.Module]:
+        return {scene: NerfEncoder(config.mlp, config.model.feature_dim) for scene in SCENES}
+
+    def decoder_layers(self, config: Config) -> int:
+        return config.mlp.decoder_layers
+
+    def optimizer(self, model: JointModel, config: Config) -> torch.optim.Optimizer:
+        """The research code's Adam."""
+        return torch.optim.Adam(model.parameters(), lr=config.mlp.lr, betas=(0.9, 0.999))
+
+    def lr_factor(self, step: int, config: Config) -> float:
+        """Tenfold decay every mlp.lr_decay_steps (the research code's)."""
+        return 0.1 ** (step / config.mlp.lr_decay_steps)
+
+    def sampler(self, estimator: OccGridEstimator, config: Config, march_backend: str) -> Sampler:
+        return uniform_sampler(config.mlp.near, config.mlp.far, config.mlp.samples_per_ray)
+
+
+ARCHITECTURES: dict[str, Architecture] = {"hashgrid": HashGridArchitecture(), "mlp": MlpArchitecture()}
+
+
+def architecture(config: Config) -> Architecture:
+    """The architecture `config.model.encoder` names."""
+    return ARCHITECTURES[config.model.encoder]
+
+
+def build_model(config: Config, grid_backend: str = "torch") -> JointModel:
+    """A freshly initialised JointModel for `config`: its scenes' encoders, a decoder per style."""
+    arch = architecture(config)
+    return JointModel(
+        arch.encoders(config, grid_backend),
+        config.data.pairings.styles,
+        config.model.feature_dim,
+        config.model.decoder_hidden,
+        arch.decoder_layers(config),
+    )
