@@ -22,6 +22,7 @@ from rich.text import Text
 
 from fastjoint.config import Config, load_config, section_changes, to_dict, to_toml
 from fastjoint.data import Split, load_split, pixel_rays
+from fastjoint.data.split import to_float
 from fastjoint.errors import UserError
 from fastjoint.log import console
 from fastjoint.pairing import SCENES, TRAINED
@@ -69,18 +70,18 @@ class RaySampler:
     def __init__(self, split: Split, device: torch.device) -> None:
         self.split = split
         self.device = device
-        self.images = split.images.to(device)
+        self.pixels = split.pixels.to(device)  # uint8, made float per batch (see Split)
         self.poses = split.poses.to(device)
 
     def sample(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Ray origins, directions and RGBA targets, each [n, ...]."""
-        count, height, width = self.images.shape[:3]
+        count, height, width = self.pixels.shape[:3]
         # Indices are drawn on the CPU generator so that runs repeat on any device.
         image = torch.randint(count, (n,), generator=generator).to(self.device)
         row = torch.randint(height, (n,), generator=generator).to(self.device)
         col = torch.randint(width, (n,), generator=generator).to(self.device)
         origins, dirs = pixel_rays(self.poses[image], col.float() + 0.5, row.float() + 0.5, self.split.camera)
-        return origins, dirs, self.images[image, row, col]
+        return origins, dirs, to_float(self.pixels[image, row, col])
 
 
 class Trainer:

@@ -1,6 +1,18 @@
-"""Datasets and cameras."""
+"""Datasets (Blender, nerfstudio, COLMAP) and cameras."""
 
-from fastjoint.data.blender import SPLITS, Split, load_split
 from fastjoint.data.cameras import Camera, image_rays, look_at, orbit_poses, pixel_rays
+from fastjoint.data.formats import FORMATS, detect_format, load_split
+from fastjoint.data.split import SPLITS, Split
 
-__all__ = ["SPLITS", "Camera", "Split", "image_rays", "load_split", "look_at", "orbit_poses", "pixel_rays"]
+__all__ = [
+    "FORMATS",
+    "SPLITS",
+    "Camera",
+    "Split",
+    "detect_format",
+    "image_rays",
+    "load_split",
+    "look_at",
+    "orbit_poses",
+    "pixel_rays",
+]
