@@ -338,6 +338,7 @@ def _scenes(argv: list[str]) -> int:
     make.add_argument("--size", type=int, default=None, help="image size in pixels (default: the recipe's)")
     make.add_argument("--force", action="store_true", help="write again even when the output is current")
     make.add_argument("--out", default="data/generated", help="folder for the datasets (default: data/generated)")
+    make.add_argument("--format", choices=("blender", "nerfstudio", "colmap"), default="blender", help="dataset format (default: blender)")
     args = parser.parse_args(argv)
     from fastjoint.scenes import list_recipes, load_recipe, make_datasets
 
@@ -363,6 +364,7 @@ def _scenes(argv: list[str]) -> int:
             root=args.out,
             size=args.size,
             force=args.force,
+            format=args.format,
             progress=lambda done, total: progress.update(task, completed=done, total=total),
         )
     print(f"datasets of '{args.name}' in {folder}")
