@@ -69,6 +69,7 @@ class ColmapModel:
     images: list[ColmapImage]
     points: np.ndarray | None  # [m, 3] float64 (xyz) or None without a points3D file
     images_file: Path
+    cameras_file: Path
 
 
 # --- finding and loading ------------------------------------------------------------
@@ -105,7 +106,7 @@ def load_colmap(root: Path, split: str, downscale: int = 1) -> Split:
         image = model.images[i]
         if image.camera_id not in model.cameras:
             raise UserError(f"{where}: image '{image.name}' uses camera {image.camera_id}, which the cameras file lacks")
-        cameras[i] = to_camera(model.cameras[image.camera_id], where)
+        cameras[i] = to_camera(model.cameras[image.camera_id], model.cameras_file)
     camera = cameras[chosen[0]]
     for i in chosen:
         if cameras[i] != camera:
@@ -217,7 +218,7 @@ def read_model(folder: Path) -> ColmapModel:
     cameras = readers[files["cameras"].suffix][0](files["cameras"])
     images = readers[files["images"].suffix][1](files["images"])
     points = readers[files["points3D"].suffix][2](files["points3D"]) if files["points3D"] is not None else None
-    return ColmapModel(cameras, images, points, files["images"])
+    return ColmapModel(cameras, images, points, files["images"], files["cameras"])
 
 
 def _text_lines(path: Path) -> list[tuple[int, str]]:
