@@ -155,10 +155,9 @@ def downscale_image(pixels: Tensor, factor: int) -> Tensor:  # [H, W, 4] uint8 -
     Compositing the result over any background equals the block average of the full-size
     images composited over it, to that rounding."""
     image = to_float(pixels)
-    height, width = image.shape[0] // factor, image.shape[1] // factor
     alpha = image[..., 3:]
-    premultiplied = torch.cat([image[..., :3] * alpha, alpha], dim=-1)
-    small = premultiplied.reshape(height, factor, width, factor, 4).mean(dim=(1, 3))
+    premultiplied = torch.cat([image[..., :3] * alpha, alpha], dim=-1).permute(2, 0, 1)  # [4, H, W]
+    small = torch.nn.functional.avg_pool2d(premultiplied[None], factor)[0].permute(1, 2, 0)  # [H/f, W/f, 4]
     small_alpha = small[..., 3:]
     rgb = torch.where(small_alpha > 0, small[..., :3] / small_alpha.clamp(min=1e-8), torch.zeros_like(small[..., :3]))
     return (torch.cat([rgb, small_alpha], dim=-1).clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)

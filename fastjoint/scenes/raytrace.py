@@ -165,34 +165,37 @@ def trace(
 
 CLOUD_WAVES = 24  # sinusoids summed into the cloud field
 CLOUD_COLOUR = np.array([0.97, 0.97, 0.98])
+REFLECTION = 0.6  # below the horizon: this much of the mirrored sky, the rest ground colour
 
 
 def sky(backdrop: Backdrop, dirs: np.ndarray) -> np.ndarray:  # [N, 3] unit, world z up -> [N, 3] in [0, 1]
     """A procedural sky seen at infinity: a function of the ray's direction only.
 
-    A vertical gradient from the horizon colour to the zenith colour (square root of the
-    elevation's sine, so it changes fastest near the horizon), the ground colour below the
-    horizon (blended over a few degrees), and soft clouds: a smooth field on the plane
-    z = 1 (directions projected through it), a sum of seeded sinusoids in random
-    directions, thresholded softly by the cover and faded towards the horizon.
+    Above the horizon, a vertical gradient from the horizon colour to the zenith colour
+    (square root of the elevation's sine, so it changes fastest near the horizon) under
+    soft clouds: a smooth field on the sphere of directions (a sum of seeded sinusoids
+    along random directions), thresholded softly by the cover. Below the horizon, a
+    calm lake: the mirrored sky mixed with the ground colour, so views from above (most of
+    the kit's) still see detail.
     """
     up = dirs[:, 2]
-    t = np.sqrt(np.clip(up, 0.0, 1.0))[:, None]
+    mirrored = np.concatenate([dirs[:, :2], np.abs(up)[:, None]], axis=1)
+    t = np.sqrt(np.abs(up))[:, None]
     colour = np.asarray(backdrop.horizon) + (np.asarray(backdrop.zenith) - np.asarray(backdrop.horizon)) * t
     rng = np.random.default_rng(backdrop.seed)
-    angles = rng.uniform(0.0, 2.0 * math.pi, CLOUD_WAVES)
+    axes = rng.normal(size=(CLOUD_WAVES, 3))
+    axes /= np.linalg.norm(axes, axis=1, keepdims=True)
     frequencies = backdrop.cloud_scale * 2.0 * math.pi * np.exp(rng.uniform(0.0, math.log(4.0), CLOUD_WAVES))
     phases = rng.uniform(0.0, 2.0 * math.pi, CLOUD_WAVES)
     amplitudes = 1.0 / frequencies  # fewer fine details than coarse ones
-    plane = dirs[:, :2] / (np.clip(up, 0.0, None) + 0.1)[:, None]  # [N, 2]
-    waves = np.cos(angles)[None] * plane[:, :1] + np.sin(angles)[None] * plane[:, 1:]  # [N, W]
-    field = (amplitudes[None] * np.sin(frequencies[None] * waves + phases[None])).sum(axis=1)
+    field = (amplitudes[None] * np.sin(frequencies[None] * (mirrored @ axes.T) + phases[None])).sum(axis=1)
     field = 0.5 + 0.5 * field / np.sqrt(0.5 * (amplitudes**2).sum()) / 2.5  # about [0, 1], mean 0.5
     threshold = 1.0 - backdrop.clouds
-    cover = _smoothstep(threshold - 0.15, threshold + 0.15, field) * _smoothstep(0.0, 0.25, up)
-    colour = colour * (1.0 - cover[:, None]) + CLOUD_COLOUR * cover[:, None]
+    cover = _smoothstep(threshold - 0.15, threshold + 0.15, field)[:, None]
+    colour = colour * (1.0 - cover) + CLOUD_COLOUR * cover
     below = _smoothstep(0.0, -0.05, up)[:, None]
-    return np.clip(colour * (1.0 - below) + np.asarray(backdrop.ground) * below, 0.0, 1.0)
+    lake = REFLECTION * colour + (1.0 - REFLECTION) * np.asarray(backdrop.ground)
+    return np.clip(colour * (1.0 - below) + lake * below, 0.0, 1.0)
 
 
 def _smoothstep(low: float, high: float, x: np.ndarray) -> np.ndarray:
