@@ -225,3 +225,16 @@ def test_scenes_make_format_option(tmp_path):
     assert split.pixels.shape == (3, 12, 12, 4) and split.source.name == "images.txt"
     bad = run_cli("scenes", "make", "tiny", "--format", "ply")
     assert bad.returncode == 2 and "invalid choice: 'ply'" in bad.stderr
+
+
+def test_sky_config_trains_the_sky_datasets_on_the_demo_budget():
+    from fastjoint.config import load_config
+
+    loaded = load_config(REPO / "configs" / "sky.toml")
+    assert loaded.data.kit == "sky" and loaded.name == "sky"
+    assert loaded.data.reference_original.endswith("generated/sky/reference/original")
+    assert loaded.data.reference_desired.endswith("generated/sky/reference/recolour")
+    assert loaded.data.target_original.endswith("generated/sky/target/original")
+    assert loaded.data.target_desired.endswith("generated/sky/target/recolour")
+    demo = load_config(REPO / "configs" / "demo.toml")
+    assert (loaded.train, loaded.model, loaded.render) == (demo.train, demo.model, demo.render)
