@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
                 env=dict(os.environ, PYTHONPATH=str(REPO)),
                 capture_output=True,
                 text=True,
+                check=False,  # a failure is reported below with its stderr
             )
             if done.returncode != 0:
                 raise SystemExit(f"training on {fmt} failed:\n{done.stderr[-2000:]}")

@@ -13,9 +13,23 @@ import numpy as np
 import pytest
 import torch
 
-from fastjoint.data import Camera, detect_format, image_rays, load_split, look_at, pixel_rays
+from fastjoint.data import (
+    Camera,
+    detect_format,
+    image_rays,
+    load_split,
+    look_at,
+    pixel_rays,
+)
 from fastjoint.data.cameras import distort, undistort
-from fastjoint.data.colmap import ColmapCamera, ColmapImage, from_pose, read_model, to_pose, write_model
+from fastjoint.data.colmap import (
+    ColmapCamera,
+    ColmapImage,
+    from_pose,
+    read_model,
+    to_pose,
+    write_model,
+)
 from fastjoint.data.recentre import CAMERA_RADIUS, scene_transform
 from fastjoint.errors import UserError
 from fastjoint.scenes import make_datasets

@@ -13,7 +13,14 @@ import numpy as np
 import torch
 
 from fastjoint.data.cameras import Camera
-from fastjoint.data.split import SPLITS, Split, is_number, read_images, read_json, read_pose
+from fastjoint.data.split import (
+    SPLITS,
+    Split,
+    is_number,
+    read_images,
+    read_json,
+    read_pose,
+)
 from fastjoint.errors import UserError
 
 __all__ = ["SPLITS", "Split", "is_blender", "load_blender", "transforms_path"]

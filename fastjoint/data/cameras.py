@@ -49,14 +49,14 @@ class Camera:
         assert len(self.distortion) == 5, f"distortion needs (k1, k2, p1, p2, k3), got {self.distortion}"
 
     @staticmethod
-    def from_angle(width: int, height: int, camera_angle_x: float) -> "Camera":
+    def from_angle(width: int, height: int, camera_angle_x: float) -> Camera:
         return Camera(width, height, 0.5 * width / math.tan(0.5 * camera_angle_x))
 
     @property
     def is_distorted(self) -> bool:
         return any(v != 0.0 for v in self.distortion)
 
-    def scaled(self, factor: int) -> "Camera":
+    def scaled(self, factor: int) -> Camera:
         """The camera of images shrunk by an integer `factor` (distortion is in normalised
         coordinates, so it does not change)."""
         return Camera(

@@ -22,7 +22,13 @@ import torch
 
 from fastjoint.data.cameras import Camera
 from fastjoint.data.recentre import apply_transform, scene_transform
-from fastjoint.data.split import Split, read_images, read_json, select_views, split_lists
+from fastjoint.data.split import (
+    Split,
+    read_images,
+    read_json,
+    select_views,
+    split_lists,
+)
 from fastjoint.errors import UserError
 
 # COLMAP's camera models: id, name, number of parameters. Only the first five are read;

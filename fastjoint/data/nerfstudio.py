@@ -20,7 +20,15 @@ import torch
 
 from fastjoint.data.cameras import NO_DISTORTION, Camera
 from fastjoint.data.recentre import apply_transform, scene_transform
-from fastjoint.data.split import Split, is_number, read_images, read_json, read_pose, select_views, split_lists
+from fastjoint.data.split import (
+    Split,
+    is_number,
+    read_images,
+    read_json,
+    read_pose,
+    select_views,
+    split_lists,
+)
 from fastjoint.errors import UserError
 
 TRANSFORMS = "transforms.json"
