@@ -45,7 +45,7 @@ class HeldOut:
         self.rays = {}
         for pairing in config.data.pairings.trained:
             split = load_split(config.data.dataset(pairing), "test", config.data.downscale)
-            count, height, width = split.images.shape[:3]
+            count, height, width = split.pixels.shape[:3]
             n = min(n_pixels, count * height * width)
             flat = torch.randperm(count * height * width, generator=generator)[:n]
             image, row, col = flat // (height * width), (flat // width) % height, flat % width

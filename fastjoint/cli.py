@@ -165,6 +165,8 @@ class ScenesMake:
     """Write again even when the output is current."""
     out: str = "data/generated"
     """Folder for the datasets."""
+    format: Literal["blender", "nerfstudio", "colmap"] = "blender"
+    """Dataset format to write: Blender's transforms_<split>.json, nerfstudio's transforms.json, or COLMAP's sparse/0."""
 
     def __call__(self) -> int:
         _check(self.size is None or self.size >= 8, "--size", "must be at least 8 pixels")
@@ -172,7 +174,9 @@ class ScenesMake:
         from fastjoint.scenes import make_datasets
 
         with progress_bar(f"scenes {self.name}") as progress:
-            folder = make_datasets(self.name, root=self.out, size=self.size, force=self.force, progress=progress)
+            folder = make_datasets(
+                self.name, root=self.out, size=self.size, force=self.force, format=self.format, progress=progress
+            )
         print(f"datasets of '{self.name}' in {folder}")
         return 0
 

@@ -62,14 +62,22 @@ def assert_one_line_error(result, *fragments):
 @pytest.mark.parametrize(
     "args, fragments",
     [
-        (["train", "--train.stepz", "3"], ["unknown option '--train.stepz'", "--train.steps"]),
-        (["train", "--train.steps", "many"], ["--train.steps: expects an integer, got 'many'"]),
-        (["train", "--device", "gpu"], ["--device: expects one of"]),
+        (["train", "--train.stepz", "3"], ["Unrecognized options: --train.stepz", "(did you mean --train.steps?)"]),
+        (["train", "--train.steps", "many"], ["--train.steps", "'many'"]),
+        (["train", "--device", "gpu"], ["'gpu'", "--device", "'auto', 'cpu', 'cuda'"]),
+        (["train", "--train.lr", "inf"], ["'train.lr' must be a number, got inf"]),
+        (["train", "--data.styles.recolour.reference", ""], ["data.styles.recolour.reference: must name a dataset folder"]),
+        (["train", "--name", ".."], ["name: must be a plain folder name"]),
+        (["train", "--orbit", "-1"], ["--orbit: must not be negative"]),
+        (["train", "--max-seconds", "0"], ["--max-seconds: must be positive"]),
         (["train", "missing.toml"], ["missing.toml: config file not found"]),
+        (["train", "configs"], ["configs: is a folder, not a config file"]),
         (["render", "runs/nothing"], ["runs/nothing: run folder not found"]),
-        (["eval"], ["the following arguments are required: run"]),
+        (["render", "."], [".: not a fastjoint run (no config.toml)"]),
+        (["eval"], ["Missing from fastjoint eval: RUN"]),
         (["scenes", "make", "nothing"], ["data/nothing.toml: scene-kit recipe not found"]),
-        (["trian"], ["unknown command 'trian'", "train"]),
+        (["scenes"], ["Expected one of {list, make}"]),
+        (["trian"], ["Unrecognized options: trian", "available subcommands: train, eval"]),
     ],
 )
 def test_user_mistakes(args, fragments, tmp_path):

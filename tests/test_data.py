@@ -38,6 +38,8 @@ def test_loads_rgba_with_or_without_png_ending(tmp_path, extension):
     stored = iio.imread(tmp_path / "train" / "r_1.png")
     torch.testing.assert_close(split.images[1], torch.from_numpy(stored).float() / 255)
     assert split.camera == Camera(8, 6, 0.5 * 8 / math.tan(0.345))
+    assert split.camera == Camera(8, 6, 0.5 * 8 / math.tan(0.345), 0.5 * 8 / math.tan(0.345), 4.0, 3.0)
+    assert torch.equal(split.transform, torch.eye(4, dtype=torch.float64))  # Blender poses are kept as they are
     assert split.poses[2, 0, 3].item() == pytest.approx(math.cos(2))
 
 
@@ -51,16 +53,34 @@ def test_downscale_averages_premultiplied_colour(tmp_path):
     write_dataset(tmp_path, size=(8, 6))
     full = load_split(tmp_path, "train")
     half = load_split(tmp_path, "train", downscale=2)
-    assert half.images.shape == (3, 3, 4, 4) and half.camera.focal == pytest.approx(full.camera.focal / 2)
-    block = full.images[0, :2, :2]
-    alpha = block[..., 3].mean()
-    torch.testing.assert_close(half.images[0, 0, 0, 3], alpha)
-    torch.testing.assert_close(half.images[0, 0, 0, :3], (block[..., :3] * block[..., 3:]).mean((0, 1)) / alpha)
-    # Premultiplied averages composite exactly like the full-resolution images.
+    assert half.pixels.shape == (3, 3, 4, 4) and half.pixels.dtype == torch.uint8
+    assert half.camera.focal == pytest.approx(full.camera.focal / 2)
+    # Area filter on premultiplied colour, every 2x2 block, then rounded to 8 bits.
+    blocks = full.images.reshape(3, 3, 2, 4, 2, 4)
+    alpha = blocks[..., 3:].mean((2, 4))
+    premultiplied = (blocks[..., :3] * blocks[..., 3:]).mean((2, 4))
+    expected = torch.cat([premultiplied / alpha.clamp(min=1e-8), alpha], -1)
+    torch.testing.assert_close(half.images, expected, rtol=0, atol=0.5 / 255 + 1e-6)
+    assert (half.images - expected).abs().max() > 0  # the rounding is real: values are 8-bit
+    torch.testing.assert_close(half.images * 255, (half.images * 255).round(), rtol=0, atol=1e-4)
+    # Premultiplied averages composite like the full-resolution images (to the rounding).
     white = torch.ones(3)
     torch.testing.assert_close(
-        half.on_background(white)[0, 0, 0], full.on_background(white)[0, :2, :2].mean((0, 1)), rtol=1e-5, atol=1e-6
+        half.on_background(white), full.on_background(white).reshape(3, 3, 2, 4, 2, 3).mean((2, 4)), rtol=0, atol=1 / 255
     )
+
+
+def test_images_are_uint8_and_float_on_demand(tmp_path):
+    write_dataset(tmp_path, n=4)
+    split = load_split(tmp_path, "train")
+    assert split.pixels.dtype == torch.uint8 and split.pixels.shape == (4, 6, 8, 4)
+    stored = np.stack([iio.imread(tmp_path / "train" / f"r_{i}.png") for i in range(4)])
+    assert np.array_equal(split.pixels.numpy(), stored)
+    index = torch.tensor([3, 1])
+    # Bit for bit the float32 that uint8 / 255 in numpy gives (what the loader held before).
+    assert torch.equal(split.float_images(index), torch.from_numpy(stored[[3, 1]].astype(np.float32) / 255))
+    background = torch.rand(3)
+    assert torch.equal(split.on_background(background, index), split.on_background(background)[index])
 
 
 def test_rays_point_through_pixel_centres():

@@ -147,3 +147,98 @@ def test_experiment_configs_name_the_kit_datasets(config):
         assert loaded.data.styles[name].target.endswith(f"paper/{target}/{name}")
     assert target in recipe.scenes and set(styles) <= set(recipe.styles)
     assert loaded.train == load_config(REPO / "configs" / "demo.toml").train  # the demo's budget
+
+
+def test_sky_recipe_backdrop_only_behind_the_reference_original(tmp_path):
+    recipe = load_recipe(REPO / "data" / "sky.toml")
+    assert recipe.backdrop("reference", "original").kind == "sky"
+    assert recipe.backdrop("target", "original") is None and recipe.backdrop("reference", "recolour") is None
+    pose = view_poses(recipe)["test"][0]
+    sky_view = render_view(recipe, "reference", "original", pose)
+    transparent = render_view(recipe, "reference", "recolour", pose)
+    assert sky_view.shape[-1] == 3 and transparent.shape[-1] == 4 and render_view(recipe, "target", "original", pose).shape[-1] == 4
+    # Where the spheres cover the pixel fully, the backdrop does not show: same colour as
+    # the transparent render of the original style would have (same materials there).
+    original_rgba = render_view(dataclasses_replace_backdrop(recipe), "reference", "original", pose)
+    covered = original_rgba[..., 3] == 255
+    assert 0.05 < covered.mean() < 0.9
+    assert np.array_equal(sky_view[covered], original_rgba[covered][:, :3])
+    # Elsewhere the sky: opaque, and not one flat colour (gradient and clouds).
+    empty = transparent[..., 3] == 0
+    assert sky_view[empty].std(axis=0).min() > 3
+
+
+def dataclasses_replace_backdrop(recipe):
+    """The recipe without any backdrop."""
+    import dataclasses
+
+    styles = {name: {k: v for k, v in changes.items() if k != "backdrop"} for name, changes in recipe.styles.items()}
+    return dataclasses.replace(recipe, styles=styles)
+
+
+def test_sky_is_a_function_of_direction_only():
+    from fastjoint.scenes.raytrace import sky
+
+    backdrop = load_recipe(REPO / "data" / "sky.toml").backdrop("reference", "original")
+    rng = np.random.default_rng()
+    dirs = rng.normal(size=(4000, 3))
+    dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+    colours = sky(backdrop, dirs)
+    assert np.array_equal(colours, sky(backdrop, dirs.copy()))  # deterministic
+    # Below the horizon, a lake: the mirrored sky mixed with the ground colour.
+    ground = dirs[:, 2] < -0.06
+    mirrored = dirs[ground] * np.array([1.0, 1.0, -1.0])
+    np.testing.assert_allclose(colours[ground], 0.6 * sky(backdrop, mirrored) + 0.4 * np.asarray(backdrop.ground), atol=1e-12)
+    high = dirs[:, 2] > 0.3
+    white = (colours[high] > 0.9).all(axis=1)
+    assert 0.05 < white.mean() < 0.95  # some clouds, some blue sky
+    clear = replace_clouds(backdrop, 0.0)
+    np.testing.assert_allclose(sky(clear, np.array([[0.0, 0.0, 1.0]]))[0], clear.zenith)
+
+
+def replace_clouds(backdrop, clouds):
+    import dataclasses
+
+    return dataclasses.replace(backdrop, clouds=clouds)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda t: t.replace('scenes = ["reference"]', 'scenes = ["robot"]'), r"'styles.original.backdrop.scenes' names an unknown scene 'robot'"),
+        (lambda t: t.replace('kind = "sky"', 'kind = "room"'), r"'styles.original.backdrop.kind' must be one of sky"),
+        (lambda t: t.replace("clouds = 0.45", "clouds = 1.5"), r"'styles.original.backdrop.clouds' must be in \[0, 1\]"),
+        (lambda t: t.replace("seed = 0\nscenes", "seeds = 0\nscenes"), r"unknown key 'styles.original.backdrop.seeds'"),
+    ],
+)
+def test_backdrop_mistakes_name_the_key(tmp_path, change, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(change((REPO / "data" / "sky.toml").read_text()))
+    with pytest.raises(UserError, match=message):
+        load_recipe(path)
+
+
+def test_scenes_make_format_option(tmp_path):
+    from conftest import run_cli
+
+    result = run_cli("scenes", "make", str(FIXTURES / "tiny.toml"), "--format", "colmap", "--size", "12", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    folder = tmp_path / "tiny-colmap-12px"
+    assert json.loads((folder / "kit.json").read_text())["format"] == "colmap"
+    split = load_split(folder / "reference" / "recolour", "test")
+    assert split.pixels.shape == (3, 12, 12, 4) and split.source.name == "images.txt"
+    bad = run_cli("scenes", "make", "tiny", "--format", "ply")
+    assert bad.returncode == 2 and "invalid choice 'ply' for argument '--format'" in bad.stderr
+
+
+def test_sky_config_trains_the_sky_datasets_on_the_demo_budget():
+    from fastjoint.config import load_config
+
+    loaded = load_config(REPO / "configs" / "sky.toml")
+    assert loaded.data.kit == "sky" and loaded.name == "sky"
+    assert loaded.data.reference.endswith("generated/sky/reference/original")
+    assert loaded.data.styles["recolour"].reference.endswith("generated/sky/reference/recolour")
+    assert loaded.data.target.endswith("generated/sky/target/original")
+    assert loaded.data.styles["recolour"].target.endswith("generated/sky/target/recolour")
+    demo = load_config(REPO / "configs" / "demo.toml")
+    assert (loaded.train, loaded.model, loaded.render) == (demo.train, demo.model, demo.render)

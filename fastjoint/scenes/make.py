@@ -1,10 +1,17 @@
-"""Writes a recipe's scenes, in every style, as Blender-format datasets.
+"""Writes a recipe's scenes, in every style, as datasets in Blender, nerfstudio or COLMAP format.
 
-Output: <out>/<scene>/<style>/transforms_{train,val,test}.json and PNGs (RGBA, straight
-alpha). Every scene and style shares the same cameras, so a restyled target's ground truth
-lines up view for view with the target in its original style. Deterministic given the
-recipe. Written to a temporary folder and moved into place, so an interrupted run leaves
-no half-written dataset; a stamp with the recipe's digest makes the output a cache.
+Output: <out>/<scene>/<style>/ holding, by format,
+- blender: transforms_{train,val,test}.json and {train,val,test}/r_<i>.png;
+- nerfstudio: transforms.json (OPENCV camera without distortion, the kit's OpenGL poses,
+  `train_filenames`/`val_filenames`/`test_filenames`) and images/<split>_r_<i>.png;
+- colmap: sparse/0/{cameras,images,points3D}.txt (one PINHOLE camera, no 3-D points),
+  splits.json with the same lists, and images/<split>_r_<i>.png.
+PNGs are RGBA (straight alpha), or RGB where the recipe gives the scene an opaque backdrop
+in that style; they are the same bytes in every format. Every scene and style shares the
+same cameras, so a restyled target's ground truth lines up view for view with the target
+in its original style. Deterministic given the recipe. Written to a temporary folder and
+moved into place, so an interrupted run leaves no half-written dataset; a stamp with the
+recipe's digest, the size and the format makes the output a cache.
 """
 
 from __future__ import annotations
@@ -19,9 +26,12 @@ import imageio.v3 as iio
 import numpy as np
 import torch
 
-from fastjoint.data.blender import SPLITS
 from fastjoint.data.cameras import look_at
-from fastjoint.scenes.raytrace import trace
+from fastjoint.data.colmap import ColmapCamera, ColmapImage, from_pose, write_model
+from fastjoint.data.formats import FORMATS
+from fastjoint.data.split import SPLITS
+from fastjoint.errors import UserError
+from fastjoint.scenes.raytrace import sky, trace
 from fastjoint.scenes.recipe import Recipe, find_recipe, load_recipe, with_size
 
 STAMP = "kit.json"
@@ -57,7 +67,8 @@ def view_poses(recipe: Recipe) -> dict[str, np.ndarray]:
 
 
 def render_view(recipe: Recipe, scene: str, style: str, pose: np.ndarray) -> np.ndarray:
-    """One RGBA image [H, W, 4] uint8, anti-aliased by supersampling."""
+    """One image, anti-aliased by supersampling: [H, W, 4] uint8 RGBA, or [H, W, 3] uint8
+    RGB where the scene has an opaque backdrop in this style."""
     size, ss = recipe.camera.size, recipe.camera.supersample
     focal = 0.5 * size / math.tan(0.5 * recipe.camera.angle_x)
     offsets = (np.arange(ss) + 0.5) / ss
@@ -69,6 +80,11 @@ def render_view(recipe: Recipe, scene: str, style: str, pose: np.ndarray) -> np.
     origins = np.broadcast_to(pose[:3, 3], dirs.shape)
     materials, lighting = recipe.style(style)
     colour, coverage = trace(recipe.scenes[scene], materials, lighting, origins, dirs)
+    backdrop = recipe.backdrop(scene, style)
+    if backdrop is not None:  # opaque: the sky wherever the ray misses, averaged per pixel
+        colour = np.where(coverage[:, None] > 0, colour, sky(backdrop, dirs))
+        rgb = colour.reshape(size, ss, size, ss, 3).mean(axis=(1, 3))
+        return np.round(np.clip(rgb, 0.0, 1.0) * 255.0).astype(np.uint8)
     # Average premultiplied colour and coverage over each pixel's sub-samples.
     premultiplied = (colour * coverage[:, None]).reshape(size, ss, size, ss, 3).mean(axis=(1, 3))
     alpha = coverage.reshape(size, ss, size, ss).mean(axis=(1, 3))
@@ -77,24 +93,33 @@ def render_view(recipe: Recipe, scene: str, style: str, pose: np.ndarray) -> np.
     return np.round(np.clip(rgba, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
-def output_folder(recipe: Recipe, size: int | None, root: Path) -> Path:
-    """data/generated/<name> at the recipe's size, <name>-<size>px otherwise."""
+def output_folder(recipe: Recipe, size: int | None, root: Path, format: str = "blender") -> Path:
+    """data/generated/<name>[-<format>][-<size>px]: the format unless Blender, the size
+    unless the recipe's."""
+    name = recipe.name if format == "blender" else f"{recipe.name}-{format}"
     if size is None or size == recipe.camera.size:
-        return root / recipe.name
-    return root / f"{recipe.name}-{size}px"
+        return root / name
+    return root / f"{name}-{size}px"
 
 
-def is_current(folder: Path, recipe: Recipe) -> bool:
-    """Whether `folder` holds this recipe's datasets at this size, written by this renderer."""
+def is_current(folder: Path, recipe: Recipe, format: str = "blender") -> bool:
+    """Whether `folder` holds this recipe's datasets at this size and in this format,
+    written by this renderer."""
     try:
         stamp = json.loads((folder / STAMP).read_text())
     except (OSError, json.JSONDecodeError):
         return False
-    return stamp == _stamp(recipe)
+    return stamp == _stamp(recipe, format)
 
 
-def _stamp(recipe: Recipe) -> dict:
-    return {"recipe": recipe.name, "sha256": recipe.digest, "size": recipe.camera.size, "kit_version": KIT_VERSION}
+def _stamp(recipe: Recipe, format: str) -> dict:
+    return {
+        "recipe": recipe.name,
+        "sha256": recipe.digest,
+        "size": recipe.camera.size,
+        "format": format,
+        "kit_version": KIT_VERSION,
+    }
 
 
 def make_datasets(
@@ -103,17 +128,21 @@ def make_datasets(
     size: int | None = None,
     force: bool = False,
     progress=None,
+    format: str = "blender",
 ) -> Path:
-    """Writes every scene x style of recipe `name`; returns the output folder.
+    """Writes every scene x style of recipe `name` in `format` (blender, nerfstudio,
+    colmap); returns the output folder.
 
     Skips the work when the folder already holds the same recipe's output (unless `force`).
     `progress`, if given, is called with (done, total) after each image.
     """
+    if format not in FORMATS:
+        raise UserError(f"--format: must be one of {', '.join(FORMATS)}, got {format!r}")
     recipe = load_recipe(find_recipe(name))
-    folder = output_folder(recipe, size, Path(root))
+    folder = output_folder(recipe, size, Path(root), format)
     if size is not None:
         recipe = with_size(recipe, size)
-    if not force and is_current(folder, recipe):
+    if not force and is_current(folder, recipe, format):
         return folder
 
     poses = view_poses(recipe)
@@ -124,20 +153,79 @@ def make_datasets(
     for scene in recipe.scenes:
         for style in recipe.styles:
             dataset = staging / scene / style
+            names = {split: [_image_name(format, split, i) for i in range(len(poses[split]))] for split in SPLITS}
             for split in SPLITS:
-                (dataset / split).mkdir(parents=True, exist_ok=True)
-                frames = []
                 for i, pose in enumerate(poses[split]):
-                    iio.imwrite(dataset / split / f"r_{i}.png", render_view(recipe, scene, style, pose))
-                    frames.append({"file_path": f"./{split}/r_{i}", "transform_matrix": pose.tolist()})
+                    path = dataset / names[split][i]
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    iio.imwrite(path, render_view(recipe, scene, style, pose))
                     done += 1
                     if progress is not None:
                         progress(done, total)
-                meta = {"camera_angle_x": recipe.camera.angle_x, "frames": frames}
-                (dataset / f"transforms_{split}.json").write_text(json.dumps(meta, indent=1))
-    (staging / STAMP).write_text(json.dumps(_stamp(recipe), indent=1))
+            WRITERS[format](dataset, recipe, poses, names)
+    (staging / STAMP).write_text(json.dumps(_stamp(recipe, format), indent=1))
     if folder.exists():
         shutil.rmtree(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     os.replace(staging, folder)
     return folder
+
+
+def _image_name(format: str, split: str, index: int) -> str:
+    return f"{split}/r_{index}.png" if format == "blender" else f"images/{split}_r_{index}.png"
+
+
+def _write_blender(dataset: Path, recipe: Recipe, poses: dict[str, np.ndarray], names: dict[str, list[str]]) -> None:
+    for split in SPLITS:
+        frames = [
+            {"file_path": "./" + name.removesuffix(".png"), "transform_matrix": pose.tolist()}
+            for name, pose in zip(names[split], poses[split])
+        ]
+        meta = {"camera_angle_x": recipe.camera.angle_x, "frames": frames}
+        (dataset / f"transforms_{split}.json").write_text(json.dumps(meta, indent=1))
+
+
+def _intrinsics(recipe: Recipe) -> tuple[int, float, float]:
+    """Image size, focal length and principal point (the image centre) in pixels."""
+    size = recipe.camera.size
+    return size, 0.5 * size / math.tan(0.5 * recipe.camera.angle_x), 0.5 * size
+
+
+def _write_nerfstudio(dataset: Path, recipe: Recipe, poses: dict[str, np.ndarray], names: dict[str, list[str]]) -> None:
+    size, focal, centre = _intrinsics(recipe)
+    meta = {
+        "camera_model": "OPENCV",
+        "fl_x": focal,
+        "fl_y": focal,
+        "cx": centre,
+        "cy": centre,
+        "w": size,
+        "h": size,
+        "k1": 0.0,
+        "k2": 0.0,
+        "p1": 0.0,
+        "p2": 0.0,
+        "frames": [
+            {"file_path": name, "transform_matrix": pose.tolist()}
+            for split in SPLITS
+            for name, pose in zip(names[split], poses[split])
+        ],
+        **{f"{split}_filenames": names[split] for split in SPLITS},
+    }
+    (dataset / "transforms.json").write_text(json.dumps(meta, indent=1))
+
+
+def _write_colmap(dataset: Path, recipe: Recipe, poses: dict[str, np.ndarray], names: dict[str, list[str]]) -> None:
+    size, focal, centre = _intrinsics(recipe)
+    camera = ColmapCamera(1, "PINHOLE", size, size, (focal, focal, centre, centre))
+    images = []
+    for split in SPLITS:
+        for name, pose in zip(names[split], poses[split]):
+            qvec, tvec = from_pose(pose)
+            images.append(ColmapImage(len(images) + 1, qvec, tvec, 1, name.removeprefix("images/")))
+    write_model(dataset / "sparse" / "0", [camera], images)
+    lists = {f"{split}_filenames": [name.removeprefix("images/") for name in names[split]] for split in SPLITS}
+    (dataset / "splits.json").write_text(json.dumps(lists, indent=1))
+
+
+WRITERS = {"blender": _write_blender, "nerfstudio": _write_nerfstudio, "colmap": _write_colmap}

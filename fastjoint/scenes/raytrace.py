@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from fastjoint.scenes.recipe import Lighting, Material, Shape
+from fastjoint.scenes.recipe import Backdrop, Lighting, Material, Shape
 
 EPS = 1e-6
 
@@ -161,3 +161,43 @@ def trace(
             material = materials[shape.material]
             colour[mask] = shade(albedo(material, points[mask]), normals[mask], dirs[mask], material, lighting)
     return colour, hit.astype(np.float64)
+
+
+CLOUD_WAVES = 24  # sinusoids summed into the cloud field
+CLOUD_COLOUR = np.array([0.97, 0.97, 0.98])
+REFLECTION = 0.6  # below the horizon: this much of the mirrored sky, the rest ground colour
+
+
+def sky(backdrop: Backdrop, dirs: np.ndarray) -> np.ndarray:  # [N, 3] unit, world z up -> [N, 3] in [0, 1]
+    """A procedural sky seen at infinity: a function of the ray's direction only.
+
+    Above the horizon, a vertical gradient from the horizon colour to the zenith colour
+    (square root of the elevation's sine, so it changes fastest near the horizon) under
+    soft clouds: a smooth field on the sphere of directions (a sum of seeded sinusoids
+    along random directions), thresholded softly by the cover. Below the horizon, a
+    calm lake: the mirrored sky mixed with the ground colour, so views from above (most of
+    the kit's) still see detail.
+    """
+    up = dirs[:, 2]
+    mirrored = np.concatenate([dirs[:, :2], np.abs(up)[:, None]], axis=1)
+    t = np.sqrt(np.abs(up))[:, None]
+    colour = np.asarray(backdrop.horizon) + (np.asarray(backdrop.zenith) - np.asarray(backdrop.horizon)) * t
+    rng = np.random.default_rng(backdrop.seed)
+    axes = rng.normal(size=(CLOUD_WAVES, 3))
+    axes /= np.linalg.norm(axes, axis=1, keepdims=True)
+    frequencies = backdrop.cloud_scale * 2.0 * math.pi * np.exp(rng.uniform(0.0, math.log(4.0), CLOUD_WAVES))
+    phases = rng.uniform(0.0, 2.0 * math.pi, CLOUD_WAVES)
+    amplitudes = 1.0 / frequencies  # fewer fine details than coarse ones
+    field = (amplitudes[None] * np.sin(frequencies[None] * (mirrored @ axes.T) + phases[None])).sum(axis=1)
+    field = 0.5 + 0.5 * field / np.sqrt(0.5 * (amplitudes**2).sum()) / 2.5  # about [0, 1], mean 0.5
+    threshold = 1.0 - backdrop.clouds
+    cover = _smoothstep(threshold - 0.15, threshold + 0.15, field)[:, None]
+    colour = colour * (1.0 - cover) + CLOUD_COLOUR * cover
+    below = _smoothstep(0.0, -0.05, up)[:, None]
+    lake = REFLECTION * colour + (1.0 - REFLECTION) * np.asarray(backdrop.ground)
+    return np.clip(colour * (1.0 - below) + lake * below, 0.0, 1.0)
+
+
+def _smoothstep(low: float, high: float, x: np.ndarray) -> np.ndarray:
+    t = np.clip((x - low) / (high - low), 0.0, 1.0)
+    return t * t * (3.0 - 2.0 * t)

@@ -19,6 +19,7 @@ from fastjoint.errors import UserError
 
 SHAPE_KINDS = ("sphere", "box", "cylinder")
 PATTERN_KINDS = ("check",)
+BACKDROP_KINDS = ("sky",)
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,20 @@ class Light:
 class Lighting:
     ambient: tuple[float, float, float]
     directional: tuple[Light, ...]
+
+
+@dataclass(frozen=True)
+class Backdrop:
+    """An opaque background seen at infinity (a function of the ray's direction only)."""
+
+    kind: str  # "sky": a vertical gradient with soft clouds above the horizon
+    zenith: tuple[float, float, float] = (0.22, 0.42, 0.82)  # sky colour straight up
+    horizon: tuple[float, float, float] = (0.72, 0.82, 0.93)  # sky colour at the horizon
+    ground: tuple[float, float, float] = (0.42, 0.4, 0.36)  # below the horizon
+    clouds: float = 0.45  # cloud cover in [0, 1]
+    cloud_scale: float = 2.0  # cloud features per unit of the sky plane (larger: smaller clouds)
+    seed: int = 0  # the cloud pattern
+    scenes: tuple[str, ...] | None = None  # the scenes that have it in this style; None: all
 
 
 @dataclass(frozen=True)
@@ -90,6 +105,13 @@ class Recipe:
     styles: dict[str, dict[str, Any]]  # style -> its raw changes (validated)
     scenes: dict[str, tuple[Shape, ...]]
     digest: str = field(default="")  # sha256 of the recipe file: the cache key of its datasets
+
+    def backdrop(self, scene: str, style: str) -> Backdrop | None:
+        """The opaque backdrop of a scene in a style, or None (transparent)."""
+        backdrop = self.styles[style].get("backdrop")
+        if backdrop is None or (backdrop.scenes is not None and scene not in backdrop.scenes):
+            return None
+        return backdrop
 
     def style(self, name: str) -> tuple[dict[str, Material], Lighting]:
         """Materials and lighting with a style's changes applied."""
@@ -242,6 +264,8 @@ def _parse(path: Path, raw: dict, digest: str) -> Recipe:
             changes.setdefault("materials", {})[material] = _parse_material(fields, f"styles.{name}.materials.{material}", full=False)
         if "lights" in table.raw:
             changes["lights"] = _parse_lights(table.take("lights"), f"styles.{name}.lights")
+        if "backdrop" in table.raw:
+            changes["backdrop"] = _parse_backdrop(table.take("backdrop"), f"styles.{name}.backdrop")
         table.done()
         styles[name] = changes
 
@@ -254,6 +278,11 @@ def _parse(path: Path, raw: dict, digest: str) -> Recipe:
             raise UserError(f"'scenes.{name}' must be a non-empty list of shapes ([[scenes.{name}]])")
         scenes[name] = tuple(_parse_shape(shape, f"scenes.{name}[{i}]", materials) for i, shape in enumerate(shapes))
     top.done()
+    for name, changes in styles.items():
+        backdrop = changes.get("backdrop")
+        for scene in (backdrop.scenes or ()) if backdrop else ():
+            if scene not in scenes:
+                raise UserError(f"'styles.{name}.backdrop.scenes' names an unknown scene {scene!r}")
     return Recipe(path.stem, path, description, camera, views, materials, lighting, styles, scenes, digest)
 
 
@@ -297,6 +326,30 @@ def _parse_material(raw: Any, where: str, full: bool) -> dict[str, Any]:
         pt.done()
     table.done()
     return fields
+
+
+def _parse_backdrop(raw: Any, where: str) -> Backdrop:
+    table = _Table(raw, where)
+    kind = table.take("kind", "sky")
+    if kind not in BACKDROP_KINDS:
+        raise UserError(f"'{table.key('kind')}' must be one of {', '.join(BACKDROP_KINDS)}, got {kind!r}")
+    default = Backdrop(kind)
+    fields: dict[str, Any] = {"kind": kind}
+    for name in ("zenith", "horizon", "ground"):
+        fields[name] = table.vector(name, getattr(default, name), unit=True)
+    fields["clouds"] = table.number("clouds", default.clouds, low=0.0)
+    if fields["clouds"] > 1.0:
+        raise UserError(f"'{table.key('clouds')}' must be in [0, 1], got {fields['clouds']!r}")
+    fields["cloud_scale"] = table.number("cloud_scale", default.cloud_scale, low=0.01)
+    fields["seed"] = table.integer("seed", default.seed)
+    scenes = table.take("scenes", None)
+    if scenes is not None:
+        if not isinstance(scenes, list) or not scenes or not all(isinstance(v, str) for v in scenes):
+            raise UserError(f"'{table.key('scenes')}' must be a non-empty list of scene names")
+        scenes = tuple(scenes)
+    fields["scenes"] = scenes
+    table.done()
+    return Backdrop(**fields)
 
 
 def _parse_shape(raw: Any, where: str, materials: dict[str, Material]) -> Shape:

@@ -1,0 +1,129 @@
+"""nerfstudio-format datasets: one transforms.json for every view, images beside it.
+
+Follows nerfstudio's data conventions: OpenGL camera axes in `transform_matrix`
+(camera-to-world, 4x4); intrinsics `fl_x`, `fl_y`, `cx`, `cy`, `w`, `h` at the top of the
+file or in each frame (a frame's values win); `camera_model` OPENCV (the default, with
+`k1`, `k2`, `k3`, `p1`, `p2`, zero when absent), PINHOLE or SIMPLE_PINHOLE; `file_path`
+relative to the folder. The poses already include `applied_transform` (nerfstudio records
+there what it applied to the original, e.g. COLMAP, frame); it is checked, not applied.
+Splits: the optional `train_filenames`, `val_filenames`, `test_filenames` lists, else
+every 8th view held out (see `select_views`). The scene is recentred into the box (see
+`recentre.py`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fastjoint.data.cameras import NO_DISTORTION, Camera
+from fastjoint.data.recentre import apply_transform, scene_transform
+from fastjoint.data.split import (
+    Split,
+    is_number,
+    read_images,
+    read_json,
+    read_pose,
+    select_views,
+    split_lists,
+)
+from fastjoint.errors import UserError
+
+TRANSFORMS = "transforms.json"
+CAMERA_MODELS = ("OPENCV", "PINHOLE", "SIMPLE_PINHOLE")
+INTRINSICS = ("fl_x", "fl_y", "cx", "cy", "w", "h")
+DISTORTION = ("k1", "k2", "p1", "p2", "k3")  # Camera.distortion's order
+
+
+def is_nerfstudio(root: Path) -> bool:
+    return (root / TRANSFORMS).is_file()
+
+
+def load_nerfstudio(root: Path, split: str, downscale: int = 1) -> Split:
+    """Loads one split of a nerfstudio dataset; UserError naming the file and key on mistakes."""
+    path = root / TRANSFORMS
+    meta = read_json(path)
+    frames = meta.get("frames")
+    if not isinstance(frames, list) or not frames:
+        raise UserError(f"{path}: 'frames' must be a non-empty list")
+    if "applied_transform" in meta:
+        matrix = meta["applied_transform"]
+        rows = len(matrix) if isinstance(matrix, list) and len(matrix) in (3, 4) else 4
+        read_pose(matrix, f"{path}: applied_transform", rows=rows)
+
+    poses, names, cameras = [], [], []
+    for i, frame in enumerate(frames):
+        where = f"{path}: frames[{i}]"
+        if not isinstance(frame, dict):
+            raise UserError(f"{where} must be an object")
+        if "transform_matrix" not in frame:
+            raise UserError(f"{where} has no 'transform_matrix'")
+        poses.append(read_pose(frame["transform_matrix"], f"{where}.transform_matrix"))
+        file_path = frame.get("file_path")
+        if not isinstance(file_path, str) or not file_path:
+            raise UserError(f"{where} has no 'file_path'")
+        names.append(file_path)
+        cameras.append(_camera(meta, frame, path, where))
+
+    chosen = select_views(names, split_lists(meta, str(path)), split, str(path))
+    for i in chosen:
+        if cameras[i] != cameras[chosen[0]]:
+            raise UserError(
+                f"{path}: frames[{i}] has other intrinsics than frames[{chosen[0]}]; "
+                f"fastjoint needs one camera per split ('{split}')"
+            )
+    camera = cameras[chosen[0]]
+    paths = []
+    for i in chosen:
+        image = root / names[i]
+        if not image.is_file():
+            raise UserError(f"{image}: image not found ({path}: frames[{i}].file_path is '{names[i]}')")
+        paths.append(image)
+
+    transform = scene_transform(np.stack(poses))
+    moved = apply_transform(np.stack([poses[i] for i in chosen]), transform)
+    pixels, has_alpha = read_images(paths, downscale, size=(camera.width, camera.height))
+    if downscale > 1:
+        camera = camera.scaled(downscale)
+    names_chosen = tuple(Path(names[i]).as_posix() for i in chosen)
+    return Split(
+        pixels, torch.from_numpy(moved.astype(np.float32)), camera, has_alpha, path, torch.from_numpy(transform), names_chosen
+    )
+
+
+def _camera(meta: dict, frame: dict, path: Path, where: str) -> Camera:
+    """A frame's intrinsics: its own keys, else the file's."""
+
+    def value(key: str, default=None):
+        if key in frame:
+            return frame[key], f"{where}.{key}"
+        if key in meta:
+            return meta[key], f"{path}: '{key}'"
+        if default is None:
+            raise UserError(f"{where}: no '{key}' (neither in the frame nor at the top of the file)")
+        return default, key
+
+    model, model_where = value("camera_model", "OPENCV")
+    if model not in CAMERA_MODELS:
+        raise UserError(f"{model_where}: camera model {model!r} is not supported (use one of {', '.join(CAMERA_MODELS)})")
+    numbers = {}
+    for key in INTRINSICS:
+        number, key_where = value(key)
+        if not is_number(number) or not np.isfinite(number) or number <= 0:
+            raise UserError(f"{key_where} must be a positive number, got {number!r}")
+        numbers[key] = float(number)
+    for key in ("w", "h"):
+        if not numbers[key].is_integer():
+            raise UserError(f"{where}: '{key}' must be a whole number of pixels, got {numbers[key]!r}")
+    distortion = NO_DISTORTION
+    if model == "OPENCV":
+        coefficients = []
+        for key in DISTORTION:
+            number, key_where = value(key, 0.0)
+            if not is_number(number) or not np.isfinite(number):
+                raise UserError(f"{key_where} must be a number, got {number!r}")
+            coefficients.append(float(number))
+        distortion = tuple(coefficients)
+    return Camera(int(numbers["w"]), int(numbers["h"]), numbers["fl_x"], numbers["fl_y"], numbers["cx"], numbers["cy"], distortion)
