@@ -121,6 +121,10 @@ def _read_pose(frame: dict, where: str) -> np.ndarray:
     pose = np.asarray(matrix, dtype=np.float32)
     if not np.isfinite(pose).all():
         raise UserError(f"{where}.transform_matrix contains NaN or infinity")
+    rotation = pose[:3, :3].astype(np.float64)
+    scale = float(np.abs(rotation).max())
+    if scale == 0.0 or abs(np.linalg.det(rotation / scale)) < 1e-6:
+        raise UserError(f"{where}.transform_matrix has a degenerate rotation (its 3x3 part is not invertible)")
     return pose
 
 
@@ -138,6 +142,8 @@ def _image_path(root: Path, frame: dict, where: str) -> Path:
 
 
 def _read_image(path: Path) -> tuple[np.ndarray, bool]:  # [H, W, 4] float32 straight alpha, has alpha
+    if path.stat().st_size == 0:
+        raise UserError(f"{path}: empty file (0 bytes), not an image")
     try:
         with warnings.catch_warnings():  # imageio warns while it tries plugins on a broken file
             warnings.simplefilter("ignore")
