@@ -63,7 +63,18 @@ def atomic_path(path: Path, previous: Path | None = None) -> Iterator[Path]:
                 raise OSError(error.errno, error.strerror, str(path)) from error
             raise
         finally:
-            partial.unlink(missing_ok=True)
+            _remove(partial)
+
+
+def _remove(path: Path) -> None:
+    """Removes `path` if it is there (on a read-only disk, where it cannot be, unlink itself fails)."""
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError:
+        if path.exists():
+            raise
 
 
 def partial_path(path: Path) -> Path:
@@ -111,7 +122,7 @@ def replace_keeping_previous(partial: Path, path: Path, previous: Path) -> None:
     """
     if path.is_file():
         link = partial_path(previous)
-        link.unlink(missing_ok=True)
+        _remove(link)
         try:
             os.link(path, link)
         except OSError as error:  # a file system without hard links: copy instead
@@ -124,7 +135,7 @@ def replace_keeping_previous(partial: Path, path: Path, previous: Path) -> None:
         try:
             os.replace(link, previous)
         finally:
-            link.unlink(missing_ok=True)
+            _remove(link)
     os.replace(partial, path)
 
 
@@ -144,7 +155,8 @@ class RunLock:
     """The one-writer lock of a run folder: an OS lock on RUN/.lock, which holds the writer's PID.
 
     The operating system releases the lock when the process ends, however it ends, so a killed
-    run never leaves a stale lock. The file is emptied when the lock is released normally.
+    run never leaves a stale lock (its .lock file, left behind, is simply taken over). A lock
+    released normally removes its file, so an idle run folder holds no .lock.
     """
 
     NAME = ".lock"
@@ -153,52 +165,63 @@ class RunLock:
         self.path = Path(run_dir) / self.NAME
         self._fd: int | None = None
 
-    def acquire(self, patience: float = 1.0) -> "RunLock":
+    def acquire(self, patience: float = 1.0) -> RunLock:
         """Takes the lock, or raises UserError naming the PID of the process that holds it.
 
         Args:
-            patience: seconds to keep trying while the holder is just releasing or just
-                taking the lock (its PID not yet written).
+            patience: seconds to keep trying while the holder is just taking the lock (its PID
+                not yet written) or just releasing it.
         """
+        give_up = time.monotonic() + patience
         with naming(self.path):
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        holder = ""
-        give_up = time.monotonic() + patience
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
-                if holder or time.monotonic() > give_up:
+            while True:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
                     os.close(fd)
-                    who = f"PID {holder}" if holder else "a process whose PID is not written yet"
-                    raise UserError(
-                        f"{self.path.parent}: another fastjoint train ({who}) is writing this run; "
-                        "wait for it to end or stop it, or train under another --name"
-                    ) from None
-                time.sleep(0.05)
-        try:
-            with naming(self.path):
+                    if holder or time.monotonic() > give_up:
+                        who = f"PID {holder}" if holder else "a process whose PID is not written yet"
+                        raise UserError(
+                            f"{self.path.parent}: another fastjoint train ({who}) is writing this run; "
+                            "wait for it to end or stop it, or train under another --name"
+                        ) from None
+                    time.sleep(0.05)
+                    continue
+                if self._is_current(fd):
+                    break
+                os.close(fd)  # locked a file its holder removed on release: take the new one
+            try:
                 os.ftruncate(fd, 0)
                 os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        except BaseException:
-            os.close(fd)
-            raise
+            except BaseException:
+                self._unlink_and_close(fd)
+                raise
         self._fd = fd
         return self
 
-    def release(self) -> None:
-        """Empties the lock file and releases the lock (idempotent)."""
-        if self._fd is None:
-            return
-        fd, self._fd = self._fd, None
+    def _is_current(self, fd: int) -> bool:
+        """Whether `fd` is still the file at self.path (a releasing holder removes it)."""
+        try:
+            return os.fstat(fd).st_ino == os.stat(self.path).st_ino
+        except FileNotFoundError:
+            return False
+
+    def _unlink_and_close(self, fd: int) -> None:
+        # Removed while still locked: whoever opened this file meanwhile finds it gone and retries.
         with contextlib.suppress(OSError):
-            os.ftruncate(fd, 0)
+            os.unlink(self.path)
         os.close(fd)
 
-    def __enter__(self) -> "RunLock":
+    def release(self) -> None:
+        """Removes the lock file and releases the lock (idempotent)."""
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            self._unlink_and_close(fd)
+
+    def __enter__(self) -> RunLock:
         return self if self._fd is not None else self.acquire()
 
     def __exit__(self, *exc) -> None:
