@@ -117,8 +117,14 @@ class Trainer:
             raise
 
     def close(self) -> None:
-        """Releases the run's lock."""
+        """Releases the run's lock (`run()` does; a caller that only steps calls it, or uses `with`)."""
         self.lock.release()
+
+    def __enter__(self) -> Trainer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     # --- state -------------------------------------------------------------------------
 
