@@ -159,8 +159,15 @@ class Trainer:
         self.saved_step = self.step
 
     def _load(self, state: dict, source: Path) -> None:
-        """Puts a checkpoint's state into the model, optimizer, scheduler and random generators."""
+        """Puts a checkpoint's state into the model, optimizer, scheduler and random generators.
+
+        The optimizer keeps its moments and step counts from the checkpoint but takes its
+        hyperparameters (learning rate, weight decay) from this config, so that a run that
+        diverged can be resumed with a lower learning rate; with the same config they are the
+        same numbers, and the resumed run stays bit for bit.
+        """
         self.built.load_state_dict(state, source)
+        configured = [{k: v for k, v in group.items() if k != "params"} for group in self.optimizer.param_groups]
         try:
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
@@ -168,6 +175,12 @@ class Trainer:
             float(state["train_seconds"]), dict(state["running_psnr"])
         except (KeyError, ValueError, TypeError, RuntimeError) as error:
             raise UserError(f"{source}: not a checkpoint of this run ({first_line(error)})") from None
+        factor = self.architecture.lr_factor(self.scheduler.last_epoch, self.config)
+        for group, hyper in zip(self.optimizer.param_groups, configured):
+            group.update(hyper)
+            group["lr"] = group["initial_lr"] * factor
+        self.scheduler.base_lrs = [group["initial_lr"] for group in self.optimizer.param_groups]
+        self.scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]
 
     def _check_parameters(self) -> None:
         """Raises NonFinite when a parameter holds NaN or infinity, so that it is never saved.

@@ -674,13 +674,23 @@ def test_a_broken_latest_checkpoint_falls_back_to_the_previous(breakage, tiny_da
 
 
 def test_a_diverging_loss_stops_training_and_keeps_the_last_good_checkpoint(tiny_data, tmp_path):
+    """A loss that turns NaN: one line naming the step and the learning rate, the checkpoint
+    untouched; --resume with a lower learning rate (which the resumed run uses) finishes."""
     w = Workspace(tmp_path, tiny_data)
-    config = small_config(w, steps=8, checkpoint_every=1, lr=1e36)
-    result = run_cli("train", config, "--no-eval", "--no-render", cwd=tmp_path)
-    line = assert_one_error_line(result, "train.lr: training diverged at step 2", "is likely too high")
-    assert "the last good checkpoint (step 1) is kept" in line
-    state = torch.load(w.runs / "tiny" / "checkpoints" / "latest.pt", weights_only=True)
-    assert state["step"] == 1
+    config = _one_step_run(w, tmp_path, steps=12, checkpoint_every=4)
+    checkpoints = w.runs / "tiny" / "checkpoints"
+    before = snapshot(checkpoints)
+    result = run_cli("train", config, "--resume", "--train.lr", "1e36", "--no-eval", "--no-render", cwd=tmp_path)
+    line = assert_one_error_line(result, "train.lr: training diverged at step 3 (the loss of", "is nan", "(1e+36) is likely too high")
+    assert "the last good checkpoint (step 1) is kept; --resume with a lower train.lr continues from it" in line
+    assert snapshot(checkpoints) == before, "the diverged state was saved"
+
+    resumed = run_cli("train", config, "--resume", "--train.lr", "0.02", "--no-eval", "--no-render", cwd=tmp_path)
+    assert resumed.returncode == 0 and "finished at step 12" in resumed.stdout, resumed.stderr
+    lines = [json.loads(line) for line in (w.runs / "tiny" / "metrics.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == [12]
+    assert lines[0]["lr"] == pytest.approx(0.02 * 0.33**3)  # the new rate, decayed three times by step 12
+    state = torch.load(checkpoints / "latest.pt", weights_only=True)
     assert all(torch.isfinite(value).all() for value in state["model"].values())
 
 
@@ -724,7 +734,7 @@ needs_mount = pytest.mark.skipif(not _mount_possible(), reason="mounting a tmpfs
 
 def _one_step_run(w: Workspace, tmp_path: Path, **train) -> str:
     """A run of the small model stopped after one step (by --max-seconds), its checkpoint written."""
-    config = small_config(w, steps=4, checkpoint_every=2, **train)
+    config = small_config(w, **{"steps": 4, "checkpoint_every": 2, **train})
     first = run_cli("train", config, "--no-eval", "--no-render", "--max-seconds", "1e-9", cwd=tmp_path)
     assert first.returncode == 0 and "stopped by --max-seconds at step 1" in first.stdout, first.stderr
     return config
