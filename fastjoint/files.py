@@ -124,15 +124,15 @@ def replace_keeping_previous(partial: Path, path: Path, previous: Path) -> None:
         link = partial_path(previous)
         _remove(link)
         try:
-            os.link(path, link)
-        except OSError as error:  # a file system without hard links: copy instead
-            if error.errno not in (errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EXDEV):
-                raise
-            with naming(previous), open(path, "rb") as source, open(link, "wb") as target:
-                while chunk := source.read(1 << 20):
-                    target.write(chunk)
-            fsync(link)
-        try:
+            try:
+                os.link(path, link)
+            except OSError as error:  # a file system without hard links: copy instead
+                if error.errno not in (errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EXDEV):
+                    raise
+                with naming(previous), open(path, "rb") as source, open(link, "wb") as target:
+                    while chunk := source.read(1 << 20):
+                        target.write(chunk)
+                fsync(link)
             os.replace(link, previous)
         finally:
             _remove(link)
@@ -147,6 +147,7 @@ def remove_partials(folder: Path) -> None:
 
 
 def fsync(path: Path) -> None:
+    """Flushes a written file to the disk, so that a rename after it never publishes an empty file."""
     with open(path, "rb+") as handle:
         os.fsync(handle.fileno())
 
