@@ -35,7 +35,7 @@ class Interrupted(KeyboardInterrupt):
         return "interrupted (Ctrl-C)" if self.signum == signal.SIGINT else f"terminated ({signal.Signals(self.signum).name})"
 
     @classmethod
-    def of(cls, stop: KeyboardInterrupt) -> "Interrupted":
+    def of(cls, stop: KeyboardInterrupt) -> Interrupted:
         """`stop` as an Interrupted (a plain KeyboardInterrupt is Ctrl-C)."""
         return stop if isinstance(stop, Interrupted) else cls(signal.SIGINT)
 

@@ -10,9 +10,9 @@ import fcntl
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any
 
 from fastjoint.errors import UserError
 

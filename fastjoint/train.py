@@ -33,9 +33,9 @@ from fastjoint.run import (
     CHECKPOINT,
     PREVIOUS,
     Built,
-    first_line,
     check_test_splits,
     ensure_datasets,
+    first_line,
     load_latest,
     resolve_device,
     save_checkpoint,
@@ -176,7 +176,7 @@ class Trainer:
         except (KeyError, ValueError, TypeError, RuntimeError) as error:
             raise UserError(f"{source}: not a checkpoint of this run ({first_line(error)})") from None
         factor = self.architecture.lr_factor(self.scheduler.last_epoch, self.config)
-        for group, hyper in zip(self.optimizer.param_groups, configured):
+        for group, hyper in zip(self.optimizer.param_groups, configured, strict=True):
             group.update(hyper)
             group["lr"] = group["initial_lr"] * factor
         self.scheduler.base_lrs = [group["initial_lr"] for group in self.optimizer.param_groups]
@@ -281,7 +281,7 @@ class Trainer:
             self.save()  # stopped by the time budget
         return TrainSummary(self.run_dir, self.step, self.train_seconds, self.step >= config.steps, dict(self.running_psnr))
 
-    def _non_finite_message(self, broken: "NonFinite") -> str:
+    def _non_finite_message(self, broken: NonFinite) -> str:
         lr_key = "mlp.lr" if self.config.model.encoder == "mlp" else "train.lr"
         lr = self.config.mlp.lr if lr_key == "mlp.lr" else self.config.train.lr
         kept = (

@@ -550,6 +550,7 @@ RUN_CASES: dict[str, tuple[Callable[[Path, Path], list[str]], tuple[str, ...]]] 
 }
 
 
+@pytest.mark.slow  # trains, or needs the trained run
 @pytest.mark.parametrize("name", list(RUN_CASES))
 def test_bad_input_against_a_run(name, trained_run):
     """Mistakes against a trained run: one line, exit status 2, the run's files unchanged."""
@@ -561,6 +562,7 @@ def test_bad_input_against_a_run(name, trained_run):
     assert snapshot(run_dir) == before, "a refused command changed the run"
 
 
+@pytest.mark.slow  # trains, or needs the trained run
 def test_a_checkpoint_that_does_not_fit_the_run(trained_run, tmp_path, tiny_data):
     """A whole fastjoint checkpoint of another model: one line naming it, not a size-mismatch traceback."""
     run_dir, _, _ = trained_run
@@ -591,6 +593,7 @@ def lock_holder(run_dir: Path) -> str:
     return path.read_text().strip() if path.is_file() else ""
 
 
+@pytest.mark.slow  # trains, or needs the trained run
 def test_a_second_train_into_a_running_run_is_refused(tiny_data, tmp_path):
     """Two trainings into one run: the second ends at once, naming the first's PID, touching nothing."""
     w = Workspace(tmp_path, tiny_data)
@@ -616,6 +619,7 @@ def test_a_second_train_into_a_running_run_is_refused(tiny_data, tmp_path):
     assert resumed.returncode == 0, resumed.stderr
 
 
+@pytest.mark.slow  # trains, or needs the trained run
 def test_sigterm_writes_a_checkpoint_and_readers_see_whole_files(tiny_data, tmp_path):
     """SIGTERM: a checkpoint, one line, exit status 143; eval and render beside the training read whole files."""
     w = Workspace(tmp_path, tiny_data)
@@ -642,6 +646,7 @@ def test_sigterm_writes_a_checkpoint_and_readers_see_whole_files(tiny_data, tmp_
     assert not list((run_dir / "checkpoints").glob("*partial*"))
 
 
+@pytest.mark.slow  # trains, or needs the trained run
 @pytest.mark.parametrize("breakage", ["truncated", "foreign"])
 def test_a_broken_latest_checkpoint_falls_back_to_the_previous(breakage, tiny_data, tmp_path):
     """A truncated or foreign latest.pt: eval and --resume use previous.pt, saying so in one line;
@@ -673,6 +678,7 @@ def test_a_broken_latest_checkpoint_falls_back_to_the_previous(breakage, tiny_da
     assert checkpoint_step(checkpoints / "previous.pt") == 4  # the broken file never became previous.pt
 
 
+@pytest.mark.slow  # trains, or needs the trained run
 def test_a_diverging_loss_stops_training_and_keeps_the_last_good_checkpoint(tiny_data, tmp_path):
     """A loss that turns NaN: one line naming the step and the learning rate, the checkpoint
     untouched; --resume with a lower learning rate (which the resumed run uses) finishes."""
@@ -694,6 +700,7 @@ def test_a_diverging_loss_stops_training_and_keeps_the_last_good_checkpoint(tiny
     assert all(torch.isfinite(value).all() for value in state["model"].values())
 
 
+@pytest.mark.slow  # trains, or needs the trained run
 def test_an_overflowing_update_is_a_diverging_run_too(tiny_data, tmp_path):
     w = Workspace(tmp_path, tiny_data)
     result = run_cli("train", small_config(w, steps=8, lr=1e300), "--no-eval", "--no-render", cwd=tmp_path)
@@ -740,6 +747,7 @@ def _one_step_run(w: Workspace, tmp_path: Path, **train) -> str:
     return config
 
 
+@pytest.mark.slow  # trains, or needs the trained run
 @needs_mount
 def test_a_full_disk_is_one_line_and_loses_nothing(tiny_data, tmp_path):
     disk = Tmpfs(tmp_path / "disk", "8m")
@@ -790,6 +798,7 @@ READ_ONLY_CASES = {
 }
 
 
+@pytest.mark.slow  # trains, or needs the trained run
 @pytest.mark.parametrize("name", list(READ_ONLY_CASES))
 def test_a_read_only_folder_is_one_line(name, read_only_run):
     config, run_dir, cwd = read_only_run
