@@ -708,6 +708,23 @@ def test_an_overflowing_update_is_a_diverging_run_too(tiny_data, tmp_path):
     assert not (w.runs / "tiny" / "checkpoints").exists()
 
 
+@pytest.mark.slow  # trains, or needs the trained run
+def test_a_fresh_start_after_a_run_that_died_early_starts_metrics_anew(tiny_data, tmp_path):
+    """A run killed before its first checkpoint cannot be resumed; training it again drops the dead lines."""
+    w = Workspace(tmp_path, tiny_data)
+    config = small_config(w, steps=4, log_every=2, checkpoint_every=100)
+    run_dir = w.runs / "tiny"
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.toml").write_text(Path(config).read_text())
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps({"step": step, "loss": 1.0}) + "\n" for step in (2, 4, 6, 8)) + '{"step": 1')
+    refused = run_cli("train", config, "--resume", "--no-eval", "--no-render", cwd=tmp_path)
+    assert_one_error_line(refused, f"{run_dir}/checkpoints/latest.pt: no checkpoint to resume")
+    fresh = run_cli("train", config, "--no-eval", "--no-render", cwd=tmp_path)
+    assert fresh.returncode == 0, fresh.stderr
+    assert logged_steps(run_dir) == [2, 4]
+    assert all("psnr/target:original" in json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines())
+
+
 # --- the disk: full, read-only ----------------------------------------------------------
 
 
