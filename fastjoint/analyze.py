@@ -13,14 +13,13 @@ import math
 from pathlib import Path
 from typing import NamedTuple
 
-import imageio.v3 as iio
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
 from torch import Tensor
 
 from fastjoint.data import image_rays, load_split
-from fastjoint.files import write_json
+from fastjoint.files import write_image, write_json
 from fastjoint.pairing import ORIGINAL, SCENES, Pairing
 from fastjoint.run import LoadedRun, load_run
 
@@ -151,9 +150,9 @@ def analyze(run_dir: str | Path, device: str | None = None, run: LoadedRun | Non
 
     styles = run.config.data.pairings.styles
     maps = {style: decoder_map(run, style) for style in styles}
-    iio.imwrite(folder / "decoders.png", side_by_side({f"decoder {s}": maps[s] for s in styles}))
+    write_image(folder / "decoders.png", side_by_side({f"decoder {s}": maps[s] for s in styles}))
     samples = {scene: surface_samples(run, scene) for scene in SCENES}
-    iio.imwrite(
+    write_image(
         folder / "features.png",
         side_by_side({f"{s} features on decoder {ORIGINAL}": scatter(maps[ORIGINAL], samples[s]) for s in SCENES}),
     )

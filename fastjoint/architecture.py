@@ -27,6 +27,8 @@ class Architecture(Protocol):
 
     uses_occupancy: bool
     """Whether training keeps the scenes' occupancy grids up to date (they steer the sampler)."""
+    lr_key: str
+    """The config key of the peak learning rate."""
 
     def encoders(self, config: Config, grid_backend: str) -> dict[str, nn.Module]:
         """One encoder per scene (created in a fixed order: the seed decides their weights)."""
@@ -46,6 +48,7 @@ class Architecture(Protocol):
 
 class HashGridArchitecture:
     uses_occupancy = True
+    lr_key = "train.lr"
 
     def encoders(self, config: Config, grid_backend: str) -> dict[str, nn.Module]:
         model = config.model
@@ -96,6 +99,7 @@ class HashGridArchitecture:
 
 class MlpArchitecture:
     uses_occupancy = False
+    lr_key = "mlp.lr"
 
     def encoders(self, config: Config, grid_backend: str) -> dict[str, nn.Module]:
         return {scene: NerfEncoder(config.mlp, config.model.feature_dim) for scene in SCENES}

@@ -2,7 +2,9 @@
 
 This module only parses and calls. A user mistake ends with one line on stderr naming the
 file or key at fault, and exit status 2: tyro's refusals are condensed to one line by
-`_parse`, and command-line values go through the same checks as the config file's.
+`_parse`, and command-line values go through the same checks as the config file's. So does
+a fault of the machine (a full disk, a read-only or forbidden folder), naming the path.
+Ctrl-C and SIGTERM stop a command with one line and exit status 130 or 143.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ import contextlib
 import io
 import os
 import re
+import signal
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal, Optional, Union
@@ -20,7 +24,8 @@ import tyro
 
 from fastjoint import __version__
 from fastjoint.config import Config, checked, load_config
-from fastjoint.errors import UserError
+from fastjoint.errors import Interrupted, UserError, raise_interrupted
+from fastjoint.files import ENVIRONMENT_ERRNOS
 
 DEFAULT_CONFIG = Path("configs") / "demo.toml"
 Device = Optional[Literal["auto", "cpu", "cuda"]]
@@ -54,7 +59,7 @@ class Train:
         config = checked(self.config)
         from fastjoint.train import train
 
-        summary = train(config, resume=self.resume, max_seconds=self.max_seconds)
+        summary = train(config, resume=self.resume, max_seconds=self.max_seconds, check_test=self.eval or self.render)
         how = "finished" if summary.finished else "stopped by --max-seconds"
         print(f"{how} at step {summary.step} after {summary.train_seconds:.0f} s; run in {summary.run_dir}")
         if not (self.eval or self.render):
@@ -207,7 +212,14 @@ def _commands(train_default: Train | None) -> type:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Runs the command of `argv` (default: sys.argv); returns the exit status.
+
+    0: done; 2: a user mistake or a fault of the machine (one `error:` line); 130 or 143:
+    stopped by Ctrl-C or SIGTERM (one line). Anything else is a bug and keeps its traceback.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, raise_interrupted)  # a polite kill stops as Ctrl-C does
     try:
         if argv == ["--version"]:
             print(f"fastjoint {__version__}")
@@ -217,9 +229,32 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except OSError as error:
+        line = environment_error(error)
+        if line is None:
+            raise  # not the machine's fault: a bug, with its traceback
+        print(f"error: {line}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as stop:
+        stopped = Interrupted.of(stop)
+        print(stopped.message or stopped.how.split(" (")[0], file=sys.stderr)
+        return stopped.exit_status
+
+
+def environment_error(error: OSError) -> str | None:
+    """One line for an OSError the machine caused (full disk, read-only, no permission), naming the path.
+
+    Returns None for any other OSError: those are fastjoint's bugs and keep their traceback.
+    """
+    if error.errno not in ENVIRONMENT_ERRNOS:
+        return None
+    what = (error.strerror or os.strerror(error.errno)).lower()
+    hints = {
+        "no space left on device": "; free some space (files already written are intact)",
+        "permission denied": "; check the folder's permissions",
+    }
+    where = f"{error.filename}: " if error.filename is not None else ""
+    return f"{where}{what}{hints.get(what, '')}"
 
 
 def _parse(argv: list[str]):

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from fastjoint.data import Split, load_split, orbit_poses
+from fastjoint.files import atomic_path, write_image
 from fastjoint.pairing import ORIGINAL, Pairing
 from fastjoint.run import LoadedRun
 
@@ -55,7 +56,8 @@ def write_video(path: Path, frames: list[np.ndarray]) -> None:
     pad_h, pad_w = stack.shape[1] % 2, stack.shape[2] % 2
     if pad_h or pad_w:
         stack = np.pad(stack, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
-    iio.imwrite(path, stack, fps=VIDEO_FPS, extension=".mp4")
+    with atomic_path(path) as partial:
+        iio.imwrite(partial, stack, fps=VIDEO_FPS, extension=".mp4")
 
 
 def render_pairing(
@@ -84,7 +86,7 @@ def render_pairing(
         for i, pose in enumerate(group):
             pixels = to_uint8(run.built.render_image(pairing, pose, views.camera))
             path = folder / f"{prefix}_{i:03d}.png"
-            iio.imwrite(path, pixels)
+            write_image(path, pixels)
             images.append(path)
             frames[prefix].append(pixels)
             if progress is not None:

@@ -4,17 +4,21 @@ rendering a pairing, checkpoints, loading a finished run, and finding the datase
 
 from __future__ import annotations
 
+import io
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
+from rich.markup import escape
 from torch import Tensor, nn
 
 from fastjoint.architecture import architecture, build_model
 from fastjoint.config import Config, DataConfig, load_config
-from fastjoint.data import Camera, image_rays
+from fastjoint.data import Camera, detect_format, image_rays
+from fastjoint.data.blender import transforms_path
 from fastjoint.errors import UserError
-from fastjoint.files import atomic_write
+from fastjoint.files import atomic_path
 from fastjoint.log import console
 from fastjoint.model import JointModel
 from fastjoint.ops import Backends, resolve_backends
@@ -22,6 +26,8 @@ from fastjoint.pairing import SCENES, Pairing
 from fastjoint.render import Field, RenderResult, Sampler, make_estimators, render_rays
 
 CHECKPOINT = Path("checkpoints") / "latest.pt"
+PREVIOUS = Path("checkpoints") / "previous.pt"  # the checkpoint before the latest, kept as a fallback
+CHECKPOINT_KEYS = frozenset({"model", "estimators", "step", "train_seconds"})
 
 
 def resolve_device(name: str) -> torch.device:
@@ -98,29 +104,83 @@ class Built:
     def state_dict(self) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "estimators": self.estimators.state_dict()}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.estimators.load_state_dict(state["estimators"])
+    def load_state_dict(self, state: dict[str, Any], source: Path | str = "checkpoint") -> None:
+        """Loads a checkpoint's model and occupancy grids; UserError (naming `source`) if they do not fit."""
+        try:
+            self.model.load_state_dict(state["model"])
+            self.estimators.load_state_dict(state["estimators"])
+        except (RuntimeError, KeyError, TypeError, AttributeError) as error:
+            raise UserError(f"{source}: does not fit this run's model ({first_line(error)})") from None
 
 
 # --- checkpoints --------------------------------------------------------------------
 
 
-def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    """Writes atomically: a kill at any moment leaves the previous checkpoint whole."""
-    atomic_write(path, lambda handle: torch.save(payload, handle))
+def save_checkpoint(path: Path, payload: dict[str, Any], previous: Path | None = None) -> None:
+    """Writes atomically: a kill or a full disk at any moment leaves the last checkpoint whole.
+
+    Args:
+        path: where the checkpoint goes (checkpoints/latest.pt).
+        payload: what torch.save writes.
+        previous: if given, the file now at `path` becomes `previous` (checkpoints/previous.pt)
+            as the new one replaces it; `path` exists at every moment.
+    """
+    # Serialised in memory first: torch.save into a file reports a full disk as a cryptic
+    # RuntimeError, a plain write reports it as the OSError it is.
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    with atomic_path(path, previous) as partial, open(partial, "wb") as handle:
+        handle.write(buffer.getbuffer())
 
 
 def load_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
+    """A checkpoint's state; UserError (naming `path`) for a missing, truncated or foreign file."""
     if not path.is_file():
         raise UserError(f"{path}: no checkpoint")
     try:
         state = torch.load(path, map_location=device, weights_only=True)
     except Exception as error:  # a truncated or foreign file raises many kinds of errors
-        raise UserError(f"{path}: cannot read checkpoint ({type(error).__name__})") from None
-    if not isinstance(state, dict) or not {"model", "estimators", "step"} <= set(state):
+        raise UserError(f"{path}: cannot read checkpoint ({first_line(error)})") from None
+    if not isinstance(state, dict) or not CHECKPOINT_KEYS <= set(state):
         raise UserError(f"{path}: not a fastjoint checkpoint")
     return state
+
+
+def load_latest(run_dir: Path, device: torch.device, apply: Callable[[dict[str, Any], Path], None]) -> tuple[dict[str, Any], Path]:
+    """The run's latest checkpoint, or its previous one when the latest cannot be used.
+
+    `apply(state, path)` puts a loaded state to use (into a model, an optimizer) and raises
+    UserError when it does not fit; a latest checkpoint that is missing, truncated, foreign
+    or does not fit falls back to checkpoints/previous.pt, with one line of warning.
+
+    Returns:
+        The state used and the file it came from.
+    """
+    latest, previous = run_dir / CHECKPOINT, run_dir / PREVIOUS
+    try:
+        state = load_checkpoint(latest, device)
+        apply(state, latest)
+        return state, latest
+    except UserError as problem:
+        if not previous.is_file():
+            raise
+        try:
+            state = load_checkpoint(previous, device)
+            apply(state, previous)
+        except UserError as also:
+            raise UserError(f"{problem}; the fallback {also}") from None
+        console.print(
+            "[yellow]warning:[/yellow] " + escape(f"{problem}; using {previous} (step {int(state['step'])}) instead"),
+            soft_wrap=True,
+        )
+        return state, previous
+
+
+def first_line(error: BaseException) -> str:
+    """An exception as a short phrase: its type and the first sentence of its message."""
+    text = str(error).strip().splitlines()
+    sentence = text[0].split(". ")[0].rstrip(".") if text else ""
+    return f"{type(error).__name__}: {sentence}" if sentence else type(error).__name__
 
 
 class LoadedRun(NamedTuple):
@@ -145,8 +205,7 @@ def load_run(run_dir: str | Path, device_name: str | None = None) -> LoadedRun:
     config = load_config(run_dir / "config.toml")
     device = resolve_device(device_name or config.device)
     built = Built(config, device)
-    checkpoint = load_checkpoint(run_dir / CHECKPOINT, device)
-    built.load_state_dict(checkpoint)
+    checkpoint, _ = load_latest(run_dir, device, lambda state, path: built.load_state_dict(state, path))
     built.train(False)
     return LoadedRun(run_dir, config, built, int(checkpoint["step"]), float(checkpoint["train_seconds"]))
 
@@ -161,6 +220,24 @@ def check_datasets(data: DataConfig, with_truth: bool = True) -> None:
         path = data.dataset(pairing)
         if path is not None and not path.is_dir():
             raise UserError(f"{data.dataset_key(pairing)}: dataset folder not found: {path}")
+
+
+def check_test_splits(data: DataConfig) -> None:
+    """The test split that evaluation needs exists for every trained pairing and every ground truth.
+
+    Checked before training, so that a missing split is found in seconds, not after the run.
+    Only Blender format keeps a file per split; nerfstudio and COLMAP datasets hold out their
+    test views from the one set of frames.
+    """
+    for pairing in data.pairings.all:
+        path = data.dataset(pairing)
+        if path is None or detect_format(path) != "blender":
+            continue
+        if not transforms_path(path, "test").is_file():
+            raise UserError(
+                f"{transforms_path(path, 'test')}: not found ({data.dataset_key(pairing)} needs a test split "
+                "for evaluation; train with --no-eval --no-render to go without)"
+            )
 
 
 def ensure_datasets(data: DataConfig) -> None:

@@ -1,14 +1,21 @@
 """The joint trainer: every trained pairing, one summed loss per step.
 
 A run folder holds config.toml, checkpoints/latest.pt (atomic, every
-`train.checkpoint_every` steps, on Ctrl-C and at the end) and metrics.jsonl. A run killed
-at any moment resumes with `--resume`, losing at most one checkpoint interval; on the CPU
-a resumed run continues exactly as an uninterrupted one would.
+`train.checkpoint_every` steps, on Ctrl-C or SIGTERM and at the end) with the one before it
+beside it (checkpoints/previous.pt), and metrics.jsonl. A run killed at any moment resumes
+with `--resume`, losing at most one checkpoint interval; on the CPU a resumed run continues
+exactly as an uninterrupted one would. One process at a time trains a run (RUN/.lock); a
+non-finite loss or parameter stops training without saving the broken state.
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,12 +24,22 @@ import torch
 from fastjoint.architecture import architecture
 from fastjoint.config import Config, changed_keys, load_config, to_dict, to_toml
 from fastjoint.data import RaySampler, load_split
-from fastjoint.errors import UserError
-from fastjoint.log import console
+from fastjoint.errors import Interrupted, UserError
+from fastjoint.files import RunLock, remove_partials, write_text
 from fastjoint.pairing import SCENES
 from fastjoint.render import update_occupancy
 from fastjoint.rng import capture_rng, restore_rng, seed_everything
-from fastjoint.run import CHECKPOINT, Built, ensure_datasets, load_checkpoint, resolve_device, save_checkpoint
+from fastjoint.run import (
+    CHECKPOINT,
+    PREVIOUS,
+    Built,
+    check_test_splits,
+    ensure_datasets,
+    first_line,
+    load_latest,
+    resolve_device,
+    save_checkpoint,
+)
 from fastjoint.trainlog import MetricsLog, StepStats, TrainProgress
 
 # Settings that shape a checkpoint's tensors or the meaning of its weights: a resumed run keeps them.
@@ -41,21 +58,27 @@ class TrainSummary:
 class Trainer:
     """Trains (or resumes) the run of a config: `run()` is the loop, `train_step()` one step."""
 
-    def __init__(self, config: Config, resume: bool = False) -> None:
+    def __init__(self, config: Config, resume: bool = False, check_test: bool = True) -> None:
+        """Checks everything the run needs, takes the run's lock, and loads or starts the run.
+
+        Args:
+            config: the run's config.
+            resume: continue the run from its checkpoint.
+            check_test: also check, before training, the test splits that evaluation will need.
+        """
         self.config = config
         self.run_dir = config.run_dir
         self.resumed = resume
         self.pairings = config.data.pairings.trained
         checkpoint_path = self.run_dir / CHECKPOINT
-        if resume and not checkpoint_path.is_file():
+        if resume and not self.run_dir.is_dir():
             raise UserError(f"{checkpoint_path}: no checkpoint to resume (train without --resume to start this run)")
-        if not resume and checkpoint_path.is_file():
-            raise UserError(
-                f"{self.run_dir}: already holds a run; pass --resume to continue it or --name to start another"
-            )
 
+        # Everything that only reads comes first: a mistake found here leaves no trace on disk.
         ensure_datasets(config.data)
         data = config.data
+        if check_test:
+            check_test_splits(data)
         splits = {p: load_split(data.dataset(p), "train", data.downscale) for p in self.pairings}
         self.has_alpha = {p: s.has_alpha for p, s in splits.items()}
 
@@ -73,15 +96,41 @@ class Trainer:
         self.step = 0
         self.train_seconds = 0.0
         self.running_psnr: dict[str, float] = {}
-        if resume:
-            self._resume(checkpoint_path)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "config.toml").write_text(to_toml(config))
+        self.saved_step: int | None = None  # the step of the newest whole checkpoint on disk
+        self._rotate = True  # False while latest.pt is a broken file that must not become previous.pt
+
+        self.lock = RunLock(self.run_dir).acquire()
+        try:
+            has_checkpoint = checkpoint_path.is_file() or (self.run_dir / PREVIOUS).is_file()
+            if resume and not has_checkpoint:
+                raise UserError(f"{checkpoint_path}: no checkpoint to resume (train without --resume to start this run)")
+            if not resume and has_checkpoint:
+                raise UserError(
+                    f"{self.run_dir}: already holds a run; pass --resume to continue it or --name to start another"
+                )
+            if resume:
+                self._resume()
+            remove_partials(checkpoint_path.parent)  # left by a run killed while it saved
+            write_text(self.run_dir / "config.toml", to_toml(config))
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def close(self) -> None:
+        """Releases the run's lock (`run()` does; a caller that only steps calls it, or uses `with`)."""
+        self.lock.release()
+
+    def __enter__(self) -> Trainer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     # --- state -------------------------------------------------------------------------
 
     def save(self) -> None:
-        """Writes checkpoints/latest.pt atomically."""
+        """Writes checkpoints/latest.pt atomically; the one it replaces becomes checkpoints/previous.pt."""
+        self._check_parameters()
         state = {
             "step": self.step,
             "train_seconds": self.train_seconds,
@@ -92,21 +141,55 @@ class Trainer:
             "running_psnr": self.running_psnr,
             "config": to_dict(self.config),
         }
-        save_checkpoint(self.run_dir / CHECKPOINT, state)
+        previous = self.run_dir / PREVIOUS if self._rotate else None
+        save_checkpoint(self.run_dir / CHECKPOINT, state, previous=previous)
+        self._rotate = True
+        self.saved_step = self.step
 
-    def _resume(self, path: Path) -> None:
+    def _resume(self) -> None:
         saved_path = self.run_dir / "config.toml"
         changed = changed_keys(load_config(saved_path), self.config, KEPT_ON_RESUME)
         if changed:
             raise UserError(f"{saved_path}: {changed[0]} differs from the run being resumed; a resumed run keeps its model and data")
-        state = load_checkpoint(path, self.device)
-        self.built.load_state_dict(state)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        state, source = load_latest(self.run_dir, self.device, self._load)
+        self._rotate = source == self.run_dir / CHECKPOINT  # else latest.pt is broken: never keep it
         self.step = int(state["step"])
         self.train_seconds = float(state["train_seconds"])
         self.running_psnr = dict(state["running_psnr"])
-        restore_rng(state["rng"], self.generator)
+        self.saved_step = self.step
+
+    def _load(self, state: dict, source: Path) -> None:
+        """Puts a checkpoint's state into the model, optimizer, scheduler and random generators.
+
+        The optimizer keeps its moments and step counts from the checkpoint but takes its
+        hyperparameters (learning rate, weight decay) from this config, so that a run that
+        diverged can be resumed with a lower learning rate; with the same config they are the
+        same numbers, and the resumed run stays bit for bit.
+        """
+        self.built.load_state_dict(state, source)
+        configured = [{k: v for k, v in group.items() if k != "params"} for group in self.optimizer.param_groups]
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            restore_rng(state["rng"], self.generator)
+            float(state["train_seconds"]), dict(state["running_psnr"])
+        except (KeyError, ValueError, TypeError, RuntimeError) as error:
+            raise UserError(f"{source}: not a checkpoint of this run ({first_line(error)})") from None
+        factor = self.architecture.lr_factor(self.scheduler.last_epoch, self.config)
+        for group, hyper in zip(self.optimizer.param_groups, configured, strict=True):
+            group.update(hyper)
+            group["lr"] = group["initial_lr"] * factor
+        self.scheduler.base_lrs = [group["initial_lr"] for group in self.optimizer.param_groups]
+        self.scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+
+    def _check_parameters(self) -> None:
+        """Raises NonFinite when a parameter holds NaN or infinity, so that it is never saved.
+
+        The loss is checked every step; the parameters before each log line and checkpoint.
+        """
+        for name, parameter in self.model.named_parameters():
+            if not torch.isfinite(parameter).all():
+                raise NonFinite(f"parameter '{name}' holds NaN or infinity", self.step)
 
     # --- one step ----------------------------------------------------------------------
 
@@ -130,9 +213,17 @@ class Trainer:
             names[pairing.name] = loss.item()
             rays += rays_o.shape[0]
             samples += result.n_samples
+        for name, value in names.items():
+            if not math.isfinite(value):
+                raise NonFinite(f"the loss of {name} is {value}", self.step + 1)
         self.optimizer.zero_grad(set_to_none=True)
         torch.stack(losses).sum().backward()
-        self.optimizer.step()
+        try:
+            self.optimizer.step()
+        except RuntimeError as error:  # an update too large for float32 (a learning rate near 1e38)
+            if "overflow" not in str(error):
+                raise
+            raise NonFinite("the parameter update overflows float32", self.step + 1) from None
         self.scheduler.step()
         self.step += 1
         return StepStats(names, rays, samples)
@@ -145,7 +236,18 @@ class Trainer:
     # --- the loop ----------------------------------------------------------------------
 
     def run(self, max_seconds: float | None = None) -> TrainSummary:
-        """Trains until `train.steps` (or `max_seconds` of training), checkpointing as it goes."""
+        """Trains until `train.steps` (or `max_seconds` of training), checkpointing as it goes.
+
+        Ctrl-C or SIGTERM writes a checkpoint and raises Interrupted with the line to print; a
+        non-finite loss or parameter raises UserError naming the step, keeping the last good
+        checkpoint. The run's lock is released when this returns or raises.
+        """
+        try:
+            return self._loop(max_seconds)
+        finally:
+            self.close()
+
+    def _loop(self, max_seconds: float | None) -> TrainSummary:
         config = self.config.train
         started = time.perf_counter() - self.train_seconds
         metrics = MetricsLog(self.run_dir / "metrics.jsonl", self.step if self.resumed else None)
@@ -162,18 +264,58 @@ class Trainer:
                     metrics.add(stats)
                     last = self.step == config.steps
                     if self.step % config.log_every == 0 or last:
+                        self._check_parameters()  # every step would cost ~10%; a broken one breaks the loss anyway
                         metrics.write(self.step, self.train_seconds, self.optimizer.param_groups[0]["lr"])
                     if self.step % config.checkpoint_every == 0 or last:
                         self.save()
-        except KeyboardInterrupt:
-            self.save()
-            console.print(f"interrupted at step {self.step}; checkpoint written, continue with --resume")
-            raise
+        except KeyboardInterrupt as stop:
+            stopped = Interrupted.of(stop)
+            with _signals_ignored():  # a second Ctrl-C must not cut the last checkpoint short
+                self.save()
+            raise Interrupted(
+                stopped.signum, f"{stopped.how} at step {self.step}; checkpoint written, continue with --resume"
+            ) from None
+        except NonFinite as broken:
+            raise UserError(self._non_finite_message(broken)) from None
         if self.step % config.checkpoint_every != 0 and self.step != config.steps:
             self.save()  # stopped by the time budget
         return TrainSummary(self.run_dir, self.step, self.train_seconds, self.step >= config.steps, dict(self.running_psnr))
 
+    def _non_finite_message(self, broken: NonFinite) -> str:
+        lr_key = self.architecture.lr_key
+        section, key = lr_key.split(".")
+        lr = getattr(getattr(self.config, section), key)
+        kept = (
+            f"the last good checkpoint (step {self.saved_step}) is kept; --resume with a lower {lr_key} continues from it"
+            if self.saved_step is not None
+            else f"no checkpoint was written; train again with a lower {lr_key}"
+        )
+        return f"{lr_key}: training diverged at step {broken.step} ({broken.what}); the learning rate ({lr:g}) is likely too high; {kept}"
 
-def train(config: Config, resume: bool = False, max_seconds: float | None = None) -> TrainSummary:
-    """Trains (or resumes) the run of `config`."""
-    return Trainer(config, resume=resume).run(max_seconds=max_seconds)
+
+class NonFinite(Exception):
+    """Training produced NaN or infinity at `step`; `what` says where (a loss, a parameter)."""
+
+    def __init__(self, what: str, step: int) -> None:
+        super().__init__(f"{what} at step {step}")
+        self.what = what
+        self.step = step
+
+
+@contextlib.contextmanager
+def _signals_ignored() -> Iterator[None]:
+    """Ignores Ctrl-C and SIGTERM inside (main thread only; elsewhere signals do not reach Python)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+
+
+def train(config: Config, resume: bool = False, max_seconds: float | None = None, check_test: bool = True) -> TrainSummary:
+    """Trains (or resumes) the run of `config`; see `Trainer`."""
+    return Trainer(config, resume=resume, check_test=check_test).run(max_seconds=max_seconds)

@@ -10,6 +10,7 @@ import numpy as np
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.text import Text
 
+from fastjoint.files import naming
 from fastjoint.log import console
 from fastjoint.metrics import psnr_from_mse
 
@@ -49,7 +50,8 @@ class MetricsLog:
 
     def __exit__(self, *exc) -> None:
         assert self._handle is not None
-        self._handle.close()
+        with naming(self.path):
+            self._handle.close()
 
     def add(self, stats: StepStats) -> None:
         self.window.append(stats)
@@ -68,8 +70,9 @@ class MetricsLog:
             loss = float(np.mean([w.loss[name] for w in window]))
             line[f"loss/{name}"] = loss
             line[f"psnr/{name}"] = psnr_from_mse(loss)
-        self._handle.write(json.dumps(line) + "\n")
-        self._handle.flush()
+        with naming(self.path):
+            self._handle.write(json.dumps(line) + "\n")
+            self._handle.flush()
         self.window = []
 
 
@@ -108,6 +111,8 @@ class TrainProgress:
         return self
 
     def __exit__(self, *exc) -> None:
+        if exc[0] is not None:  # stopped by an error or a signal: its one line says where, the bar goes
+            self._bar.live.transient = True
         self._bar.__exit__(*exc)
 
     def update(self, step: int, stats: StepStats, seconds: float) -> None:

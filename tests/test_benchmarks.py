@@ -14,7 +14,7 @@ import sys
 import imageio.v3 as iio
 import pytest
 
-from conftest import REPO, tiny_config, write_config
+from conftest import REPO, default_signals, tiny_config, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -25,6 +25,7 @@ def test_suite_quick_run_writes_results(tiny_data, tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks", "--only", "throughput", "composite", "time_to_quality", "--quick", "--config", str(config), "--results", str(results)],
         cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True, timeout=600,
+        preexec_fn=default_signals,
     )
     assert done.returncode == 0, done.stderr
     files = {p.name.split("-", 4)[-1] for p in results.iterdir()}

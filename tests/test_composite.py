@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO
+from conftest import REPO, default_signals
 from cuda_ext import build
 from fastjoint.ops import composite, native
 from fastjoint.ops._torch_impl import _composite, _ray_offsets
@@ -288,7 +288,7 @@ def test_cuda_source_compiles_with_nvcc(tmp_path):
     assert source.suffix == ".cu"
     command = ["nvcc", "-c", str(source), "-o", str(tmp_path / "composite_cuda.o"), "-std=c++20", "-arch=sm_80",
                *build.flags(with_cuda=True)["extra_cuda_cflags"], *includes]
-    result = subprocess.run(command, capture_output=True, text=True)
+    result = subprocess.run(command, capture_output=True, text=True, preexec_fn=default_signals)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "composite_cuda.o").stat().st_size > 0
 
@@ -317,7 +317,8 @@ def test_fresh_build_clears_a_stale_lock(tmp_path):
     stale.write_text("")
     environment = {**os.environ, "FASTJOINT_CACHE": str(tmp_path), "CUDA_VISIBLE_DEVICES": ""}
     script = "from fastjoint.ops import native; print('problem:', native.load())"
-    result = subprocess.run([sys.executable, "-c", script], env=environment, capture_output=True, text=True, timeout=900)
+    result = subprocess.run([sys.executable, "-c", script], env=environment, capture_output=True, text=True, timeout=900,
+                            preexec_fn=default_signals)
     assert "problem: None" in result.stdout, result.stdout + result.stderr
     assert "stale build lock" in result.stdout + result.stderr
     assert not stale.exists()
@@ -330,7 +331,7 @@ def test_ahead_of_time_build_is_used(tmp_path):
         (shutil.copytree if source.is_dir() else shutil.copy)(source, tmp_path / name)
     environment = {**os.environ, "FASTJOINT_BUILD_EXT": "1", "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(tmp_path)}
     built = subprocess.run([sys.executable, "setup.py", "build_ext", "--inplace"], cwd=tmp_path, env=environment,
-                           capture_output=True, text=True, timeout=900)
+                           capture_output=True, text=True, timeout=900, preexec_fn=default_signals)
     assert built.returncode == 0, built.stderr[-3000:]
     assert list((tmp_path / "fastjoint").glob("_C*.so")), "no fastjoint/_C*.so was built"
     cache = tmp_path / "cache"
@@ -340,6 +341,6 @@ def test_ahead_of_time_build_is_used(tmp_path):
         "print('opacity:', [round(v, 4) for v in out.opacity.tolist()])"
     )
     loaded = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env={**environment, "FASTJOINT_CACHE": str(cache)},
-                            capture_output=True, text=True, timeout=300)
+                            capture_output=True, text=True, timeout=300, preexec_fn=default_signals)
     assert "problem: None" in loaded.stdout, loaded.stdout + loaded.stderr
     assert "opacity:" in loaded.stdout and not cache.exists(), "the loader built instead of using fastjoint._C"

@@ -92,11 +92,17 @@ def read_pose(matrix, where: str, rows: int = 4) -> np.ndarray:
     pose = np.asarray(matrix, dtype=np.float64)
     if not np.isfinite(pose).all():
         raise UserError(f"{where} contains NaN or infinity")
+    rotation = pose[:3, :3]
+    scale = float(np.abs(rotation).max())
+    if scale == 0.0 or abs(np.linalg.det(rotation / scale)) < 1e-6:
+        raise UserError(f"{where} has a degenerate rotation (its 3x3 part is not invertible)")
     return pose
 
 
 def read_image(path: Path) -> tuple[np.ndarray, bool]:  # [H, W, 4] uint8 straight alpha, has alpha
     """An RGB(A) image file as 8-bit RGBA; 16-bit images are rounded to 8 bits."""
+    if path.stat().st_size == 0:
+        raise UserError(f"{path}: empty file (0 bytes), not an image")
     try:
         with warnings.catch_warnings():  # imageio warns while it tries plugins on a broken file
             warnings.simplefilter("ignore")
