@@ -44,9 +44,11 @@ struct GridLevels {
 FASTJOINT_HOST_DEVICE inline float grid_position(float x, float scale) {
 #ifdef __CUDA_ARCH__
   return __fadd_rn(__fmul_rn(x, scale), 0.5f);
-#else
-  volatile float product = x * scale;  // volatile: no contraction whatever the flags
+#elif defined(__FP_FAST_FMAF)
+  volatile float product = x * scale;  // the target has FMA: keep the compiler from contracting
   return product + 0.5f;
+#else
+  return x * scale + 0.5f;  // no FMA instruction (x86-64 without -mfma): nothing to contract into
 #endif
 }
 
@@ -73,17 +75,22 @@ FASTJOINT_HOST_DEVICE inline void level_corners(const float* __restrict__ point,
     w[d][0] = 1.0f - frac;
     w[d][1] = frac;
   }
+  const bool power_of_two = (level.size & (level.size - 1)) == 0 && level.size <= (int64_t(1) << 32);
   for (int c = 0; c < 8; ++c) {
     const int hx = c & 1, hy = (c >> 1) & 1, hz = (c >> 2) & 1;
     const int64_t vx = low[0] + hx, vy = low[1] + hy, vz = low[2] + hz;
     int64_t index;
+    // Divisions are the slowest step here: a power-of-two size masks, and a dense index needs
+    // reducing only on the grid's far faces (or outside the box).
     if (level.hashed) {
       // uint32 products, as (v * prime) & 0xFFFFFFFF in int64 gives for any integer v.
       const uint32_t h = static_cast<uint32_t>(vx) ^ (static_cast<uint32_t>(vy) * 2654435761u) ^
                          (static_cast<uint32_t>(vz) * 805459861u);
-      index = static_cast<int64_t>(h % static_cast<uint64_t>(level.size));
+      index = power_of_two ? static_cast<int64_t>(h & static_cast<uint32_t>(level.size - 1))
+                           : static_cast<int64_t>(h % static_cast<uint64_t>(level.size));
     } else {
-      index = floor_mod(vx + vy * level.resolution + vz * level.resolution * level.resolution, level.size);
+      index = vx + vy * level.resolution + vz * level.resolution * level.resolution;
+      if (index < 0 || index >= level.size) index = floor_mod(index, level.size);
     }
     out.row[c] = level.offset + index;
     out.weight[c] = (w[2][hz] * w[1][hy]) * w[0][hx];  // the reference's order: z, y, then x
