@@ -146,13 +146,13 @@ def border_points(layout: GridLayout) -> torch.Tensor:
     return torch.cat([corners, grid.reshape(-1, 3), torch.tensor([[0.5, 0.5, 0.5], [0.0, 0.5, 1.0]])])
 
 
-def compare_with_reference(name: str, n_points: int, seed: int, device: str, dtype=torch.float32, borders=False):
+def compare_with_reference(name: str, n_points: int, seed: int, device: str, dtype=torch.float32, borders=False, spread=1.0):
     """Native vs reference on fresh random inputs: encodings, and v_table of a random upstream."""
     levels, log2_size, base, max_res, n_features = LAYOUTS[name]
     layout = grid_layout(levels, log2_size, base, scale_for(levels, base, max_res))
     generator = torch.Generator().manual_seed(seed)
     table = (torch.rand(layout.n_params, n_features, generator=generator, dtype=dtype) * 2 - 1).to(device)
-    x = torch.rand(n_points, 3, generator=generator)
+    x = (torch.rand(n_points, 3, generator=generator) - 0.5) * spread + 0.5
     if borders:
         x = torch.cat([border_points(layout), x])
     x = x.to(device)
@@ -182,6 +182,12 @@ def test_native_cpu_matches_reference(native_grid, name, n_points):
 @pytest.mark.parametrize("name", ["mixed", "demo"])
 def test_native_cpu_matches_reference_on_cell_borders_and_box_corners(native_grid, name):
     compare_with_reference(name, 5, fresh_seed(), "cpu", borders=True)
+
+
+@pytest.mark.parametrize("name", ["mixed", "demo"])
+def test_native_cpu_matches_reference_outside_the_box(native_grid, name):
+    """Points a little outside [0, 1]^3 (negative vertices) index as the reference's int64 arithmetic does."""
+    compare_with_reference(name, 500, fresh_seed(), "cpu", spread=1.4)
 
 
 def test_native_cpu_matches_reference_in_float64(native_grid):
