@@ -75,6 +75,7 @@ def hashgrid_encode(
     if backend == "torch":
         return _hashgrid_encode(x, table, layout)
     if backend == "native":
+        assert not x.requires_grad, "the native grid does not differentiate x (the reference does)"
         return torch.ops.fastjoint.hashgrid_forward(x.float().contiguous(), table.contiguous(), *_layout_lists(layout))
     raise ValueError(f"unknown grid backend {backend!r}")
 
