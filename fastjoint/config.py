@@ -241,8 +241,10 @@ class TrainConfig:
 class BackendConfig:
     """Which implementation runs each accelerated piece."""
 
-    grid: Literal["auto", "torch"] = "auto"
-    """Hash-grid encoding: the pure-PyTorch reference is the only one so far."""
+    grid: Literal["auto", "native", "tcnn", "torch"] = "auto"
+    """Hash-grid encoding: the native kernels of cuda_ext (CPU and CUDA, built on first use),
+    tiny-cuda-nn's HashGrid (CUDA, tinycudann installed), or the PyTorch reference; auto takes
+    native where it builds, else torch."""
     march: Literal["auto", "nerfacc", "torch"] = "auto"
     """Ray marching: nerfacc (CUDA) or our PyTorch marcher (any device)."""
     composite: Literal["auto", "fused", "torch"] = "auto"

@@ -23,18 +23,24 @@ def test_suite_quick_run_writes_results(tiny_data, tmp_path):
     config = write_config(tiny_config(tiny_data, tmp_path / "runs"), tmp_path / "tiny.toml")
     results = tmp_path / "results"
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--only", "throughput", "composite", "time_to_quality", "--quick", "--config", str(config), "--results", str(results)],
+        [sys.executable, "-m", "benchmarks", "--only", "throughput", "composite", "hashgrid", "time_to_quality", "--quick", "--config", str(config), "--results", str(results)],
         cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True, timeout=600,
         preexec_fn=default_signals,
     )
     assert done.returncode == 0, done.stderr
     files = {p.name.split("-", 4)[-1] for p in results.iterdir()}
-    assert files == {"throughput.json", "composite-cpu.json", "time_to_quality.json", "time_to_quality.png"}, files
+    assert files == {"throughput.json", "composite-cpu.json", "hashgrid.json", "time_to_quality.json", "time_to_quality.png"}, files
 
     composite = json.loads(next(results.glob("*composite-cpu.json")).read_text())
     assert [row["implementation"] for row in composite["rows"]] == ["torch", "fused"]
     for row in composite["rows"]:
         assert row["max_abs_difference"] < 1e-4 and math.isfinite(row["speedup_vs_torch"]) and row["seconds"] > 0, row
+
+    hashgrid = json.loads(next(results.glob("*hashgrid.json")).read_text())
+    assert [row["implementation"] for row in hashgrid["rows"]] == ["torch", "native"]
+    for row in hashgrid["rows"]:
+        assert row["max_abs_difference"] < 1e-4 and math.isfinite(row["speedup"]) and row["seconds"] > 0, row
+    assert set(hashgrid["speedup"]) == {"demo/1000/native"}
 
     throughput = json.loads(next(results.glob("*throughput.json")).read_text())
     assert throughput["benchmark"] == "throughput" and throughput["machine"]["cpu_cores"] >= 1

@@ -112,8 +112,8 @@ def test_an_existing_run_is_never_overwritten(trained_run):
     assert checkpoint.read_bytes() == before
 
 
-def test_composite_backend_that_cannot_build(tiny_data, tmp_path):
-    """A remembered failed build: `fused` named is a one-line error; `auto` warns and falls back."""
+def test_native_backends_that_cannot_build(tiny_data, tmp_path):
+    """A remembered failed build: `fused` (or `native`) named is a one-line error; `auto` warns and falls back."""
     from cuda_ext import build
     from fastjoint.ops import native
 
@@ -129,17 +129,22 @@ def test_composite_backend_that_cannot_build(tiny_data, tmp_path):
     lines = named.stderr.strip().splitlines()
     assert len(lines) == 1 and 'backend.composite = "fused" cannot run here' in lines[0], named.stderr
     assert "the compiler said no" in lines[0] and str(failed) in lines[0]
+    named = run_cli("train", str(config), "--backend.grid", "native", "--no-eval", "--no-render", cwd=tmp_path, env=env)
+    lines = named.stderr.strip().splitlines()
+    assert named.returncode == 2 and len(lines) == 1 and 'backend.grid = "native" cannot run here' in lines[0], named.stderr
 
     auto = run_cli("train", str(config), "--name", "fallback", "--no-eval", "--no-render", cwd=tmp_path, env=env)
     assert auto.returncode == 0, auto.stderr
     assert "backend.composite: fused cannot load its native kernels" in auto.stdout + auto.stderr
+    assert "backend.grid: native cannot load its native kernels" in auto.stdout + auto.stderr
     assert "using torch (slower)" in auto.stdout + auto.stderr
 
     # The reference, asked for, builds nothing: an empty cache stays empty.
     empty = tmp_path / "empty-cache"
     chosen = run_cli(
-        "train", str(config), "--name", "chosen", "--backend.composite", "torch", "--no-eval", "--no-render",
+        "train", str(config), "--name", "chosen", "--backend.composite", "torch", "--backend.grid", "torch", "--no-eval", "--no-render",
         cwd=tmp_path, env={**env, "FASTJOINT_CACHE": str(empty)},
     )
     assert chosen.returncode == 0, chosen.stderr
-    assert not empty.exists() and "fused" not in chosen.stdout + chosen.stderr
+    output = chosen.stdout + chosen.stderr
+    assert not empty.exists() and "fused" not in output and "native kernels" not in output

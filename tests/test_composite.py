@@ -271,8 +271,9 @@ def test_fused_cuda_opcheck(fused):
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc")
-def test_cuda_source_compiles_with_nvcc(tmp_path):
-    """The CUDA kernel compiles with this machine's nvcc; no GPU needed.
+@pytest.mark.parametrize("source", [p for p in build.sources(with_cuda=True) if p.suffix == ".cu"], ids=lambda p: p.name)
+def test_cuda_source_compiles_with_nvcc(tmp_path, source):
+    """Every CUDA kernel compiles with this machine's nvcc; no GPU needed.
 
     A CPU-only torch ships the c10/cuda headers without the one its CUDA build generates
     (cuda_cmake_macros.h), so an empty stand-in is supplied; the rest is torch's own.
@@ -284,13 +285,19 @@ def test_cuda_source_compiles_with_nvcc(tmp_path):
     if not any((Path(p) / "c10/cuda/impl/cuda_cmake_macros.h").exists() for p in include_paths()):
         (shim / "cuda_cmake_macros.h").write_text("#pragma once\n")
     includes = [f"-I{p}" for p in [*include_paths(), tmp_path / "shim", sysconfig.get_paths()["include"], build.CSRC]]
-    (source,) = build.sources(with_cuda=True)[-1:]
-    assert source.suffix == ".cu"
-    command = ["nvcc", "-c", str(source), "-o", str(tmp_path / "composite_cuda.o"), "-std=c++20", "-arch=sm_80",
+    target = tmp_path / f"{source.stem}.o"
+    command = ["nvcc", "-c", str(source), "-o", str(target), "-std=c++20", "-arch=sm_80",
                *build.flags(with_cuda=True)["extra_cuda_cflags"], *includes]
     result = subprocess.run(command, capture_output=True, text=True, preexec_fn=default_signals)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert (tmp_path / "composite_cuda.o").stat().st_size > 0
+    assert target.stat().st_size > 0
+
+
+def test_every_op_has_a_cuda_twin():
+    """Each <op>_cpu.cpp has its <op>_cuda.cu beside it, and the nvcc test above compiles it."""
+    cpu = {p.name.removesuffix("_cpu.cpp") for p in build.CSRC.glob("*_cpu.cpp")}
+    cuda = {p.name.removesuffix("_cuda.cu") for p in build.CSRC.glob("*_cuda.cu")}
+    assert cpu == cuda and {"composite", "hashgrid"} <= cpu, (cpu, cuda)
 
 
 def test_failed_build_is_reported_in_one_line_and_remembered(tmp_path):
@@ -335,12 +342,30 @@ def test_ahead_of_time_build_is_used(tmp_path):
     assert built.returncode == 0, built.stderr[-3000:]
     assert list((tmp_path / "fastjoint").glob("_C*.so")), "no fastjoint/_C*.so was built"
     cache = tmp_path / "cache"
-    script = (
-        "import torch; from fastjoint.ops import native, composite; print('problem:', native.load());"
-        "out = composite(torch.rand(4), torch.rand(4, 3), torch.zeros(4), torch.ones(4), torch.tensor([0, 0, 2, 2]), 3, 'fused');"
-        "print('opacity:', [round(v, 4) for v in out.opacity.tolist()])"
-    )
+    # The ahead-of-time ops against the torch references on random inputs, values and gradients.
+    script = """
+import math, torch
+from fastjoint.ops import native, composite, grid_layout, hashgrid_encode
+print('problem:', native.load())
+g = torch.Generator().manual_seed(0)
+sigmas, rgbs = torch.rand(6, generator=g).requires_grad_(), torch.rand(6, 3, generator=g)
+starts = torch.rand(6, generator=g); ends = starts + 0.1; indices = torch.tensor([0, 0, 2, 2, 2, 3])
+outs = [composite(sigmas, rgbs, starts, ends, indices, 4, b) for b in ('torch', 'fused')]
+grads = [torch.autograd.grad(o.rgb.sum() + o.depth.sum(), sigmas)[0] for o in outs]
+print('composite:', max((a - b).abs().max().item() for a, b in zip((*outs[0], grads[0]), (*outs[1], grads[1]))))
+layout = grid_layout(4, 10, 4, 2.0)
+table = torch.randn(layout.n_params, 2, generator=g).requires_grad_()
+x = torch.rand(100, 3, generator=g)
+encoded = [hashgrid_encode(x, table, layout, b) for b in ('torch', 'native')]
+v = torch.randn(encoded[0].shape, generator=g)
+v_tables = [torch.autograd.grad(e, table, v)[0] for e in encoded]
+print('hashgrid:', max((encoded[0] - encoded[1]).abs().max().item(), (v_tables[0] - v_tables[1]).abs().max().item()))
+"""
     loaded = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env={**environment, "FASTJOINT_CACHE": str(cache)},
                             capture_output=True, text=True, timeout=300, preexec_fn=default_signals)
     assert "problem: None" in loaded.stdout, loaded.stdout + loaded.stderr
-    assert "opacity:" in loaded.stdout and not cache.exists(), "the loader built instead of using fastjoint._C"
+    differences = dict(line.split(": ") for line in loaded.stdout.splitlines() if line.startswith(("composite", "hashgrid")))
+    assert set(differences) == {"composite", "hashgrid"}, loaded.stdout + loaded.stderr
+    for op, difference in differences.items():
+        assert float(difference) < 1e-5, f"{op}: the ahead-of-time op differs from the reference by {difference}"
+    assert not cache.exists(), "the loader built instead of using fastjoint._C"

@@ -64,3 +64,67 @@ inline void check_ray_gradients(const at::Tensor& v_rgb, const at::Tensor& v_opa
 }
 
 }  // namespace fastjoint
+
+// --- the hash grid ----------------------------------------------------------------------
+
+#include "hashgrid.h"
+
+namespace fastjoint {
+
+// The layout's per-level lists (fastjoint.ops.hashgrid.grid_layout) checked and packed for the
+// kernels; `n_rows` is the table's row count, which the levels must tile exactly.
+inline GridLevels grid_levels(at::ArrayRef<double> scales, at::IntArrayRef resolutions, at::IntArrayRef sizes,
+                              at::IntArrayRef offsets, at::IntArrayRef hashed, int64_t n_rows) {
+  const int64_t n = static_cast<int64_t>(scales.size());
+  TORCH_CHECK(n >= 1 && n <= kMaxGridLevels,
+              "a hash grid has 1 to " + std::to_string(kMaxGridLevels) + " levels, got " + std::to_string(n));
+  TORCH_CHECK(static_cast<int64_t>(resolutions.size()) == n && static_cast<int64_t>(sizes.size()) == n &&
+                  static_cast<int64_t>(offsets.size()) == n && static_cast<int64_t>(hashed.size()) == n,
+              "scales, resolutions, sizes, offsets and hashed must have one entry per level (" + std::to_string(n) +
+                  ")");
+  GridLevels levels{};
+  levels.n_levels = static_cast<int>(n);
+  int64_t next = 0;
+  for (int64_t l = 0; l < n; ++l) {
+    const std::string which = "level " + std::to_string(l) + ": ";
+    TORCH_CHECK(sizes[l] >= 1, which + "size must be positive, got " + std::to_string(sizes[l]));
+    TORCH_CHECK(resolutions[l] >= 1, which + "resolution must be positive, got " + std::to_string(resolutions[l]));
+    TORCH_CHECK(offsets[l] == next, which + "offset must be " + std::to_string(next) + " (levels tile the table), got " +
+                                        std::to_string(offsets[l]));
+    TORCH_CHECK(hashed[l] == 0 || hashed[l] == 1, which + "hashed must be 0 or 1, got " + std::to_string(hashed[l]));
+    levels.level[l] = GridLevel{static_cast<float>(scales[l]), resolutions[l], sizes[l], offsets[l], hashed[l] == 1};
+    next += sizes[l];
+  }
+  TORCH_CHECK(next == n_rows, "the levels hold " + std::to_string(next) + " rows but the table has " +
+                                  std::to_string(n_rows));
+  return levels;
+}
+
+inline void check_grid_points(const at::Tensor& x) {
+  TORCH_CHECK(x.dim() == 2 && x.size(1) == 3, "x must be [N, 3], got " + shape_of(x));
+  TORCH_CHECK(x.scalar_type() == at::kFloat, std::string("x must be float32, got ") + c10::toString(x.scalar_type()));
+  TORCH_CHECK(x.is_contiguous(), std::string("x must be contiguous"));
+}
+
+inline void check_grid_table(const at::Tensor& table, const at::Tensor& x) {
+  TORCH_CHECK(table.dim() == 2 && table.size(1) >= 1, "table must be [n_params, F], got " + shape_of(table));
+  TORCH_CHECK(table.scalar_type() == at::kFloat || table.scalar_type() == at::kDouble,
+              std::string("table must be float32 or float64, got ") + c10::toString(table.scalar_type()));
+  TORCH_CHECK(table.is_contiguous(), std::string("table must be contiguous"));
+  TORCH_CHECK(table.device() == x.device(), "table on " + table.device().str() + " but x on " + x.device().str());
+}
+
+// v_out [N, L * F] for x [N, 3]; returns F.
+inline int64_t check_grid_gradient(const at::Tensor& v_out, const at::Tensor& x, int64_t n_levels) {
+  TORCH_CHECK(v_out.dim() == 2 && v_out.size(0) == x.size(0) && v_out.size(1) >= n_levels &&
+                  v_out.size(1) % n_levels == 0,
+              "v_out must be [N, n_levels * F] with N = " + std::to_string(x.size(0)) + " and n_levels = " +
+                  std::to_string(n_levels) + ", got " + shape_of(v_out));
+  TORCH_CHECK(v_out.scalar_type() == at::kFloat || v_out.scalar_type() == at::kDouble,
+              std::string("v_out must be float32 or float64, got ") + c10::toString(v_out.scalar_type()));
+  TORCH_CHECK(v_out.is_contiguous(), std::string("v_out must be contiguous"));
+  TORCH_CHECK(v_out.device() == x.device(), "v_out on " + v_out.device().str() + " but x on " + x.device().str());
+  return v_out.size(1) / n_levels;
+}
+
+}  // namespace fastjoint

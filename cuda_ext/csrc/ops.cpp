@@ -1,6 +1,6 @@
 // The schemas of fastjoint's native ops. The CPU and CUDA kernels register their
 // implementations under them (<op>_cpu.cpp, <op>_cuda.cu); autograd and the fake-tensor
-// rules are registered from Python (fastjoint/ops/composite.py).
+// rules are registered from Python (fastjoint/ops/<op>.py, through fastjoint/ops/native.py).
 #include <Python.h>
 #include <torch/library.h>
 
@@ -24,4 +24,13 @@ TORCH_LIBRARY(fastjoint, m) {
       "composite_backward(Tensor v_rgb, Tensor v_opacity, Tensor v_depth, Tensor rgb, Tensor opacity, Tensor depth,"
       " Tensor sigmas, Tensor rgbs, Tensor t_starts, Tensor t_ends, Tensor offsets)"
       " -> (Tensor v_sigmas, Tensor v_rgbs)");
+  // x [N, 3] float32 in [0, 1]^3, table [n_params, F] -> encoded [N, n_levels * F], level-major.
+  // The layout (fastjoint.ops.hashgrid.grid_layout) comes as one entry per level; hashed is 0 or 1.
+  m.def(
+      "hashgrid_forward(Tensor x, Tensor table, float[] scales, int[] resolutions, int[] sizes, int[] offsets,"
+      " int[] hashed) -> Tensor");
+  // v_out [N, n_levels * F] -> v_table [n_params, F]; x needs no gradient.
+  m.def(
+      "hashgrid_backward(Tensor v_out, Tensor x, float[] scales, int[] resolutions, int[] sizes, int[] offsets,"
+      " int[] hashed) -> Tensor v_table");
 }

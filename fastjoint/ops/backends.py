@@ -15,6 +15,7 @@ import torch
 from fastjoint.errors import UserError
 from fastjoint.log import warn_once
 from fastjoint.ops import native
+from fastjoint.ops.tcnn import tcnn_problem
 
 
 class Backends(NamedTuple):
@@ -66,18 +67,34 @@ def _usable() -> None:
 
 
 def resolve_backends(config, device: torch.device) -> Backends:
-    """Resolves `config` (a BackendConfig) for `device`."""
+    """Resolves `config` (a BackendConfig) for `device`.
+
+    Backends named explicitly are checked first, so a named one that cannot run ends the
+    run with its one-line error before any `auto` fallback has printed a warning.
+    """
     on_cuda = device.type == "cuda"
     march_problems = {
         "nerfacc": nerfacc_cuda_problem if on_cuda else (lambda: "needs CUDA"),
         "torch": _usable,
     }
-    if not on_cuda and config.march == "auto":
-        # On the CPU our marcher is the design, not a fallback: no warning.
-        march = "torch"
-    else:
-        march = _resolve("backend.march", config.march, march_problems, ["nerfacc", "torch"])
-    grid = _resolve("backend.grid", config.grid, {"torch": _usable}, ["torch"])
+    grid_problems = {
+        "native": lambda: native.problem_on(device),
+        "tcnn": lambda: tcnn_problem(device),
+        "torch": _usable,
+    }
     composite_problems = {"fused": lambda: native.problem_on(device), "torch": _usable}
-    composite = _resolve("backend.composite", config.composite, composite_problems, ["fused", "torch"])
-    return Backends(grid=grid, march=march, composite=composite)
+    choices = {  # field -> (problems, fastest first for auto)
+        "march": (march_problems, ["nerfacc", "torch"]),
+        "grid": (grid_problems, ["native", "torch"]),
+        "composite": (composite_problems, ["fused", "torch"]),
+    }
+    order = sorted(choices, key=lambda field: getattr(config, field) == "auto")  # stable: named first
+    resolved = {}
+    for field in order:
+        requested = getattr(config, field)
+        if field == "march" and not on_cuda and requested == "auto":
+            resolved[field] = "torch"  # on the CPU our marcher is the design, not a fallback: no warning
+            continue
+        problems, fastest_first = choices[field]
+        resolved[field] = _resolve(f"backend.{field}", requested, problems, fastest_first)
+    return Backends(**resolved)

@@ -15,6 +15,9 @@ from fastjoint.ops._torch_impl import CompositeResult, _composite
 
 __all__ = ["CompositeResult", "composite"]
 
+# The native ops this module registers rules for (see fastjoint.ops.native.OP_MODULES).
+NATIVE_OPS = ("fastjoint::ray_offsets", "fastjoint::composite_forward", "fastjoint::composite_backward")
+
 
 def composite(
     sigmas: Tensor,  # [S]

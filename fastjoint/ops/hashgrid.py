@@ -1,15 +1,27 @@
-"""The multiresolution hash-grid encoding: layout, input checks and backend dispatch."""
+"""The multiresolution hash-grid encoding: layout, input checks and backend dispatch.
+
+Backends: `torch` (the reference, `_torch_impl._hashgrid_encode`) and `native`, the kernels
+of cuda_ext (`torch.ops.fastjoint.hashgrid_forward` / `hashgrid_backward`): one pass per
+point over every level forward; backward scatters into the table, on the CPU level by level
+so that the sums run in one fixed order (deterministic whatever the threads). Their autograd
+and fake-tensor rules are registered here, from Python, when the library loads. tiny-cuda-nn
+(`backend.grid = "tcnn"`) is a module, not a function of the table: see fastjoint.ops.tcnn.
+"""
 
 from __future__ import annotations
 
 import math
 
 import numpy as np
+import torch
 from torch import Tensor
 
 from fastjoint.ops._torch_impl import GridLayout, _hashgrid_encode
 
 __all__ = ["GridLayout", "grid_layout", "hashgrid_encode"]
+
+# The native ops this module registers rules for (see fastjoint.ops.native.OP_MODULES).
+NATIVE_OPS = ("fastjoint::hashgrid_forward", "fastjoint::hashgrid_backward")
 
 
 def grid_layout(
@@ -44,7 +56,17 @@ def hashgrid_encode(
     layout: GridLayout,
     backend: str = "torch",
 ) -> Tensor:  # [N, n_levels * F]
-    """Encodes points with a hash grid; differentiable in `table`."""
+    """Encodes points with a hash grid; differentiable in `table` (not in `x`).
+
+    Args:
+        x: points, normalised to the grid's box (computed in float32 whatever their dtype).
+        table: every level's rows, level after level (`layout.offsets`).
+        layout: the per-level constants, from `grid_layout`.
+        backend: "torch" (reference) or "native" (cuda_ext; see fastjoint.ops.native).
+
+    Returns:
+        The F features of every level, level-major, in the table's dtype.
+    """
     assert x.dim() == 2 and x.shape[1] == 3, f"x must be [N, 3], got {tuple(x.shape)}"
     assert table.dim() == 2 and table.shape[0] == layout.n_params, (
         f"table must be [{layout.n_params}, F], got {tuple(table.shape)}"
@@ -52,4 +74,52 @@ def hashgrid_encode(
     assert x.device == table.device, f"x on {x.device} but table on {table.device}"
     if backend == "torch":
         return _hashgrid_encode(x, table, layout)
+    if backend == "native":
+        assert not x.requires_grad, "the native grid does not differentiate x (the reference does)"
+        return torch.ops.fastjoint.hashgrid_forward(x.float().contiguous(), table.contiguous(), *_layout_lists(layout))
     raise ValueError(f"unknown grid backend {backend!r}")
+
+
+def _layout_lists(layout: GridLayout) -> tuple[list[float], list[int], list[int], list[int], list[int]]:
+    """The layout as the native ops' arguments: scales, resolutions, sizes, offsets, hashed (0/1)."""
+    return (
+        list(layout.scales),
+        list(layout.resolutions),
+        list(layout.sizes),
+        list(layout.offsets),
+        [int(h) for h in layout.hashed],
+    )
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    x, table, *lists = inputs
+    ctx.save_for_backward(x)
+    ctx.lists = lists
+
+
+def _backward(ctx, v_encoded: Tensor):
+    (x,) = ctx.saved_tensors
+    v_table = torch.ops.fastjoint.hashgrid_backward(v_encoded.contiguous(), x, *ctx.lists)
+    return None, v_table, None, None, None, None, None
+
+
+def _fake_forward(x, table, scales, resolutions, sizes, offsets, hashed):
+    return table.new_empty(x.shape[0], len(scales) * table.shape[1])
+
+
+def _fake_backward(v_encoded, x, scales, resolutions, sizes, offsets, hashed):
+    return v_encoded.new_empty(sum(sizes), v_encoded.shape[1] // len(scales))
+
+
+_registered = False
+
+
+def register_native() -> None:
+    """Registers autograd and fake-tensor rules of the native ops (once, after loading)."""
+    global _registered
+    if _registered:
+        return
+    torch.library.register_fake("fastjoint::hashgrid_forward")(_fake_forward)
+    torch.library.register_fake("fastjoint::hashgrid_backward")(_fake_backward)
+    torch.library.register_autograd("fastjoint::hashgrid_forward", _backward, setup_context=_setup_context)
+    _registered = True

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import fcntl
 import functools
+import importlib
 import os
 import re
 from pathlib import Path
@@ -28,6 +29,14 @@ import torch
 from fastjoint.log import console
 
 FAILED = "failed.log"
+
+# The modules of the native ops, each with `register_native()` (its autograd and fake-tensor
+# rules, registered once after the library loads) and `NATIVE_OPS` (its schema names). A new
+# op is its kernel files, its module, and one line here.
+OP_MODULES = (
+    "fastjoint.ops.composite",
+    "fastjoint.ops.hashgrid",
+)
 
 
 def cache_root() -> Path:
@@ -100,10 +109,14 @@ def load() -> str | None:
         with_cuda = torch.cuda.is_available() and build.cuda_wanted()
         problem = build_and_load(cache_root() / "ext" / build.build_key(with_cuda), with_cuda)
     if problem is None:
-        from fastjoint.ops.composite import register_native
-
-        register_native()  # autograd and fake-tensor rules
+        for module in OP_MODULES:
+            importlib.import_module(module).register_native()  # autograd and fake-tensor rules
     return problem
+
+
+def native_ops() -> list[str]:
+    """Every native op's qualified name (`fastjoint::<op>`), from the op modules."""
+    return [name for module in OP_MODULES for name in importlib.import_module(module).NATIVE_OPS]
 
 
 def problem_on(device: torch.device) -> str | None:
@@ -111,8 +124,10 @@ def problem_on(device: torch.device) -> str | None:
     problem = load()
     if problem is not None:
         return f"cannot load its native kernels: {problem}"
-    if device.type == "cuda" and not torch._C._dispatch_has_kernel_for_dispatch_key("fastjoint::composite_forward", "CUDA"):
-        return "was built without CUDA kernels (no CUDA toolkit found: set CUDA_HOME)"
+    if device.type == "cuda":
+        missing = [op for op in native_ops() if not torch._C._dispatch_has_kernel_for_dispatch_key(op, "CUDA")]
+        if missing:
+            return f"was built without CUDA kernels for {', '.join(missing)} (no CUDA toolkit found: set CUDA_HOME)"
     if device.type not in ("cpu", "cuda"):
         return f"has no kernels for {device.type}"
     return None
