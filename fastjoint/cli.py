@@ -106,7 +106,7 @@ class Render:
         from fastjoint.run import load_run
 
         run = load_run(self.run, self.device)
-        _render(run, self.pairing or run.config.data.pairings.transfers[0].name, self.split, self.orbit, self.video)
+        _render(run, self.pairing or run.pairings.transfers[0].name, self.split, self.orbit, self.video)
         return 0
 
 
@@ -134,6 +134,65 @@ class Analyze:
                 f"KL(reference || target) = {result.kl_reference_target:.3f} nats"
             )
         print(f"wrote {run.run_dir / 'analysis'}/decoders.png, features.png and {run.run_dir / 'analysis.json'}")
+        return 0
+
+
+@dataclass(frozen=True)
+class Restyle:
+    """Add a style to a trained run: a new decoder trained in seconds on the reference's photos in
+    that style, against the run's frozen encoders; then score and render the transfer target:STYLE.
+
+    The decoder is written to RUN/styles/STYLE.pt (the checkpoint is untouched); eval, render,
+    analyze and view see it as one of the run's styles. Delete the file to remove the style.
+    """
+
+    run: RunFolder
+    style: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="STYLE", help="the new style's name")]
+    path: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="PATH", help="the reference's dataset in that style (Blender format)")]
+    target_truth: Optional[str] = None
+    """The target's dataset in that style (ground truth, for scoring the transfer only)."""
+    force: bool = False
+    """Replace a style of the same name (a stored one, or shadow one of the config)."""
+    steps: int = 400
+    """Optimisation steps of the decoder."""
+    rays: int = 65536
+    """Reference training pixels whose samples are cached (all of them if fewer)."""
+    batch: int = 4096
+    """Rays per step."""
+    lr: float = 1e-2
+    """Learning rate of Adam."""
+    render: bool = True
+    """Render the transfer's test views to RUN/renders/target_STYLE/."""
+    device: Device = None
+    """Where to train; None: the run's own device."""
+
+    def __call__(self) -> int:
+        for key, value in (("--steps", self.steps), ("--rays", self.rays), ("--batch", self.batch)):
+            _check(value >= 1, key, "must be at least 1")
+        _check(self.lr > 0, "--lr", "must be positive")
+        from fastjoint.log import progress_bar
+        from fastjoint.restyle import RestyleSettings, restyle
+
+        settings = RestyleSettings(steps=self.steps, rays=self.rays, batch=self.batch, lr=self.lr)
+        with progress_bar(f"restyle {self.style}") as bar:
+
+            def progress(phase: str, done: int, total: int) -> None:
+                bar(done, total if phase == "train" else None)
+
+            result = restyle(self.run, self.style, self.path, self.target_truth, self.force, settings, self.device, progress)
+        print(
+            f"style {self.style}: {result.cached_rays} rays ({result.cached_samples} samples) cached in "
+            f"{result.cache_seconds:.1f} s, decoder trained in {result.train_seconds:.1f} s "
+            f"(PSNR {result.train_psnr:.2f} dB on the reference); wrote {result.path}"
+        )
+        if result.transfer is not None:
+            t = result.transfer
+            print(
+                f"transfer target:{self.style}: PSNR {t.psnr:.2f} dB, SSIM {t.ssim:.4f} against {self.target_truth} "
+                f"(no-transfer baseline {t.baseline_psnr:.2f} dB, gain {t.gain_db:+.2f} dB)"
+            )
+        if self.render:
+            _render(result.run, f"target:{self.style}", "test", 0, False)
         return 0
 
 
@@ -198,6 +257,7 @@ def _commands(train_default: Train | None) -> type:
         Annotated[Eval, tyro.conf.subcommand("eval")],
         Annotated[Render, tyro.conf.subcommand("render")],
         Annotated[Analyze, tyro.conf.subcommand("analyze")],
+        Annotated[Restyle, tyro.conf.subcommand("restyle")],
         Annotated[Scenes, tyro.conf.subcommand("scenes")],
     ]
 
@@ -313,7 +373,7 @@ def _render(run, pairing_name: str, split: str, orbit: int, video: bool) -> None
     from fastjoint.log import progress_bar
     from fastjoint.renders import render_pairing
 
-    pairing = run.config.data.pairings.parse(pairing_name)
+    pairing = run.pairings.parse(pairing_name)
     with progress_bar(f"render {pairing.name}") as progress:
         outputs = render_pairing(run, pairing, split, orbit, video, progress=progress)
     print(f"rendered {len(outputs.images)} images of {pairing.name} to {outputs.folder}")

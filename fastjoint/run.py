@@ -18,8 +18,9 @@ from fastjoint.files import atomic_write
 from fastjoint.log import console
 from fastjoint.model import JointModel
 from fastjoint.ops import Backends, resolve_backends
-from fastjoint.pairing import SCENES, Pairing
-from fastjoint.render import Field, RenderResult, Sampler, make_estimators, render_rays
+from fastjoint.pairing import SCENES, Pairing, Pairings
+from fastjoint.render import Field, RenderResult, SampleCache, Sampler, cache_samples, concat_caches, make_estimators, render_rays
+from fastjoint.styles import StoredStyle, run_styles, stored_styles, style_path
 
 CHECKPOINT = Path("checkpoints") / "latest.pt"
 
@@ -91,6 +92,23 @@ class Built:
         """Views of a pairing from `poses` [n, 4, 4], [H, W, 3] each, on the CPU."""
         return [self.render_image(pairing, pose, camera, background) for pose in poses]
 
+    def set_decoder(self, style: str, state: dict[str, Tensor]) -> None:
+        """Adds (or replaces) the decoder of `style`, from a decoder's state_dict."""
+        decoder = self.model.new_decoder().to(self.device)
+        decoder.load_state_dict(state)
+        decoder.train(self.model.training)
+        self.model.decoders[style] = decoder
+
+    def cache_samples(self, scene: str, rays_o: Tensor, rays_d: Tensor) -> SampleCache:
+        """The style-free part of rendering these rays of a scene, `render.chunk` rays at a time."""
+        chunk = self.config.render.chunk
+
+        def field(points: Tensor, dirs: Tensor) -> tuple[Tensor, Tensor]:
+            return self.model.features(scene, points, dirs)
+
+        sampler = self.samplers[scene]
+        return concat_caches([cache_samples(field, sampler, o, d) for o, d in zip(rays_o.split(chunk), rays_d.split(chunk), strict=True)])
+
     def train(self, mode: bool = True) -> None:
         self.model.train(mode)
         self.estimators.train(mode)
@@ -124,11 +142,21 @@ def load_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
 
 
 class LoadedRun(NamedTuple):
+    """A trained run with its stored styles: `config` and `pairings` include them (see styles.py)."""
+
     run_dir: Path
     config: Config
     built: Built
     step: int
     train_seconds: float
+    pairings: Pairings
+    stored: dict[str, StoredStyle]
+
+    def dataset(self, pairing: Pairing) -> Path | None:
+        """The dataset folder of a pairing; None for a transfer without ground truth or a painted style."""
+        if pairing.style in self.pairings.painted:
+            return None
+        return self.config.data.dataset(pairing)
 
     def render(self, pairing: Pairing, poses: Tensor, camera: Camera, background: Tensor | None = None) -> list[Tensor]:
         """Views of a pairing from `poses`, [H, W, 3] each, on the CPU."""
@@ -136,19 +164,27 @@ class LoadedRun(NamedTuple):
 
 
 def load_run(run_dir: str | Path, device_name: str | None = None) -> LoadedRun:
-    """The config and trained model of a run folder, from its latest checkpoint."""
+    """The config and trained model of a run folder, from its latest checkpoint, with its stored styles."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"{run_dir}: run folder not found")
     if not (run_dir / "config.toml").is_file():
         raise UserError(f"{run_dir}: not a fastjoint run (no config.toml)")
-    config = load_config(run_dir / "config.toml")
-    device = resolve_device(device_name or config.device)
-    built = Built(config, device)
+    trained = load_config(run_dir / "config.toml")
+    stored = stored_styles(run_dir)
+    config, pairings = run_styles(trained, stored)
+    device = resolve_device(device_name or trained.device)
+    built = Built(trained, device)
     checkpoint = load_checkpoint(run_dir / CHECKPOINT, device)
     built.load_state_dict(checkpoint)
+    for name, style in stored.items():
+        try:
+            built.set_decoder(name, style.decoder)
+        except (RuntimeError, KeyError):
+            raise UserError(f"{style_path(run_dir, name)}: its decoder does not fit this run's model") from None
+    built.config = config
     built.train(False)
-    return LoadedRun(run_dir, config, built, int(checkpoint["step"]), float(checkpoint["train_seconds"]))
+    return LoadedRun(run_dir, config, built, int(checkpoint["step"]), float(checkpoint["train_seconds"]), pairings, stored)
 
 
 # --- datasets -----------------------------------------------------------------------
