@@ -197,6 +197,38 @@ class Restyle:
 
 
 @dataclass(frozen=True)
+class View:
+    """Open a trained run in the browser: the target (or the reference) from any camera, its styles
+    swapped instantly, the feature plane with each decoder's colour map, and painting on it.
+
+    Needs viser (pip install -e ".[viewer]"). Serves on 127.0.0.1 only unless --host says otherwise;
+    Ctrl-C stops it.
+    """
+
+    run: RunFolder
+    port: int = 8080
+    """Port to serve on (viser takes the next free one if it is taken)."""
+    host: str = "127.0.0.1"
+    """Address to serve on; 0.0.0.0 serves every network the machine is on."""
+    moving_size: int = 64
+    """Image height in pixels while the camera moves."""
+    resting_size: int = 128
+    """Image height once the camera rests."""
+    device: Device = None
+    """Where to render; None: the run's own device."""
+
+    def __call__(self) -> int:
+        _check(0 < self.port < 65536, "--port", "must be between 1 and 65535")
+        _check(self.moving_size >= 8, "--moving-size", "must be at least 8 pixels")
+        _check(self.resting_size >= self.moving_size, "--resting-size", "must be at least --moving-size")
+        from fastjoint.viewer.app import ViewSettings, import_viser, serve
+
+        import_viser()  # before loading the run: a missing viser is said at once
+        settings = ViewSettings(host=self.host, port=self.port, moving=self.moving_size, resting=self.resting_size)
+        return serve(self.run, settings, self.device)
+
+
+@dataclass(frozen=True)
 class ScenesList:
     """List the scene kit's recipes, their scenes and styles."""
 
@@ -258,6 +290,7 @@ def _commands(train_default: Train | None) -> type:
         Annotated[Render, tyro.conf.subcommand("render")],
         Annotated[Analyze, tyro.conf.subcommand("analyze")],
         Annotated[Restyle, tyro.conf.subcommand("restyle")],
+        Annotated[View, tyro.conf.subcommand("view")],
         Annotated[Scenes, tyro.conf.subcommand("scenes")],
     ]
 
