@@ -153,11 +153,11 @@ class Restyle:
     """The target's dataset in that style (ground truth, for scoring the transfer only)."""
     force: bool = False
     """Replace a style of the same name (a stored one, or shadow one of the config)."""
-    steps: int = 400
+    steps: int = 200
     """Optimisation steps of the decoder."""
     rays: int = 65536
     """Reference training pixels whose samples are cached (all of them if fewer)."""
-    batch: int = 4096
+    batch: int = 2048
     """Rays per step."""
     lr: float = 1e-2
     """Learning rate of Adam."""

@@ -39,11 +39,11 @@ Progress = Callable[[str, int, int], None]  # (phase, done, total)
 class RestyleSettings:
     """How a new decoder is fitted."""
 
-    steps: int = 400
+    steps: int = 200
     """Optimisation steps of the decoder."""
     rays: int = 65536
     """Training pixels of the reference whose samples are cached (all of them if fewer)."""
-    batch: int = 4096
+    batch: int = 2048
     """Rays per step, drawn from the cached ones."""
     lr: float = 1e-2
     """Learning rate of Adam."""

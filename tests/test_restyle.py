@@ -72,7 +72,7 @@ def test_restyle_adds_a_style_that_transfers(run_copy, tiny_data):
     assert checkpoint.read_bytes() == before  # the trained model is never rewritten
     style_file = run_copy / "styles" / "blue.pt"
     stored = torch.load(style_file, weights_only=True)
-    assert stored["reference"] == str(reference.resolve()) and stored["info"]["steps"] == 400
+    assert stored["reference"] == str(reference.resolve()) and stored["info"]["steps"] == 200
     transfer = stored["info"]["transfer"]
     assert "transfer target:blue" in result.stdout
 
