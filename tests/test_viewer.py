@@ -245,3 +245,21 @@ def _settled(page: browser.Page, tries: int = 100) -> np.ndarray:
             return now
         last = now
     raise AssertionError(f"the 3D view did not settle after {tries} screenshots")
+
+
+def test_the_feature_plane_shows_the_decoder_the_scatter_and_the_paint(view):
+    """The panel's plane: the current decoder's map (as analyze draws it), the scenes' features as dots, strokes outlined."""
+    from fastjoint.analyze import plane_image
+
+    run, pose, camera, core = view
+    bare = core.feature_plane(64)
+    assert np.array_equal(bare, plane_image(run.built.model.decoders["recolour"], 64))
+    samples = core.surface("target", views=2)
+    assert len(samples.features) > 0
+    dotted = core.feature_plane(64)
+    assert (dotted != bare).any(-1).mean() > 0.002  # dots where the target's features fall
+    core.render(pose, camera)
+    core.paint(Stroke((0.5, 0.5), 0.3, (1.0, 0.0, 1.0)))
+    painted = core.feature_plane(64, with_scatter=False)
+    inside = painted[14:19, 46:51].reshape(-1, 3).astype(int)  # around feature (0.5, 0.5): row 16, column 48
+    assert (inside[:, [0, 2]].min(axis=1) - inside[:, 1]).mean() > 80, inside  # magenta

@@ -61,8 +61,7 @@ class Session:
     def __init__(self, client: Any, run: LoadedRun, settings: ViewSettings, shared: dict) -> None:
         self.client = client
         self.settings = settings
-        self.core = ViewerCore(run)
-        self.core._samples = shared  # the scenes' surface features, computed once for all browsers
+        self.core = ViewerCore(run, surfaces=shared)  # the scenes' surface features, computed once for all browsers
         self.frames = 0
         self.camera: CameraState | None = None
         self.moved = 0.0  # when the camera last moved
@@ -264,8 +263,7 @@ def serve(run_dir: str | Path, settings: ViewSettings, device: str | None = None
     server.on_client_disconnect(disconnected)
 
     def sample_surfaces() -> None:  # the scatter on the feature plane, once, in the background
-        core = ViewerCore(run)
-        core._samples = shared
+        core = ViewerCore(run, surfaces=shared)
         # The first fit in a process pays for setting up autograd and Adam: pay it now, not at the first paint.
         fit_painted(run.built.model.new_decoder(), run.built.model.decoders[ORIGINAL], [], steps=2)
         try:

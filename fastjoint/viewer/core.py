@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import threading
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -180,7 +179,9 @@ class ViewerCore:
     Thread-safe: the viewer's callbacks and its render loop call it from several threads.
     """
 
-    def __init__(self, run: LoadedRun, scene: str = "target", style: str | None = None) -> None:
+    def __init__(
+        self, run: LoadedRun, scene: str = "target", style: str | None = None, surfaces: dict[str, SurfaceSamples] | None = None
+    ) -> None:
         self.run = run
         self.built = run.built
         self.lock = threading.RLock()
@@ -191,7 +192,8 @@ class ViewerCore:
         self.strokes: list[Stroke] = []
         self.frame: Frame | None = None
         self.shown = (scene, self.style)  # the pairing of the last image composed
-        self._samples: dict[str, SurfaceSamples] = {}
+        # The scenes' surface features for the scatter, by scene; shareable between cores.
+        self._samples: dict[str, SurfaceSamples] = {} if surfaces is None else surfaces
 
     @property
     def styles(self) -> list[str]:
@@ -296,9 +298,3 @@ def blend_scatter(image: np.ndarray, samples: SurfaceSamples, max_points: int = 
     faded = scatter(image, SurfaceSamples(samples.features[:0], samples.colours[:0]), max_points)
     return np.where((dots != faded).any(-1, keepdims=True), dots, image)
 
-
-def timed(function, *args, **kwargs):
-    """(result, seconds) of a call."""
-    start = time.perf_counter()
-    result = function(*args, **kwargs)
-    return result, time.perf_counter() - start
