@@ -54,7 +54,12 @@ setup(
         "tyro>=0.8",
         "ninja",  # builds the native kernels on first use
     ],
-    extras_require={"test": ["pytest>=7"]},
+    extras_require={
+        # `fastjoint view`: the browser viewer.
+        "viewer": ["viser>=1.0"],
+        # The tests drive the viewer in headless Chromium (Debian's chromium package; see README).
+        "test": ["pytest>=7", "viser>=1.0", "playwright>=1.40"],
+    },
     entry_points={"console_scripts": ["fastjoint=fastjoint.cli:main"]},
     **_native_build(),
 )

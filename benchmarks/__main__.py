@@ -24,6 +24,10 @@ SUITE = {
     "throughput": (["--config", "{config}"], ["--config", "{config}", "--warmup", "3", "--steps", "2", "--mlp-steps", "1", "--frames", "1"]),
     "composite": (["--repeats", "15"], ["--sizes", "64x8", "--repeats", "2"]),
     "hashgrid": (["--repeats", "5"], ["--grids", "demo", "--points", "1000", "--repeats", "2"]),
+    "restyle": (
+        ["--config", "{config}", "--runs", "3"],
+        ["--config", "{config}", "--style", "again", "--from-style", "recolour", "--runs", "1", "--steps", "20", "--train-steps", "20"],
+    ),
     "time_to_quality": (
         ["--config", "{config}"],
         ["--config", "{config}", "--budget", "4", "--interval", "2", "--pixels", "256", "--threshold", "15"],

@@ -83,7 +83,7 @@ def worker(config_path: Path, combo: dict, warmup: int, steps: int, frames: int)
             torch.cuda.synchronize()
         train_seconds = time.perf_counter() - start
 
-        run = LoadedRun(config.run_dir, config, trainer.built, trainer.step, 0.0)
+        run = LoadedRun(config.run_dir, config, trainer.built, trainer.step, 0.0, config.data.pairings, {})
         trainer.built.train(False)
         transfer = config.data.pairings.transfers[0]
         views = camera_split(run, transfer, "test")

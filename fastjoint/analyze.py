@@ -86,11 +86,20 @@ def surface_samples(run: LoadedRun, scene: str, views: int = VIEWS) -> SurfaceSa
 @torch.no_grad()
 def decoder_map(run: LoadedRun, style: str, pixels: int = PLANE_PIXELS) -> np.ndarray:  # [P, P, 3] uint8
     """A style decoder over [-1, 1]^2: x = first feature (left to right), y = second (bottom to top)."""
-    built = run.built
-    axis = torch.linspace(-1.0, 1.0, pixels, device=built.device)
+    return plane_image(run.built.model.decoders[style], pixels, run.built.device)
+
+
+def plane_points(pixels: int, device: torch.device | str = "cpu") -> Tensor:  # [P*P, 2]
+    """The feature plane [-1, 1]^2 as P x P points, row-major, the first row at feature y = +1."""
+    axis = torch.linspace(-1.0, 1.0, pixels, device=device)
     f1, f0 = torch.meshgrid(-axis, axis, indexing="ij")  # rows run from +1 (top) to -1
-    plane = torch.stack([f0.reshape(-1), f1.reshape(-1)], dim=-1)
-    rgb = built.model.decoders[style](plane).reshape(pixels, pixels, 3)
+    return torch.stack([f0.reshape(-1), f1.reshape(-1)], dim=-1)
+
+
+@torch.no_grad()
+def plane_image(decoder: torch.nn.Module, pixels: int = PLANE_PIXELS, device: torch.device | str = "cpu") -> np.ndarray:
+    """Any decoder over the feature plane, as `decoder_map` draws it: [P, P, 3] uint8."""
+    rgb = decoder(plane_points(pixels, device)).reshape(pixels, pixels, 3)
     return (rgb.clamp(0, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
 
 
@@ -148,7 +157,7 @@ def analyze(run_dir: str | Path, device: str | None = None, run: LoadedRun | Non
     folder = run_dir / "analysis"
     folder.mkdir(parents=True, exist_ok=True)
 
-    styles = run.config.data.pairings.styles
+    styles = run.pairings.styles
     maps = {style: decoder_map(run, style) for style in styles}
     write_image(folder / "decoders.png", side_by_side({f"decoder {s}": maps[s] for s in styles}))
     samples = {scene: surface_samples(run, scene) for scene in SCENES}

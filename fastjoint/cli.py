@@ -111,7 +111,7 @@ class Render:
         from fastjoint.run import load_run
 
         run = load_run(self.run, self.device)
-        _render(run, self.pairing or run.config.data.pairings.transfers[0].name, self.split, self.orbit, self.video)
+        _render(run, self.pairing or run.pairings.transfers[0].name, self.split, self.orbit, self.video)
         return 0
 
 
@@ -140,6 +140,97 @@ class Analyze:
             )
         print(f"wrote {run.run_dir / 'analysis'}/decoders.png, features.png and {run.run_dir / 'analysis.json'}")
         return 0
+
+
+@dataclass(frozen=True)
+class Restyle:
+    """Add a style to a trained run: a new decoder trained in seconds on the reference's photos in
+    that style, against the run's frozen encoders; then score and render the transfer target:STYLE.
+
+    The decoder is written to RUN/styles/STYLE.pt (the checkpoint is untouched); eval, render,
+    analyze and view see it as one of the run's styles. Delete the file to remove the style.
+    """
+
+    run: RunFolder
+    style: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="STYLE", help="the new style's name")]
+    path: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="PATH", help="the reference's dataset in that style (Blender format)")]
+    target_truth: Optional[str] = None
+    """The target's dataset in that style (ground truth, for scoring the transfer only)."""
+    force: bool = False
+    """Replace a style of the same name (a stored one, or shadow one of the config)."""
+    steps: int = 200
+    """Optimisation steps of the decoder."""
+    rays: int = 65536
+    """Reference training pixels whose samples are cached (all of them if fewer)."""
+    batch: int = 2048
+    """Rays per step."""
+    lr: float = 1e-2
+    """Learning rate of Adam."""
+    render: bool = True
+    """Render the transfer's test views to RUN/renders/target_STYLE/."""
+    device: Device = None
+    """Where to train; None: the run's own device."""
+
+    def __call__(self) -> int:
+        for key, value in (("--steps", self.steps), ("--rays", self.rays), ("--batch", self.batch)):
+            _check(value >= 1, key, "must be at least 1")
+        _check(self.lr > 0, "--lr", "must be positive")
+        from fastjoint.log import progress_bar
+        from fastjoint.restyle import RestyleSettings, restyle
+
+        settings = RestyleSettings(steps=self.steps, rays=self.rays, batch=self.batch, lr=self.lr)
+        with progress_bar(f"restyle {self.style}") as bar:
+
+            def progress(phase: str, done: int, total: int) -> None:
+                bar(done, total if phase == "train" else None)
+
+            result = restyle(self.run, self.style, self.path, self.target_truth, self.force, settings, self.device, progress)
+        print(
+            f"style {self.style}: {result.cached_rays} rays ({result.cached_samples} samples) cached in "
+            f"{result.cache_seconds:.1f} s, decoder trained in {result.train_seconds:.1f} s "
+            f"(PSNR {result.train_psnr:.2f} dB on the reference); wrote {result.path}"
+        )
+        if result.transfer is not None:
+            t = result.transfer
+            print(
+                f"transfer target:{self.style}: PSNR {t.psnr:.2f} dB, SSIM {t.ssim:.4f} against {self.target_truth} "
+                f"(no-transfer baseline {t.baseline_psnr:.2f} dB, gain {t.gain_db:+.2f} dB)"
+            )
+        if self.render:
+            _render(result.run, f"target:{self.style}", "test", 0, False)
+        return 0
+
+
+@dataclass(frozen=True)
+class View:
+    """Open a trained run in the browser: the target (or the reference) from any camera, its styles
+    swapped instantly, the feature plane with each decoder's colour map, and painting on it.
+
+    Needs viser (pip install -e ".[viewer]"). Serves on 127.0.0.1 only unless --host says otherwise;
+    Ctrl-C stops it.
+    """
+
+    run: RunFolder
+    port: int = 8080
+    """Port to serve on (viser takes the next free one if it is taken)."""
+    host: str = "127.0.0.1"
+    """Address to serve on; 0.0.0.0 serves every network the machine is on."""
+    moving_size: int = 64
+    """Image height in pixels while the camera moves."""
+    resting_size: int = 128
+    """Image height once the camera rests."""
+    device: Device = None
+    """Where to render; None: the run's own device."""
+
+    def __call__(self) -> int:
+        _check(0 < self.port < 65536, "--port", "must be between 1 and 65535")
+        _check(self.moving_size >= 8, "--moving-size", "must be at least 8 pixels")
+        _check(self.resting_size >= self.moving_size, "--resting-size", "must be at least --moving-size")
+        from fastjoint.viewer.app import ViewSettings, import_viser, serve
+
+        import_viser()  # before loading the run: a missing viser is said at once
+        settings = ViewSettings(host=self.host, port=self.port, moving=self.moving_size, resting=self.resting_size)
+        return serve(self.run, settings, self.device)
 
 
 @dataclass(frozen=True)
@@ -207,6 +298,8 @@ def _commands(train_default: Train | None) -> type:
         Annotated[Eval, tyro.conf.subcommand("eval")],
         Annotated[Render, tyro.conf.subcommand("render")],
         Annotated[Analyze, tyro.conf.subcommand("analyze")],
+        Annotated[Restyle, tyro.conf.subcommand("restyle")],
+        Annotated[View, tyro.conf.subcommand("view")],
         Annotated[Scenes, tyro.conf.subcommand("scenes")],
     ]
 
@@ -352,7 +445,7 @@ def _render(run, pairing_name: str, split: str, orbit: int, video: bool) -> None
     from fastjoint.log import progress_bar
     from fastjoint.renders import render_pairing
 
-    pairing = run.config.data.pairings.parse(pairing_name)
+    pairing = run.pairings.parse(pairing_name)
     with progress_bar(f"render {pairing.name}") as progress:
         outputs = render_pairing(run, pairing, split, orbit, video, progress=progress)
     print(f"rendered {len(outputs.images)} images of {pairing.name} to {outputs.folder}")

@@ -12,14 +12,13 @@ from pathlib import Path
 from typing import NamedTuple
 
 import torch
-from torch import Tensor
 
 from fastjoint.data import Split, load_split
 from fastjoint.errors import UserError
 from fastjoint.files import write_json
 from fastjoint.log import console
-from fastjoint.pairing import Pairing
 from fastjoint.metrics import Scores, score
+from fastjoint.pairing import Pairing
 from fastjoint.run import LoadedRun, load_run
 
 
@@ -61,38 +60,49 @@ def evaluate(run_dir: str | Path, device: str | None = None, run: LoadedRun | No
     """Scores every trained pairing and every transfer with ground truth on test views; writes RUN/eval.json."""
     run_dir = Path(run_dir)
     run = run or load_run(run_dir, device)
-    data = run.config.data
     background = torch.tensor(run.config.render.background)
-
-    def test_split(pairing: Pairing) -> Split:
-        return load_split(data.dataset(pairing), "test", data.downscale)
-
-    def rendered(pairing: Pairing, split: Split) -> list[Tensor]:
-        return run.render(pairing, split.poses, split.camera)
-
     pairings: dict[str, Scores] = {}
     transfers: dict[str, TransferScores] = {}
     untested: list[str] = []
     with console.status("[bold]Evaluating on the test views...") as status:
-        for pairing in data.pairings.trained:
+        for pairing in run.pairings.trained:
             status.update(f"[bold]Evaluating {pairing.name} on its test views...")
-            split = test_split(pairing)
-            pairings[pairing.name] = score(rendered(pairing, split), split.on_background(background))
+            split = load_test_views(run, run.dataset(pairing))
+            pairings[pairing.name] = score(run.render(pairing, split.poses, split.camera), split.on_background(background))
         original = None
-        for pairing in data.pairings.transfers:
-            if data.dataset(pairing) is None:
+        for pairing in run.pairings.transfers:
+            truth = run.dataset(pairing)
+            if truth is None:
                 untested.append(pairing.name)
                 continue
             status.update(f"[bold]Evaluating the transfer {pairing.name} against its ground truth...")
-            truth = test_split(pairing)
-            original = original or test_split(data.pairings.trained[0])
-            _check_same_views(truth, original)
-            scores = score(rendered(pairing, truth), truth.on_background(background))
-            baseline = score(list(original.on_background(background)), truth.on_background(background))
-            transfers[pairing.name] = TransferScores(*scores, baseline.psnr, baseline.ssim)
+            original = original or load_test_views(run, run.dataset(run.pairings.trained[0]))
+            transfers[pairing.name] = score_transfer(run, pairing, load_test_views(run, truth), original)
     result = EvalResult(run.step, run.train_seconds, pairings, transfers, tuple(untested))
     write_json(run_dir / "eval.json", result.to_json())
     return result
+
+
+def load_test_views(run: LoadedRun, dataset: Path) -> Split:
+    """The test views of a dataset, at the run's downscale."""
+    return load_split(dataset, "test", run.config.data.downscale)
+
+
+def score_transfer(run: LoadedRun, pairing: Pairing, truth: Split, original: Split | None = None) -> TransferScores:
+    """A transfer target:<style> scored against its ground truth's test views, with the no-transfer baseline.
+
+    Args:
+        run: the run that renders the transfer.
+        pairing: the transfer.
+        truth: the ground truth's test views.
+        original: the target's original-style test views (read from the run's data when None).
+    """
+    background = torch.tensor(run.config.render.background)
+    original = original or load_test_views(run, run.dataset(run.pairings.trained[0]))
+    check_same_views(truth, original)
+    scores = score(run.render(pairing, truth.poses, truth.camera), truth.on_background(background))
+    baseline = score(list(original.on_background(background)), truth.on_background(background))
+    return TransferScores(*scores, baseline.psnr, baseline.ssim)
 
 
 def print_table(result: EvalResult) -> None:
@@ -111,7 +121,7 @@ def print_table(result: EvalResult) -> None:
     console.print(table)
 
 
-def _check_same_views(truth: Split, original: Split) -> None:
+def check_same_views(truth: Split, original: Split) -> None:
     """The baseline compares view for view, so both test splits must share their cameras."""
     if len(truth) != len(original) or not torch.allclose(truth.poses, original.poses, atol=1e-4):
         raise UserError(

@@ -38,11 +38,12 @@ class Pairings(NamedTuple):
     """The pairings of a run with these desired styles."""
 
     desired: tuple[str, ...]  # the desired styles, in the config's order
+    painted: tuple[str, ...] = ()  # styles with a decoder but no photos (painted in the viewer)
 
     @property
     def styles(self) -> tuple[str, ...]:
         """Every style with a decoder: `original` first."""
-        return (ORIGINAL, *self.desired)
+        return (ORIGINAL, *self.desired, *self.painted)
 
     @property
     def trained(self) -> tuple[Pairing, ...]:
@@ -53,8 +54,8 @@ class Pairings(NamedTuple):
 
     @property
     def transfers(self) -> tuple[Pairing, ...]:
-        """target:<style> per desired style."""
-        return tuple(Pairing("target", style) for style in self.desired)
+        """target:<style> per desired (then painted) style."""
+        return tuple(Pairing("target", style) for style in (*self.desired, *self.painted))
 
     @property
     def all(self) -> tuple[Pairing, ...]:

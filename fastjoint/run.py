@@ -22,8 +22,10 @@ from fastjoint.files import atomic_path
 from fastjoint.log import console
 from fastjoint.model import JointModel
 from fastjoint.ops import Backends, resolve_backends
-from fastjoint.pairing import SCENES, Pairing
-from fastjoint.render import Field, RenderResult, Sampler, make_estimators, render_rays
+from fastjoint.ops._torch_impl import _ray_aabb
+from fastjoint.pairing import SCENES, Pairing, Pairings
+from fastjoint.render import Field, RenderResult, SampleCache, Sampler, cache_samples, concat_caches, make_estimators, render_rays
+from fastjoint.styles import StoredStyle, run_styles, stored_styles, style_path
 
 CHECKPOINT = Path("checkpoints") / "latest.pt"
 PREVIOUS = Path("checkpoints") / "previous.pt"  # the checkpoint before the latest, kept as a fallback
@@ -96,6 +98,56 @@ class Built:
     def render(self, pairing: Pairing, poses: Tensor, camera: Camera, background: Tensor | None = None) -> list[Tensor]:
         """Views of a pairing from `poses` [n, 4, 4], [H, W, 3] each, on the CPU."""
         return [self.render_image(pairing, pose, camera, background) for pose in poses]
+
+    def set_decoder(self, style: str, state: dict[str, Tensor]) -> None:
+        """Adds (or replaces) the decoder of `style`, from a decoder's state_dict."""
+        decoder = self.model.new_decoder().to(self.device)
+        decoder.load_state_dict(state)
+        decoder.train(self.model.training)
+        self.model.decoders[style] = decoder
+
+    @torch.no_grad()
+    def cache_samples(self, scene: str, rays_o: Tensor, rays_d: Tensor) -> SampleCache:
+        """The style-free part of rendering these rays of a scene, `render.chunk` rays at a time.
+
+        With an occupancy grid, rays that miss every occupied cell are not marched, and the
+        others start where they enter the occupied cells' box, moved by whole steps so that
+        their samples are the ones `render_rays` takes (samples are anchored at the origin).
+        """
+        chunk = self.config.render.chunk
+
+        def field(points: Tensor, dirs: Tensor) -> tuple[Tensor, Tensor]:
+            return self.model.features(scene, points, dirs)
+
+        n_rays = rays_o.shape[0]
+        rays = torch.arange(n_rays, device=rays_o.device)
+        if architecture(self.config).uses_occupancy:
+            rays, rays_o = self._skip_to_occupied(scene, rays_o, rays_d)
+            rays_d = rays_d[rays]
+        sampler = self.samplers[scene]
+        parts = [cache_samples(field, sampler, o, d) for o, d in zip(rays_o.split(chunk), rays_d.split(chunk), strict=True)]
+        marched = concat_caches(parts) if parts else None
+        opacity = torch.zeros(n_rays, device=rays_o.device)
+        if marched is None:
+            return SampleCache(rays[:0], opacity[:0], torch.zeros(0, self.model.feature_dim, device=rays_o.device), opacity, n_rays)
+        opacity[rays] = marched.opacity
+        return SampleCache(rays[marched.ray_indices], marched.weights, marched.features, opacity, n_rays)
+
+    def _skip_to_occupied(self, scene: str, rays_o: Tensor, rays_d: Tensor) -> tuple[Tensor, Tensor]:
+        """The rays that cross the box of a scene's occupied cells ([k] int64), their origins moved up to it."""
+        estimator = self.estimators[scene]
+        occupied = estimator.binaries[0].nonzero()
+        if occupied.shape[0] == 0:
+            return torch.arange(0, device=rays_o.device), rays_o[:0]
+        box, resolution = estimator.aabbs[0], torch.tensor(estimator.binaries.shape[1:], device=rays_o.device)
+        size = (box[3:] - box[:3]) / resolution
+        tight = torch.cat([box[:3] + occupied.amin(0) * size, box[:3] + (occupied.amax(0) + 1) * size])
+        t_min, _, hit = _ray_aabb(rays_o, rays_d, tight)
+        rays = hit.nonzero()[:, 0]
+        step = self.config.render.step_size
+        # Whole steps short of the entry (one step of margin): the march keeps its sample grid.
+        t0 = ((t_min[rays].clamp(min=0.0) / step).floor() - 1.0).clamp(min=0.0) * step
+        return rays, rays_o[rays] + rays_d[rays] * t0[:, None]
 
     def train(self, mode: bool = True) -> None:
         self.model.train(mode)
@@ -184,11 +236,21 @@ def first_line(error: BaseException) -> str:
 
 
 class LoadedRun(NamedTuple):
+    """A trained run with its stored styles: `config` and `pairings` include them (see styles.py)."""
+
     run_dir: Path
     config: Config
     built: Built
     step: int
     train_seconds: float
+    pairings: Pairings
+    stored: dict[str, StoredStyle]
+
+    def dataset(self, pairing: Pairing) -> Path | None:
+        """The dataset folder of a pairing; None for a transfer without ground truth or a painted style."""
+        if pairing.style in self.pairings.painted:
+            return None
+        return self.config.data.dataset(pairing)
 
     def render(self, pairing: Pairing, poses: Tensor, camera: Camera, background: Tensor | None = None) -> list[Tensor]:
         """Views of a pairing from `poses`, [H, W, 3] each, on the CPU."""
@@ -196,18 +258,26 @@ class LoadedRun(NamedTuple):
 
 
 def load_run(run_dir: str | Path, device_name: str | None = None) -> LoadedRun:
-    """The config and trained model of a run folder, from its latest checkpoint."""
+    """The config and trained model of a run folder, from its latest checkpoint, with its stored styles."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"{run_dir}: run folder not found")
     if not (run_dir / "config.toml").is_file():
         raise UserError(f"{run_dir}: not a fastjoint run (no config.toml)")
-    config = load_config(run_dir / "config.toml")
-    device = resolve_device(device_name or config.device)
-    built = Built(config, device)
+    trained = load_config(run_dir / "config.toml")
+    stored = stored_styles(run_dir)
+    config, pairings = run_styles(trained, stored)
+    device = resolve_device(device_name or trained.device)
+    built = Built(trained, device)
     checkpoint, _ = load_latest(run_dir, device, lambda state, path: built.load_state_dict(state, path))
+    for name, style in stored.items():
+        try:
+            built.set_decoder(name, style.decoder)
+        except (RuntimeError, KeyError):
+            raise UserError(f"{style_path(run_dir, name)}: its decoder does not fit this run's model") from None
+    built.config = config
     built.train(False)
-    return LoadedRun(run_dir, config, built, int(checkpoint["step"]), float(checkpoint["train_seconds"]))
+    return LoadedRun(run_dir, config, built, int(checkpoint["step"]), float(checkpoint["train_seconds"]), pairings, stored)
 
 
 # --- datasets -----------------------------------------------------------------------

@@ -60,3 +60,21 @@ def test_suite_quick_run_writes_results(tiny_data, tmp_path):
         assert set(run["curve"][-1]["psnr"]) == {"target:original", "reference:original", "reference:recolour"}
     assert [row["pairing"] for row in quality["summary"]][-1] == "all trained"
     assert iio.imread(next(results.glob("*time_to_quality.png"))).shape[2] == 3
+
+
+def test_restyle_benchmark_quick_run(tiny_data, tmp_path):
+    """`python -m benchmarks --only restyle --quick`: trains a tiny base run, restyles a style it has, compares."""
+    config = write_config(tiny_config(tiny_data, tmp_path / "runs"), tmp_path / "tiny.toml")
+    results = tmp_path / "results"
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--only", "restyle", "--quick", "--config", str(config), "--results", str(results)],
+        cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True, timeout=900,
+    )
+    assert done.returncode == 0, done.stderr
+    (path,) = results.glob("*restyle.json")
+    payload = json.loads(path.read_text())
+    assert payload["style"] == "again" and len(payload["runs"]) == 1
+    summary = payload["median"]
+    assert summary["command_seconds"] > summary["fit_seconds"] > 0
+    assert math.isfinite(summary["restyle_psnr"]) and math.isfinite(summary["joint_psnr"])
+    assert summary["difference_db"] == summary["restyle_psnr"] - summary["joint_psnr"]

@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 def test_demo_recipe_parses():
     recipe = load_recipe(REPO / "data" / "demo.toml")
     assert set(recipe.scenes) == {"target", "reference"}
-    assert set(recipe.styles) == {"original", "recolour"}
+    assert set(recipe.styles) == {"original", "recolour", "red"}
     materials, _ = recipe.style("recolour")
     assert materials["yellow"].colour != recipe.materials["yellow"].colour
     assert materials["red"] == recipe.materials["red"]

@@ -180,6 +180,29 @@ def _ray_offsets(ray_indices: Tensor, n_rays: int) -> Tensor:  # [n_rays + 1] in
     return torch.searchsorted(ray_indices, boundaries)
 
 
+def _sample_weights(
+    sigmas: Tensor,  # [S]
+    t_starts: Tensor,  # [S]
+    t_ends: Tensor,  # [S]
+    ray_indices: Tensor,  # [S] int64, sorted
+    n_rays: int,
+) -> Tensor:  # [S]
+    """Compositing weights w_i = T_i * alpha_i of packed samples (differentiable in sigmas).
+
+    alpha_i = 1 - exp(-sigma_i * dt_i); T_i = exp(-sum_{j<i on the same ray} sigma_j * dt_j).
+    """
+    tau = sigmas * (t_ends - t_starts)  # optical thickness of each sample
+    # Exclusive per-ray sum of tau: a global running sum (in float64, so that long packs
+    # lose no precision) minus the running sum before the ray's first sample.
+    running = torch.cumsum(tau.double(), dim=0) - tau.double()  # sum over earlier samples
+    first = _ray_offsets(ray_indices, n_rays)[:-1]  # index of each ray's first sample
+    before_ray = running.index_select(0, first.index_select(0, ray_indices))
+    exclusive = (running - before_ray).to(sigmas.dtype)
+    transmittance = torch.exp(-exclusive)
+    alphas = 1.0 - torch.exp(-tau)
+    return transmittance * alphas
+
+
 def _composite(
     sigmas: Tensor,  # [S]
     rgbs: Tensor,  # [S, 3]
@@ -194,17 +217,7 @@ def _composite(
     w_i = T_i * alpha_i. No early stop. Rays without samples give zeros.
     """
     ray_indices = ray_indices.long()
-    tau = sigmas * (t_ends - t_starts)  # optical thickness of each sample
-    # Exclusive per-ray sum of tau: a global running sum (in float64, so that long packs
-    # lose no precision) minus the running sum before the ray's first sample.
-    running = torch.cumsum(tau.double(), dim=0) - tau.double()  # sum over earlier samples
-    first = _ray_offsets(ray_indices, n_rays)[:-1]  # index of each ray's first sample
-    before_ray = running.index_select(0, first.index_select(0, ray_indices))
-    exclusive = (running - before_ray).to(sigmas.dtype)
-    transmittance = torch.exp(-exclusive)
-    alphas = 1.0 - torch.exp(-tau)
-    weights = transmittance * alphas
-
+    weights = _sample_weights(sigmas, t_starts, t_ends, ray_indices, n_rays)
     t_mids = (t_starts + t_ends) * 0.5
     rgb = torch.zeros(n_rays, 3, dtype=rgbs.dtype, device=rgbs.device).index_add(
         0, ray_indices, weights[:, None] * rgbs

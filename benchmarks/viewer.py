@@ -1,0 +1,130 @@
+"""The viewer in a real browser: frames per second while moving, style-swap and painting latency.
+
+Starts `fastjoint view RUN` and drives it in headless Chromium (benchmarks/browser.py, the
+browser tests' driver); every time is the page's own clock, from the input (a mouse move,
+a click) to the moment the status line of the frame that shows its effect arrives.
+
+- frames/s while moving: frames at the moving size whose status arrives while the mouse
+  orbits the camera, over the drag's duration;
+- style swap: from choosing a style in the dropdown to its first frame (median of `--swaps`);
+- painted style: from clicking Paint to the first frame in the painted style (median of `--paints`).
+
+Screenshots go to benchmarks/results/<machine>-<date>-viewer-*.png.
+
+    python -m benchmarks.viewer --run runs/demo [--moving-size 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import statistics
+import time
+from pathlib import Path
+
+from rich.table import Table
+
+from benchmarks.browser import Viewer, not_blank, open_viewer
+from benchmarks.common import RESULTS, machine_slug, write_results
+from benchmarks.common import console as make_console
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.viewer", description=__doc__.splitlines()[0])
+    parser.add_argument("--run", type=Path, required=True, help="a trained run (e.g. runs/demo)")
+    parser.add_argument("--moving-size", type=int, default=64)
+    parser.add_argument("--resting-size", type=int, default=128)
+    parser.add_argument("--moves", type=int, default=150, help="mouse moves of the orbit (about 20 ms apart)")
+    parser.add_argument("--swaps", type=int, default=6)
+    parser.add_argument("--paints", type=int, default=3)
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    console = make_console()
+    prefix = f"{machine_slug()}-{datetime.date.today().isoformat()}-viewer"
+    shots = {}
+    viewer = Viewer(args.run, "--moving-size", str(args.moving_size), "--resting-size", str(args.resting_size))
+    try:
+        with open_viewer(viewer.url()) as page:
+            first = page.wait_status(lambda s: s.height == args.resting_size, "the first sharp frame")
+            styles = [first.style]
+            assert not_blank(page.scene_pixels()) > 0.01, "the 3D view is blank"
+            shots["first"] = args.results / f"{prefix}-{first.style}.png"
+            page.save_screenshot(shots["first"])
+
+            # Frames per second while the camera moves.
+            before = page.statuses()[-1].frame
+            start, end = page.drag(args.moves)
+            moving = [s for s in page.statuses() if s.frame > before and s.height == args.moving_size and start <= s.at <= end]
+            fps = len(moving) / ((end - start) / 1000.0)
+            server_ms = statistics.median([s.ms for s in moving]) if moving else float("nan")
+            page.wait_status(lambda s: s.frame > before and s.height == args.resting_size and s.at > end, "a sharp frame after the orbit")
+
+            # Style swaps between the run's styles.
+            page.page.get_by_label("Style", exact=True).click()
+            options = [o.strip() for o in page.page.get_by_role("option").all_inner_texts()]
+            page.page.keyboard.press("Escape")
+            swaps = []
+            for i in range(args.swaps):
+                style = options[(options.index(first.style) + 1 + i) % len(options)]
+                if style == page.statuses()[-1].style:
+                    style = options[(options.index(style) + 1) % len(options)]
+                last = page.statuses()[-1].frame
+                clicked = page.choose("Style", style)
+                shown = page.wait_status(lambda s, style=style, last=last: s.frame > last and s.style == style, f"style {style}")
+                swaps.append(shown.at - clicked)
+                styles.append(style)
+                time.sleep(0.3)
+                if style not in shots:
+                    shots[style] = args.results / f"{prefix}-{style}.png"
+                    page.save_screenshot(shots[style])
+
+            # Painting: a disc around the middle of the plane, in three colours.
+            paints = []
+            for i, (centre, colour) in enumerate(zip(("0.0", "0.3", "-0.3"), ("rgb(20, 180, 60)", "rgb(200, 40, 200)", "rgb(250, 250, 20)"), strict=False)):
+                if i >= args.paints:
+                    break
+                page.fill("Centre", centre)
+                page.fill("Radius", "0.5")
+                page.fill("Colour", colour)
+                last = page.statuses()[-1].frame
+                clicked = page.click("Paint")
+                shown = page.wait_status(lambda s, last=last: s.frame > last and s.style == "painted", "the painted style", tries=1200)
+                paints.append(shown.at - clicked)
+                time.sleep(0.3)
+            shots["painted"] = args.results / f"{prefix}-painted.png"
+            page.save_screenshot(shots["painted"])
+    finally:
+        status = viewer.stop()
+    if status != 0:
+        raise SystemExit(f"fastjoint view exited with {status}:\n{viewer.output}")
+
+    summary = {
+        "moving_fps": fps,
+        "moving_frames": len(moving),
+        "moving_server_ms_median": server_ms,
+        "swap_ms_median": statistics.median(swaps),
+        "swap_ms": swaps,
+        "paint_ms_median": statistics.median(paints) if paints else None,
+        "paint_ms": paints,
+    }
+    table = Table(title=f"fastjoint view {args.run} in headless Chromium ({args.moving_size} px moving)")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_column("target", justify="right")
+    table.add_row(f"frames/s while moving ({len(moving)} frames)", f"{fps:.1f}", ">= 10")
+    table.add_row("  server time per moving frame (median)", f"{server_ms:.0f} ms", "")
+    table.add_row(f"style swap to its frame (median of {len(swaps)})", f"{summary['swap_ms_median']:.0f} ms", "<= 100 ms")
+    if paints:
+        table.add_row(f"Paint to the painted frame (median of {len(paints)})", f"{summary['paint_ms_median']:.0f} ms", "<= 2000 ms")
+    console.print(table)
+    payload = {"run": str(args.run), "moving_size": args.moving_size, "resting_size": args.resting_size, "median": summary,
+               "screenshots": {k: str(v.relative_to(REPO)) if v.is_relative_to(REPO) else str(v) for k, v in shots.items()}}
+    path = write_results("viewer", payload, args.results)
+    console.print(f"results: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

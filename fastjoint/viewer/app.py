@@ -1,0 +1,293 @@
+"""`fastjoint view RUN`: the run in the browser, served by viser.
+
+Each browser gets a `Session`: its own `ViewerCore` (scene, style, last frame, painting),
+its panel, and a render thread. The thread renders the browser's camera at the moving
+size (`moving` pixels high) as soon as it moves, and once more at the resting size when it
+has rested for `rest_after` seconds. Choosing a style or painting recomposes the last frame
+at once, from its cached samples. The status line under the title tells what is on
+screen (frame number, size, pairing, milliseconds); the browser tests read it.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fastjoint.data import load_split
+from fastjoint.errors import UserError
+from fastjoint.log import console
+from fastjoint.pairing import ORIGINAL, SCENES, Pairing
+from fastjoint.run import LoadedRun, load_run
+from fastjoint.viewer.core import Stroke, ViewerCore, camera_from_viser, fit_painted
+
+PLANE_PIXELS = 192  # side of the feature plane in the panel
+
+
+def import_viser() -> Any:
+    try:
+        import viser
+    except ImportError:
+        raise UserError('fastjoint view needs viser: pip install -e ".[viewer]" (or pip install viser)') from None
+    return viser
+
+
+@dataclass(frozen=True)
+class ViewSettings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    moving: int = 64  # image height while the camera moves
+    resting: int = 128  # image height once it rests
+    rest_after: float = 0.3  # seconds without camera motion before the sharp frame
+
+
+class CameraState:
+    """The browser's camera, as last reported."""
+
+    def __init__(self, position: np.ndarray, wxyz: np.ndarray, fov: float, aspect: float) -> None:
+        self.position, self.wxyz, self.fov, self.aspect = position, wxyz, fov, aspect
+
+
+class Session:
+    """One browser: its panel, its core and its render thread."""
+
+    def __init__(self, client: Any, run: LoadedRun, settings: ViewSettings, shared: dict) -> None:
+        self.client = client
+        self.settings = settings
+        self.core = ViewerCore(run, surfaces=shared)  # the scenes' surface features, computed once for all browsers
+        self.frames = 0
+        self.camera: CameraState | None = None
+        self.moved = 0.0  # when the camera last moved
+        self.dirty = False
+        self.sharp = True  # the frame on screen is at the resting size
+        self.closed = False
+        self.wake = threading.Condition()
+        self.quiet = False  # set while the panel is changed from here, so its callbacks do nothing
+        self.show_lock = threading.Lock()
+        self._build_panel(run)
+        client.camera.on_update(self._camera_moved)
+        self.thread = threading.Thread(target=self._render_loop, name=f"render-{client.client_id}", daemon=True)
+        self.thread.start()
+        self._place_camera(run)
+
+    # --- the panel ---------------------------------------------------------------------
+
+    def _build_panel(self, run: LoadedRun) -> None:
+        gui = self.client.gui
+        gui.add_markdown(f"**fastjoint** · `{run.run_dir.name}` · step {run.step}")
+        self.status = gui.add_markdown("waiting for the camera...")
+        self.scene_box = gui.add_dropdown("Scene", list(SCENES), initial_value=self.core.scene)
+        self.style_box = gui.add_dropdown("Style", self.core.styles, initial_value=self.core.style)
+        self.plane = gui.add_image(self.core.feature_plane(PLANE_PIXELS), label="Feature plane", format="png")
+        with gui.add_folder("Paint the feature plane"):
+            self.centre = gui.add_vector2("Centre", (0.0, 0.0), min=(-1.0, -1.0), max=(1.0, 1.0), step=0.01)
+            self.radius = gui.add_slider("Radius", min=0.02, max=1.5, step=0.01, initial_value=0.3)
+            self.colour = gui.add_rgb("Colour", (220, 30, 40))
+            self.paint_button = gui.add_button("Paint")
+            self.clear_button = gui.add_button("Clear paint")
+            self.name = gui.add_text("Save as", "painted-1")
+            self.save_button = gui.add_button("Save style")
+            self.message = gui.add_markdown("")
+        self.scene_box.on_update(lambda _: self._guarded(self._scene_chosen))
+        self.style_box.on_update(lambda _: self._guarded(self._style_chosen))
+        self.paint_button.on_click(lambda _: self._guarded(self._paint))
+        self.clear_button.on_click(lambda _: self._guarded(self._clear))
+        self.save_button.on_click(lambda _: self._guarded(self._save))
+
+    def _guarded(self, action) -> None:
+        if self.quiet:
+            return
+        try:
+            action()
+        except UserError as error:
+            self.message.content = f"error: {error}"
+
+    def _scene_chosen(self) -> None:
+        self.core.set_scene(self.scene_box.value)
+        self._request()
+
+    def _style_chosen(self) -> None:
+        start = time.perf_counter()
+        self._show(self.core.set_style(self.style_box.value), start)
+        self._update_plane()
+
+    def _paint(self) -> None:
+        start = time.perf_counter()
+        centre = tuple(float(v) for v in self.centre.value)
+        colour = tuple(float(c) / 255.0 for c in self.colour.value)
+        self.message.content = "fitting the painted decoder..."
+        image = self.core.paint(Stroke(centre, float(self.radius.value), colour))
+        self._set_styles()
+        self._show(image, start)
+        self._update_plane()
+        self.message.content = f"painted {len(self.core.strokes)} region(s) in {time.perf_counter() - start:.2f} s"
+
+    def _clear(self) -> None:
+        start = time.perf_counter()
+        image = self.core.clear_paint()
+        self._set_styles()
+        self._show(image, start)
+        self._update_plane()
+        self.message.content = "paint cleared"
+
+    def _save(self) -> None:
+        path = self.core.save_painted(self.name.value.strip())
+        self._set_styles()
+        self.message.content = f"saved {path}"
+
+    def _set_styles(self) -> None:
+        self.quiet = True
+        try:
+            self.style_box.options = self.core.styles
+            self.style_box.value = self.core.style
+        finally:
+            self.quiet = False
+
+    def _update_plane(self) -> None:
+        self.plane.image = self.core.feature_plane(PLANE_PIXELS)
+
+    # --- the camera and frames ---------------------------------------------------------
+
+    def _place_camera(self, run: LoadedRun) -> None:
+        """Starts the browser at the target's first test view (or at a default one if its data moved)."""
+        data = run.config.data
+        centre = (np.array(data.aabb[:3]) + np.array(data.aabb[3:])) / 2
+        position, fov = centre + np.array([3.0, -2.0, 1.6]), 0.6
+        try:
+            split = load_split(run.dataset(Pairing("target", ORIGINAL)), "test", data.downscale)
+            position = split.poses[0, :3, 3].numpy().astype(np.float64)
+            fov = 2.0 * math.atan(0.5 * split.camera.height / split.camera.focal)
+        except UserError:
+            pass
+        camera = self.client.camera
+        camera.up_direction = (0.0, 0.0, 1.0)
+        camera.position = tuple(position.tolist())
+        camera.look_at = tuple(centre.tolist())
+        camera.fov = fov
+
+    def _camera_moved(self, camera: Any) -> None:
+        with self.wake:
+            self.camera = CameraState(np.array(camera.position), np.array(camera.wxyz), float(camera.fov), float(camera.aspect))
+            self.moved = time.perf_counter()
+            self.dirty = True
+            self.wake.notify()
+
+    def _request(self) -> None:
+        with self.wake:
+            self.dirty = True
+            self.wake.notify()
+
+    def _render_loop(self) -> None:
+        settings = self.settings
+        while True:
+            with self.wake:
+                while True:
+                    if self.closed:
+                        return
+                    if self.dirty and self.camera is not None:
+                        moving = True
+                        break
+                    if not self.sharp and self.camera is not None:
+                        rested = time.perf_counter() - self.moved
+                        if rested >= settings.rest_after:
+                            moving = False
+                            break
+                        self.wake.wait(settings.rest_after - rested)
+                    else:
+                        self.wake.wait()
+                self.dirty = False
+                camera = self.camera
+            height = settings.moving if moving else settings.resting
+            start = time.perf_counter()
+            try:
+                pose, cam = camera_from_viser(camera.position, camera.wxyz, camera.fov, camera.aspect, height)
+                image = self.core.render(pose, cam)
+            except Exception as error:  # keep the viewer alive; say what went wrong
+                console.print(f"[red]render failed:[/red] {type(error).__name__}: {error}")
+                with self.wake:
+                    self.sharp = True  # do not retry until the camera moves again
+                continue
+            with self.wake:
+                stale = self.dirty  # the camera moved meanwhile: a newer frame follows at once
+                self.sharp = not moving
+            if moving or not stale:
+                self._show(image, start)
+
+    def _show(self, image: np.ndarray | None, start: float) -> None:
+        if image is None or self.closed:
+            return
+        with self.show_lock:  # the render thread and the panel's callbacks both show frames
+            self.frames += 1
+            ms = (time.perf_counter() - start) * 1000.0
+            height, width = image.shape[:2]
+            scene, style = self.core.shown
+            with self.client.atomic():
+                self.client.scene.set_background_image(image, format="png")
+                self.status.content = f"frame {self.frames} · {width}x{height} px · {scene}:{style} · {ms:.0f} ms"
+
+    def close(self) -> None:
+        with self.wake:
+            self.closed = True
+            self.wake.notify()
+
+
+def serve(run_dir: str | Path, settings: ViewSettings, device: str | None = None) -> int:
+    """Serves the viewer until Ctrl-C or SIGTERM."""
+    viser = import_viser()
+    torch.set_grad_enabled(True)  # painting fits a decoder; rendering uses no_grad itself
+    run = load_run(run_dir, device)
+    try:
+        server = viser.ViserServer(host=settings.host, port=settings.port, verbose=False)
+    except OSError as error:
+        raise UserError(f"--port: cannot serve on {settings.host}:{settings.port} ({error.strerror or error})") from None
+    server.scene.set_up_direction("+z")
+    sessions: dict[int, Session] = {}
+    shared: dict = {}
+
+    def connected(client: Any) -> None:
+        sessions[client.client_id] = Session(client, run, settings, shared)
+
+    def disconnected(client: Any) -> None:
+        session = sessions.pop(client.client_id, None)
+        if session is not None:
+            session.close()
+
+    server.on_client_connect(connected)
+    server.on_client_disconnect(disconnected)
+
+    def sample_surfaces() -> None:  # the scatter on the feature plane, once, in the background
+        core = ViewerCore(run, surfaces=shared)
+        # The first fit in a process pays for setting up autograd and Adam: pay it now, not at the first paint.
+        fit_painted(run.built.model.new_decoder(), run.built.model.decoders[ORIGINAL], [], steps=2)
+        try:
+            for scene in SCENES:
+                core.surface(scene)
+        except UserError as error:  # e.g. the run's datasets were moved: no scatter, say why
+            console.print(f"[yellow]warning:[/yellow] no feature scatter: {error}")
+            return
+        for session in list(sessions.values()):
+            session._update_plane()
+
+    threading.Thread(target=sample_surfaces, name="surface-samples", daemon=True).start()
+
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    print(f"fastjoint view: http://{settings.host}:{server.get_port()} (Ctrl-C to stop)", flush=True)
+    try:
+        while not stop.wait(0.2):
+            pass
+    finally:
+        for session in list(sessions.values()):
+            session.close()
+        server.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    print("viewer stopped", flush=True)
+    return 0
