@@ -32,6 +32,8 @@ class StyleData:
     """The reference scene's dataset in this style (trained as `reference:<style>`)."""
     target: str = ""
     """Ground truth of the transfer `target:<style>`, for evaluation only; "" when there is none."""
+    reference_background: str = "auto"
+    """Background of the reference in this style: "auto", "random", "learned", "white", "black" or "#rrggbb" (see data.target_background)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,6 +50,13 @@ class DataConfig:
     """The target scene in its original style (trained as `target:original`)."""
     reference: str
     """The reference scene in its original style (trained as `reference:original`)."""
+    target_background: str = "auto"
+    """Background of the target's dataset, composited behind the scene: "auto" ("learned" for opaque images,
+    "random" for RGBA), "random" (a random colour per training ray; renders on render.background), "learned"
+    (an environment map of the ray direction, trained with the pairing: skies, rooms), or a colour "white",
+    "black", "#rrggbb". The transfers target:<style> are rendered on it too (a random one: on render.background)."""
+    reference_background: str = "auto"
+    """Background of the reference's dataset in its original style (as data.target_background)."""
     styles: dict[str, StyleData] = field(default_factory=dict)
     """The desired styles, one `[data.styles.<name>]` table each; every style trains `reference:<name>` and transfers as `target:<name>`."""
     downscale: int = 1
@@ -62,6 +71,10 @@ class DataConfig:
         for name, style in self.styles.items():
             check_style_name(name, f"data.styles.{name}")
             _check(bool(style.reference), f"data.styles.{name}.reference", "must name a dataset folder")
+        from fastjoint.render.background import parse_background  # here: fastjoint.render imports this module
+
+        for pairing in self.pairings.trained:
+            parse_background(self.background(pairing), self.background_key(pairing))
         _check(self.downscale >= 1, "data.downscale", "must be at least 1")
         _check(all(self.aabb[i] < self.aabb[i + 3] for i in range(3)), "data.aabb", "needs min < max on every axis")
 
@@ -84,6 +97,20 @@ class DataConfig:
         if pairing.style == ORIGINAL:
             return f"data.{pairing.scene}"
         return f"data.styles.{pairing.style}.{pairing.scene}"
+
+    def background(self, pairing: Pairing) -> str:
+        """The background setting of a pairing's dataset; a transfer has the target's."""
+        if pairing.scene == "target":
+            return self.target_background
+        return self.reference_background if pairing.style == ORIGINAL else self.styles[pairing.style].reference_background
+
+    def background_key(self, pairing: Pairing) -> str:
+        """The config key of a pairing's background setting, for messages."""
+        if pairing.scene == "target":
+            return "data.target_background"
+        if pairing.style == ORIGINAL:
+            return "data.reference_background"
+        return f"data.styles.{pairing.style}.reference_background"
 
 
 @dataclass(frozen=True)
@@ -196,7 +223,7 @@ class RenderConfig:
     chunk: int = 8192
     """Rays rendered at once when rendering whole images."""
     background: Colour = (1.0, 1.0, 1.0)
-    """Background colour for evaluation and renders."""
+    """Colour behind evaluation and renders of datasets whose background is "random" (RGB in [0, 1])."""
 
     def __post_init__(self) -> None:
         _check(self.step_size > 0, "render.step_size", "must be positive")
@@ -222,7 +249,8 @@ class TrainConfig:
     weight_decay: float = 1e-6
     """Weight decay of the networks (not of the hash grids)."""
     random_background: bool = True
-    """Composite RGBA training images on a random colour per ray, so that alpha is learned."""
+    """Whether a background "auto" of RGBA images means "random" (a random colour per training ray, so
+    that alpha is learned); false: they are composited on render.background."""
     seed: int = 0
     """Seed of every random choice; the same seed gives the same run on the CPU."""
     log_every: int = 50

@@ -57,18 +57,30 @@ class EvalResult:
         }
 
 
-def evaluate(run_dir: str | Path, device: str | None = None, run: LoadedRun | None = None) -> EvalResult:
-    """Scores every trained pairing and every transfer with ground truth on test views; writes RUN/eval.json."""
+def evaluate(
+    run_dir: str | Path, device: str | None = None, run: LoadedRun | None = None, background: Tensor | None = None
+) -> EvalResult:
+    """Scores every trained pairing and every transfer with ground truth on test views; writes RUN/eval.json.
+
+    Each pairing is rendered on its own backdrop (`Built.backdrop`), or on `background` [3]
+    when given, and RGBA ground truth is composited on the same.
+    """
     run_dir = Path(run_dir)
     run = run or load_run(run_dir, device)
     data = run.config.data
-    background = torch.tensor(run.config.render.background)
 
     def test_split(pairing: Pairing) -> Split:
         return load_split(data.dataset(pairing), "test", data.downscale)
 
     def rendered(pairing: Pairing, split: Split) -> list[Tensor]:
-        return run.render(pairing, split.poses, split.camera)
+        return run.render(pairing, split.poses, split.camera, background)
+
+    def backdrop(pairing: Pairing, split: Split) -> Tensor:  # [3] or [n_views, H, W, 3]
+        if background is not None:
+            return background
+        if run.built.environment(pairing) is None:
+            return run.built.backdrop(pairing, split.poses[:0, :3, 2]).cpu()
+        return torch.stack([run.built.backdrop_image(pairing, pose, split.camera) for pose in split.poses])
 
     pairings: dict[str, Scores] = {}
     transfers: dict[str, TransferScores] = {}
@@ -77,7 +89,7 @@ def evaluate(run_dir: str | Path, device: str | None = None, run: LoadedRun | No
         for pairing in data.pairings.trained:
             status.update(f"[bold]Evaluating {pairing.name} on its test views...")
             split = test_split(pairing)
-            pairings[pairing.name] = score(rendered(pairing, split), split.on_background(background))
+            pairings[pairing.name] = score(rendered(pairing, split), split.on_background(backdrop(pairing, split)))
         original = None
         for pairing in data.pairings.transfers:
             if data.dataset(pairing) is None:
@@ -87,8 +99,9 @@ def evaluate(run_dir: str | Path, device: str | None = None, run: LoadedRun | No
             truth = test_split(pairing)
             original = original or test_split(data.pairings.trained[0])
             _check_same_views(truth, original)
-            scores = score(rendered(pairing, truth), truth.on_background(background))
-            baseline = score(list(original.on_background(background)), truth.on_background(background))
+            behind = backdrop(pairing, truth)
+            scores = score(rendered(pairing, truth), truth.on_background(behind))
+            baseline = score(list(original.on_background(behind)), truth.on_background(behind))
             transfers[pairing.name] = TransferScores(*scores, baseline.psnr, baseline.ssim)
     result = EvalResult(run.step, run.train_seconds, pairings, transfers, tuple(untested))
     write_json(run_dir / "eval.json", result.to_json())
