@@ -212,6 +212,10 @@ class RenderConfig:
     """Marching step in world units."""
     occ_resolution: int = 64
     """Cells per side of each scene's occupancy grid."""
+    occ_levels: int = 1
+    """Occupancy-grid levels (nerfacc's): level 0 covers data.aabb, each next level a box twice as large
+    around it, and the hash grid spans the largest. More than 1 for captures whose content reaches beyond
+    the box (a room around an object); hashgrid encoder only."""
     occ_update_every: int = 8
     """Update the occupancy grids every this many steps."""
     occ_warmup_steps: int = 128
@@ -228,6 +232,7 @@ class RenderConfig:
     def __post_init__(self) -> None:
         _check(self.step_size > 0, "render.step_size", "must be positive")
         _check(self.occ_resolution >= 2, "render.occ_resolution", "must be at least 2")
+        _check(1 <= self.occ_levels <= 8, "render.occ_levels", "must be between 1 and 8")
         _check(self.occ_update_every >= 1, "render.occ_update_every", "must be at least 1")
         _check(0.0 <= self.occ_ema_decay < 1.0, "render.occ_ema_decay", "must be in [0, 1)")
         _check(self.chunk >= 1, "render.chunk", "must be at least 1")
@@ -298,10 +303,24 @@ class Config:
     def __post_init__(self) -> None:
         plain = bool(self.name) and self.name not in (".", "..") and not any(c in self.name for c in "/\\")
         _check(plain, "name", f"must be a plain folder name (no '/', not '.' or '..'), got '{self.name}'")
+        _check(
+            self.render.occ_levels == 1 or self.model.encoder == "hashgrid",
+            "render.occ_levels",
+            'needs model.encoder = "hashgrid" (the mlp baseline samples uniformly between mlp.near and mlp.far)',
+        )
 
     @property
     def run_dir(self) -> Path:
         return Path(self.output_dir) / self.name
+
+    @property
+    def field_aabb(self) -> Box:
+        """The box the scenes' hash grids span: the largest occupancy level's, data.aabb scaled by 2^(levels-1)."""
+        scale = 2.0 ** (self.render.occ_levels - 1)
+        box = self.data.aabb
+        centre = [(box[i] + box[i + 3]) / 2 for i in range(3)]
+        half = [(box[i + 3] - box[i]) / 2 * scale for i in range(3)]
+        return tuple(c - h for c, h in zip(centre, half, strict=True)) + tuple(c + h for c, h in zip(centre, half, strict=True))  # type: ignore[return-value]
 
 
 def _check(ok: bool, key: str, problem: str) -> None:

@@ -128,7 +128,7 @@ class Built:
         chunk = self.config.render.chunk
         parts = [
             self.render_rays(pairing, o, d, self.backdrop(pairing, d) if background is None else background)
-            for o, d in zip(rays_o.split(chunk), rays_d.split(chunk))
+            for o, d in zip(rays_o.split(chunk), rays_d.split(chunk), strict=True)
         ]
         return RenderResult(
             torch.cat([p.rgb for p in parts]),

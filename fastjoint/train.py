@@ -35,7 +35,7 @@ from fastjoint.run import (
 from fastjoint.trainlog import MetricsLog, StepStats, TrainProgress
 
 # Settings that shape a checkpoint's tensors or the meaning of its weights: a resumed run keeps them.
-KEPT_ON_RESUME = ("model", "mlp", "data", "render.occ_resolution")
+KEPT_ON_RESUME = ("model", "mlp", "data", "render.occ_resolution", "render.occ_levels")
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import FIXTURES, run_cli, tiny_config
-from fastjoint.config import Config, DataConfig, StyleData, load_config
+from fastjoint.config import DataConfig, StyleData, load_config
 from fastjoint.errors import UserError
 from fastjoint.model.encoding import spherical_harmonics
 from fastjoint.render.background import (
