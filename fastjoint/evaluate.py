@@ -78,8 +78,9 @@ def evaluate(
     def backdrop(pairing: Pairing, split: Split) -> Tensor:  # [3] or [n_views, H, W, 3]
         if background is not None:
             return background
-        if run.built.environment(pairing) is None:
-            return run.built.backdrop(pairing, split.poses[:0, :3, 2]).cpu()
+        colour = run.built.backdrop_colour(pairing)
+        if colour is not None:
+            return colour.cpu()
         return torch.stack([run.built.backdrop_image(pairing, pose, split.camera) for pose in split.poses])
 
     pairings: dict[str, Scores] = {}

@@ -83,14 +83,17 @@ class Built:
             return None
         return self.environments[Pairing(pairing.scene, ORIGINAL).slug if pairing.scene == "target" else pairing.slug]
 
-    def backdrop(self, pairing: Pairing, rays_d: Tensor) -> Tensor:  # [n_rays, 3] unit -> [n_rays, 3] or [3]
-        """What renders show behind a pairing: its environment map, its colour, or (random) render.background."""
-        environment = self.environment(pairing)
-        if environment is not None:
-            return environment(rays_d)
+    def backdrop_colour(self, pairing: Pairing) -> Tensor | None:  # [3]
+        """The colour renders show behind a pairing (render.background for a random one); None when learned."""
         choice = self.background(pairing)
-        colour = self.config.render.background if choice == RANDOM else choice
-        return torch.tensor(colour, device=self.device)
+        if choice == LEARNED:
+            return None
+        return torch.tensor(self.config.render.background if choice == RANDOM else choice, device=self.device)
+
+    def backdrop(self, pairing: Pairing, rays_d: Tensor) -> Tensor:  # [n_rays, 3] unit -> [n_rays, 3] or [3]
+        """What renders show behind a pairing: its environment map, or its colour (`backdrop_colour`)."""
+        environment = self.environment(pairing)
+        return self.backdrop_colour(pairing) if environment is None else environment(rays_d)
 
     def backdrop_image(self, pairing: Pairing, pose: Tensor, camera: Camera) -> Tensor:  # [H, W, 3] on the CPU
         """The backdrop behind a whole view of a pairing."""
