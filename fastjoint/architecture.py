@@ -52,7 +52,7 @@ class HashGridArchitecture:
 
     def encoders(self, config: Config, grid_backend: str) -> dict[str, nn.Module]:
         model = config.model
-        box = torch.tensor(config.data.aabb, dtype=torch.float32)
+        box = torch.tensor(config.field_aabb, dtype=torch.float32)  # data.aabb unless render.occ_levels > 1
         grids = {
             scene: HashGrid(
                 model.grid_levels,

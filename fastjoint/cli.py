@@ -82,11 +82,14 @@ class Eval:
     run: RunFolder
     device: Device = None
     """Where to render; None: the run's own device."""
+    background: Optional[str] = None
+    """Render every pairing (and composite RGBA ground truth) on this colour: white, black or #rrggbb; None: each pairing's own background."""
 
     def __call__(self) -> int:
         from fastjoint.run import load_run
 
-        _evaluate(load_run(self.run, self.device))
+        background = _background(self.background)
+        _evaluate(load_run(self.run, self.device), background)
         return 0
 
 
@@ -105,13 +108,16 @@ class Render:
     """Write an MP4 of the orbit (or of the views without --orbit)."""
     device: Device = None
     """Where to render; None: the run's own device."""
+    background: Optional[str] = None
+    """Render on this colour: white, black or #rrggbb; None: the pairing's own background (its dataset's)."""
 
     def __call__(self) -> int:
         _check(self.orbit >= 0, "--orbit", "must not be negative")
+        background = _background(self.background)
         from fastjoint.run import load_run
 
         run = load_run(self.run, self.device)
-        _render(run, self.pairing or run.pairings.transfers[0].name, self.split, self.orbit, self.video)
+        _render(run, self.pairing or run.pairings.transfers[0].name, self.split, self.orbit, self.video, background)
         return 0
 
 
@@ -435,19 +441,30 @@ def _check(ok: bool, key: str, problem: str) -> None:
         raise UserError(f"{key}: {problem}")
 
 
-def _evaluate(run) -> None:
+def _background(text: str | None):
+    """`--background` as a colour tensor [3], or None."""
+    if text is None:
+        return None
+    import torch
+
+    from fastjoint.render.background import parse_colour
+
+    return torch.tensor(parse_colour(text, "--background"))
+
+
+def _evaluate(run, background=None) -> None:
     from fastjoint.evaluate import evaluate, print_table
 
-    print_table(evaluate(run.run_dir, run=run))
+    print_table(evaluate(run.run_dir, run=run, background=background))
 
 
-def _render(run, pairing_name: str, split: str, orbit: int, video: bool) -> None:
+def _render(run, pairing_name: str, split: str, orbit: int, video: bool, background=None) -> None:
     from fastjoint.log import progress_bar
     from fastjoint.renders import render_pairing
 
     pairing = run.pairings.parse(pairing_name)
     with progress_bar(f"render {pairing.name}") as progress:
-        outputs = render_pairing(run, pairing, split, orbit, video, progress=progress)
+        outputs = render_pairing(run, pairing, split, orbit, video, progress=progress, background=background)
     print(f"rendered {len(outputs.images)} images of {pairing.name} to {outputs.folder}")
     if outputs.video:
         print(f"video: {outputs.video}")

@@ -32,6 +32,8 @@ class StyleData:
     """The reference scene's dataset in this style (trained as `reference:<style>`)."""
     target: str = ""
     """Ground truth of the transfer `target:<style>`, for evaluation only; "" when there is none."""
+    reference_background: str = "auto"
+    """Background of the reference in this style: "auto", "random", "learned", "white", "black" or "#rrggbb" (see data.target_background)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,6 +50,13 @@ class DataConfig:
     """The target scene in its original style (trained as `target:original`)."""
     reference: str
     """The reference scene in its original style (trained as `reference:original`)."""
+    target_background: str = "auto"
+    """Background of the target's dataset, composited behind the scene: "auto" ("learned" for opaque images,
+    "random" for RGBA), "random" (a random colour per training ray; renders on render.background), "learned"
+    (an environment map of the ray direction, trained with the pairing: skies, rooms), or a colour "white",
+    "black", "#rrggbb". The transfers target:<style> are rendered on it too (a random one: on render.background)."""
+    reference_background: str = "auto"
+    """Background of the reference's dataset in its original style (as data.target_background)."""
     styles: dict[str, StyleData] = field(default_factory=dict)
     """The desired styles, one `[data.styles.<name>]` table each; every style trains `reference:<name>` and transfers as `target:<name>`."""
     downscale: int = 1
@@ -62,6 +71,10 @@ class DataConfig:
         for name, style in self.styles.items():
             check_style_name(name, f"data.styles.{name}")
             _check(bool(style.reference), f"data.styles.{name}.reference", "must name a dataset folder")
+        from fastjoint.render.background import parse_background  # here: fastjoint.render imports this module
+
+        for pairing in self.pairings.trained:
+            parse_background(self.background(pairing), self.background_key(pairing))
         _check(self.downscale >= 1, "data.downscale", "must be at least 1")
         _check(all(self.aabb[i] < self.aabb[i + 3] for i in range(3)), "data.aabb", "needs min < max on every axis")
 
@@ -84,6 +97,20 @@ class DataConfig:
         if pairing.style == ORIGINAL:
             return f"data.{pairing.scene}"
         return f"data.styles.{pairing.style}.{pairing.scene}"
+
+    def background(self, pairing: Pairing) -> str:
+        """The background setting of a pairing's dataset; a transfer has the target's."""
+        if pairing.scene == "target":
+            return self.target_background
+        return self.reference_background if pairing.style == ORIGINAL else self.styles[pairing.style].reference_background
+
+    def background_key(self, pairing: Pairing) -> str:
+        """The config key of a pairing's background setting, for messages."""
+        if pairing.scene == "target":
+            return "data.target_background"
+        if pairing.style == ORIGINAL:
+            return "data.reference_background"
+        return f"data.styles.{pairing.style}.reference_background"
 
 
 @dataclass(frozen=True)
@@ -185,6 +212,10 @@ class RenderConfig:
     """Marching step in world units."""
     occ_resolution: int = 64
     """Cells per side of each scene's occupancy grid."""
+    occ_levels: int = 1
+    """Occupancy-grid levels (nerfacc's): level 0 covers data.aabb, each next level a box twice as large
+    around it, and the hash grid spans the largest. More than 1 for captures whose content reaches beyond
+    the box (a room around an object); hashgrid encoder only."""
     occ_update_every: int = 8
     """Update the occupancy grids every this many steps."""
     occ_warmup_steps: int = 128
@@ -196,11 +227,12 @@ class RenderConfig:
     chunk: int = 8192
     """Rays rendered at once when rendering whole images."""
     background: Colour = (1.0, 1.0, 1.0)
-    """Background colour for evaluation and renders."""
+    """Colour behind evaluation and renders of datasets whose background is "random" (RGB in [0, 1])."""
 
     def __post_init__(self) -> None:
         _check(self.step_size > 0, "render.step_size", "must be positive")
         _check(self.occ_resolution >= 2, "render.occ_resolution", "must be at least 2")
+        _check(1 <= self.occ_levels <= 8, "render.occ_levels", "must be between 1 and 8")
         _check(self.occ_update_every >= 1, "render.occ_update_every", "must be at least 1")
         _check(0.0 <= self.occ_ema_decay < 1.0, "render.occ_ema_decay", "must be in [0, 1)")
         _check(self.chunk >= 1, "render.chunk", "must be at least 1")
@@ -222,7 +254,8 @@ class TrainConfig:
     weight_decay: float = 1e-6
     """Weight decay of the networks (not of the hash grids)."""
     random_background: bool = True
-    """Composite RGBA training images on a random colour per ray, so that alpha is learned."""
+    """Whether a background "auto" of RGBA images means "random" (a random colour per training ray, so
+    that alpha is learned); false: they are composited on render.background."""
     seed: int = 0
     """Seed of every random choice; the same seed gives the same run on the CPU."""
     log_every: int = 50
@@ -272,10 +305,24 @@ class Config:
     def __post_init__(self) -> None:
         plain = bool(self.name) and self.name not in (".", "..") and not any(c in self.name for c in "/\\")
         _check(plain, "name", f"must be a plain folder name (no '/', not '.' or '..'), got '{self.name}'")
+        _check(
+            self.render.occ_levels == 1 or self.model.encoder == "hashgrid",
+            "render.occ_levels",
+            'needs model.encoder = "hashgrid" (the mlp baseline samples uniformly between mlp.near and mlp.far)',
+        )
 
     @property
     def run_dir(self) -> Path:
         return Path(self.output_dir) / self.name
+
+    @property
+    def field_aabb(self) -> Box:
+        """The box the scenes' hash grids span: the largest occupancy level's, data.aabb scaled by 2^(levels-1)."""
+        scale = 2.0 ** (self.render.occ_levels - 1)
+        box = self.data.aabb
+        centre = [(box[i] + box[i + 3]) / 2 for i in range(3)]
+        half = [(box[i + 3] - box[i]) / 2 * scale for i in range(3)]
+        return tuple(c - h for c, h in zip(centre, half, strict=True)) + tuple(c + h for c, h in zip(centre, half, strict=True))  # type: ignore[return-value]
 
 
 def _check(ok: bool, key: str, problem: str) -> None:

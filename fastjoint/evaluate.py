@@ -56,11 +56,16 @@ class EvalResult:
         }
 
 
-def evaluate(run_dir: str | Path, device: str | None = None, run: LoadedRun | None = None) -> EvalResult:
-    """Scores every trained pairing and every transfer with ground truth on test views; writes RUN/eval.json."""
+def evaluate(
+    run_dir: str | Path, device: str | None = None, run: LoadedRun | None = None, background: Tensor | None = None
+) -> EvalResult:
+    """Scores every trained pairing and every transfer with ground truth on test views; writes RUN/eval.json.
+
+    Each pairing is rendered on its own backdrop (`Built.backdrop`), or on `background` [3]
+    when given, and RGBA ground truth is composited on the same.
+    """
     run_dir = Path(run_dir)
     run = run or load_run(run_dir, device)
-    background = torch.tensor(run.config.render.background)
     pairings: dict[str, Scores] = {}
     transfers: dict[str, TransferScores] = {}
     untested: list[str] = []
@@ -68,7 +73,8 @@ def evaluate(run_dir: str | Path, device: str | None = None, run: LoadedRun | No
         for pairing in run.pairings.trained:
             status.update(f"[bold]Evaluating {pairing.name} on its test views...")
             split = load_test_views(run, run.dataset(pairing))
-            pairings[pairing.name] = score(run.render(pairing, split.poses, split.camera), split.on_background(background))
+            behind = backdrop(run, pairing, split, background)
+            pairings[pairing.name] = score(run.render(pairing, split.poses, split.camera, background), split.on_background(behind))
         original = None
         for pairing in run.pairings.transfers:
             truth = run.dataset(pairing)
@@ -77,7 +83,7 @@ def evaluate(run_dir: str | Path, device: str | None = None, run: LoadedRun | No
                 continue
             status.update(f"[bold]Evaluating the transfer {pairing.name} against its ground truth...")
             original = original or load_test_views(run, run.dataset(run.pairings.trained[0]))
-            transfers[pairing.name] = score_transfer(run, pairing, load_test_views(run, truth), original)
+            transfers[pairing.name] = score_transfer(run, pairing, load_test_views(run, truth), original, background)
     result = EvalResult(run.step, run.train_seconds, pairings, transfers, tuple(untested))
     write_json(run_dir / "eval.json", result.to_json())
     return result
@@ -88,7 +94,20 @@ def load_test_views(run: LoadedRun, dataset: Path) -> Split:
     return load_split(dataset, "test", run.config.data.downscale)
 
 
-def score_transfer(run: LoadedRun, pairing: Pairing, truth: Split, original: Split | None = None) -> TransferScores:
+def backdrop(run: LoadedRun, pairing: Pairing, split: Split, background: Tensor | None = None) -> Tensor:
+    """What a pairing's views are scored on: `background` [3] when given, else the pairing's own
+    backdrop, a colour [3] or, for a learned background, one image per view [n_views, H, W, 3]."""
+    if background is not None:
+        return background
+    colour = run.built.backdrop_colour(pairing)
+    if colour is not None:
+        return colour.cpu()
+    return torch.stack([run.built.backdrop_image(pairing, pose, split.camera) for pose in split.poses])
+
+
+def score_transfer(
+    run: LoadedRun, pairing: Pairing, truth: Split, original: Split | None = None, background: Tensor | None = None
+) -> TransferScores:
     """A transfer target:<style> scored against its ground truth's test views, with the no-transfer baseline.
 
     Args:
@@ -96,12 +115,13 @@ def score_transfer(run: LoadedRun, pairing: Pairing, truth: Split, original: Spl
         pairing: the transfer.
         truth: the ground truth's test views.
         original: the target's original-style test views (read from the run's data when None).
+        background: [3] render and compose on this colour; None: the transfer's own backdrop.
     """
-    background = torch.tensor(run.config.render.background)
     original = original or load_test_views(run, run.dataset(run.pairings.trained[0]))
     check_same_views(truth, original)
-    scores = score(run.render(pairing, truth.poses, truth.camera), truth.on_background(background))
-    baseline = score(list(original.on_background(background)), truth.on_background(background))
+    behind = backdrop(run, pairing, truth, background)
+    scores = score(run.render(pairing, truth.poses, truth.camera, background), truth.on_background(behind))
+    baseline = score(list(original.on_background(behind)), truth.on_background(behind))
     return TransferScores(*scores, baseline.psnr, baseline.ssim)
 
 

@@ -67,6 +67,7 @@ def render_pairing(
     orbit: int = 0,
     video: bool = False,
     progress=None,
+    background: Tensor | None = None,  # [3]; None: the pairing's own backdrop
 ) -> RenderOutputs:
     """Renders a pairing from a split's views (and an orbit of `orbit` frames) to PNGs.
 
@@ -84,7 +85,7 @@ def render_pairing(
     for prefix, group in poses:
         frames[prefix] = []
         for i, pose in enumerate(group):
-            pixels = to_uint8(run.built.render_image(pairing, pose, views.camera))
+            pixels = to_uint8(run.built.render_image(pairing, pose, views.camera, background))
             path = folder / f"{prefix}_{i:03d}.png"
             write_image(path, pixels)
             images.append(path)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import io
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Mapping, NamedTuple
 
 import torch
 from rich.markup import escape
@@ -23,8 +23,9 @@ from fastjoint.log import console
 from fastjoint.model import JointModel
 from fastjoint.ops import Backends, resolve_backends
 from fastjoint.ops._torch_impl import _ray_aabb
-from fastjoint.pairing import SCENES, Pairing, Pairings
+from fastjoint.pairing import ORIGINAL, SCENES, Pairing, Pairings
 from fastjoint.render import Field, RenderResult, SampleCache, Sampler, cache_samples, concat_caches, make_estimators, render_rays
+from fastjoint.render.background import LEARNED, RANDOM, Background, EnvironmentMap, from_json, resolve_background, to_json
 from fastjoint.styles import StoredStyle, run_styles, stored_styles, style_path
 
 CHECKPOINT = Path("checkpoints") / "latest.pt"
@@ -40,10 +41,29 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-class Built:
-    """A run's model, occupancy grids and samplers on a device, and how to render its pairings."""
+def resolve_backgrounds(config: Config, has_alpha: Mapping[Pairing, bool]) -> dict[Pairing, Background]:
+    """Each trained pairing's background, `auto` decided by whether its images are RGBA."""
+    data, render = config.data, config.render
+    return {
+        pairing: resolve_background(
+            data.background(pairing), data.background_key(pairing), has_alpha[pairing], config.train.random_background, render.background
+        )
+        for pairing in data.pairings.trained
+    }
 
-    def __init__(self, config: Config, device: torch.device) -> None:
+
+class Built:
+    """A run's model, occupancy grids and samplers on a device, and how to render its pairings.
+
+    Args:
+        config: the run's config.
+        device: where the modules live.
+        backgrounds: each trained pairing's resolved background (`resolve_backgrounds`);
+            None: decided as if every dataset were RGBA (checkpoints from before learned
+            backgrounds). A `learned` one gets an environment map in `environments`.
+    """
+
+    def __init__(self, config: Config, device: torch.device, backgrounds: Mapping[Pairing, Background] | None = None) -> None:
         self.config = config
         self.device = device
         self.backends: Backends = resolve_backends(config.backend, device)
@@ -53,6 +73,46 @@ class Built:
         self.samplers: dict[str, Sampler] = {
             scene: arch.sampler(self.estimators[scene], config, self.backends.march) for scene in SCENES
         }
+        if backgrounds is None:
+            backgrounds = resolve_backgrounds(config, dict.fromkeys(config.data.pairings.trained, True))
+        self.backgrounds: dict[Pairing, Background] = dict(backgrounds)
+        # Environment maps start at zero and draw no random numbers: a run without one repeats exactly.
+        self.environments: nn.ModuleDict = nn.ModuleDict(
+            {p.slug: EnvironmentMap() for p, choice in self.backgrounds.items() if choice == LEARNED}
+        ).to(device)
+
+    def background(self, pairing: Pairing) -> Background:
+        """A pairing's resolved background; a transfer target:<style> has the target's (target:original).
+
+        A style added after training (restyle, painting) has no dataset of its own here: `random`,
+        shown on render.background.
+        """
+        return self.backgrounds.get(Pairing(pairing.scene, ORIGINAL) if pairing.scene == "target" else pairing, RANDOM)
+
+    def environment(self, pairing: Pairing) -> EnvironmentMap | None:
+        """The environment map behind a pairing, when its background is learned."""
+        if self.background(pairing) != LEARNED:
+            return None
+        return self.environments[Pairing(pairing.scene, ORIGINAL).slug if pairing.scene == "target" else pairing.slug]
+
+    def backdrop_colour(self, pairing: Pairing) -> Tensor | None:  # [3]
+        """The colour renders show behind a pairing (render.background for a random one); None when learned."""
+        choice = self.background(pairing)
+        if choice == LEARNED:
+            return None
+        return torch.tensor(self.config.render.background if choice == RANDOM else choice, device=self.device)
+
+    def backdrop(self, pairing: Pairing, rays_d: Tensor) -> Tensor:  # [n_rays, 3] unit -> [n_rays, 3] or [3]
+        """What renders show behind a pairing: its environment map, or its colour (`backdrop_colour`)."""
+        environment = self.environment(pairing)
+        return self.backdrop_colour(pairing) if environment is None else environment(rays_d)
+
+    def backdrop_image(self, pairing: Pairing, pose: Tensor, camera: Camera) -> Tensor:  # [H, W, 3] on the CPU
+        """The backdrop behind a whole view of a pairing."""
+        _, rays_d = image_rays(pose.to(self.device), camera)
+        with torch.no_grad():
+            colours = self.backdrop(pairing, rays_d).expand(rays_d.shape[0], 3)
+        return colours.reshape(camera.height, camera.width, 3).cpu()
 
     def field(self, pairing: Pairing) -> Field:
         """The radiance field of one pairing, as the renderer takes it."""
@@ -76,10 +136,15 @@ class Built:
         return render_rays(self.field(pairing), sampler, rays_o, rays_d, background, self.backends.composite, offsets)
 
     @torch.no_grad()
-    def render_chunked(self, pairing: Pairing, rays_o: Tensor, rays_d: Tensor, background: Tensor) -> RenderResult:
-        """Any number of rays, `render.chunk` at a time, without gradients."""
+    def render_chunked(
+        self, pairing: Pairing, rays_o: Tensor, rays_d: Tensor, background: Tensor | None = None
+    ) -> RenderResult:
+        """Any number of rays, `render.chunk` at a time, without gradients; on the pairing's backdrop by default."""
         chunk = self.config.render.chunk
-        parts = [self.render_rays(pairing, o, d, background) for o, d in zip(rays_o.split(chunk), rays_d.split(chunk))]
+        parts = [
+            self.render_rays(pairing, o, d, self.backdrop(pairing, d) if background is None else background)
+            for o, d in zip(rays_o.split(chunk), rays_d.split(chunk), strict=True)
+        ]
         return RenderResult(
             torch.cat([p.rgb for p in parts]),
             torch.cat([p.opacity for p in parts]),
@@ -88,11 +153,10 @@ class Built:
         )
 
     def render_image(self, pairing: Pairing, pose: Tensor, camera: Camera, background: Tensor | None = None) -> Tensor:
-        """A whole view of a pairing [H, W, 3], on the CPU; on `render.background` by default."""
-        if background is None:
-            background = torch.tensor(self.config.render.background, device=self.device)
+        """A whole view of a pairing [H, W, 3], on the CPU; on the pairing's backdrop by default (see `backdrop`)."""
         rays_o, rays_d = image_rays(pose.to(self.device), camera)
-        rgb = self.render_chunked(pairing, rays_o, rays_d, background.to(self.device)).rgb
+        background = None if background is None else background.to(self.device)
+        rgb = self.render_chunked(pairing, rays_o, rays_d, background).rgb
         return rgb.reshape(camera.height, camera.width, 3).clamp(0.0, 1.0).cpu()
 
     def render(self, pairing: Pairing, poses: Tensor, camera: Camera, background: Tensor | None = None) -> list[Tensor]:
@@ -152,17 +216,33 @@ class Built:
     def train(self, mode: bool = True) -> None:
         self.model.train(mode)
         self.estimators.train(mode)
+        self.environments.train(mode)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "estimators": self.estimators.state_dict()}
+        return {
+            "model": self.model.state_dict(),
+            "estimators": self.estimators.state_dict(),
+            "backgrounds": {p.name: to_json(choice) for p, choice in self.backgrounds.items()},
+            "environments": self.environments.state_dict(),
+        }
 
     def load_state_dict(self, state: dict[str, Any], source: Path | str = "checkpoint") -> None:
-        """Loads a checkpoint's model and occupancy grids; UserError (naming `source`) if they do not fit."""
+        """Loads a checkpoint's model, occupancy grids and learned backgrounds; UserError (naming `source`) if they do not fit."""
         try:
             self.model.load_state_dict(state["model"])
             self.estimators.load_state_dict(state["estimators"])
+            self.environments.load_state_dict(state.get("environments", {}))
         except (RuntimeError, KeyError, TypeError, AttributeError) as error:
             raise UserError(f"{source}: does not fit this run's model ({first_line(error)})") from None
+
+
+def saved_backgrounds(config: Config, state: dict[str, Any]) -> dict[Pairing, Background] | None:
+    """The resolved backgrounds a checkpoint was trained with (None in older checkpoints)."""
+    saved = state.get("backgrounds")
+    trained = config.data.pairings.trained
+    if not isinstance(saved, dict) or not all(p.name in saved for p in trained):
+        return None
+    return {p: from_json(saved[p.name]) for p in trained}
 
 
 # --- checkpoints --------------------------------------------------------------------
@@ -268,8 +348,16 @@ def load_run(run_dir: str | Path, device_name: str | None = None) -> LoadedRun:
     stored = stored_styles(run_dir)
     config, pairings = run_styles(trained, stored)
     device = resolve_device(device_name or trained.device)
-    built = Built(trained, device)
-    checkpoint, _ = load_latest(run_dir, device, lambda state, path: built.load_state_dict(state, path))
+    loaded: list[Built] = []
+
+    def apply(state: dict[str, Any], path: Path) -> None:
+        # The backgrounds a run trained with are in its checkpoint, and shape its modules.
+        built = Built(trained, device, saved_backgrounds(trained, state))
+        built.load_state_dict(state, path)
+        loaded.append(built)
+
+    checkpoint, _ = load_latest(run_dir, device, apply)
+    built = loaded[-1]
     for name, style in stored.items():
         try:
             built.set_decoder(name, style.decoder)

@@ -26,8 +26,9 @@ from fastjoint.config import Config, changed_keys, load_config, to_dict, to_toml
 from fastjoint.data import RaySampler, load_split
 from fastjoint.errors import Interrupted, UserError
 from fastjoint.files import RunLock, remove_partials, write_text
-from fastjoint.pairing import SCENES
+from fastjoint.pairing import SCENES, Pairing
 from fastjoint.render import update_occupancy
+from fastjoint.render.background import LEARNED, RANDOM
 from fastjoint.rng import capture_rng, restore_rng, seed_everything
 from fastjoint.run import (
     CHECKPOINT,
@@ -37,13 +38,14 @@ from fastjoint.run import (
     ensure_datasets,
     first_line,
     load_latest,
+    resolve_backgrounds,
     resolve_device,
     save_checkpoint,
 )
 from fastjoint.trainlog import MetricsLog, StepStats, TrainProgress
 
 # Settings that shape a checkpoint's tensors or the meaning of its weights: a resumed run keeps them.
-KEPT_ON_RESUME = ("model", "mlp", "data", "render.occ_resolution")
+KEPT_ON_RESUME = ("model", "mlp", "data", "render.occ_resolution", "render.occ_levels")
 
 
 @dataclass(frozen=True)
@@ -80,16 +82,20 @@ class Trainer:
         if check_test:
             check_test_splits(data)
         splits = {p: load_split(data.dataset(p), "train", data.downscale) for p in self.pairings}
-        self.has_alpha = {p: s.has_alpha for p, s in splits.items()}
+        backgrounds = resolve_backgrounds(config, {p: s.has_alpha for p, s in splits.items()})
 
         self.device = resolve_device(config.device)
         seed_everything(config.train.seed)
         self.generator = torch.Generator().manual_seed(config.train.seed)
-        self.built = Built(config, self.device)
+        self.built = Built(config, self.device, backgrounds)
         self.model = self.built.model
         self.rays = {p: RaySampler(s, self.device) for p, s in splits.items()}
         self.architecture = architecture(config)
         self.optimizer = self.architecture.optimizer(self.model, config)
+        if len(self.built.environments):  # learned backgrounds: textures, so no weight decay
+            self.optimizer.add_param_group(
+                {"params": list(self.built.environments.parameters()), "lr": config.train.lr, "weight_decay": 0.0}
+            )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: self.architecture.lr_factor(step, config)
         )
@@ -204,8 +210,8 @@ class Trainer:
         losses, names, rays, samples = [], {}, 0, 0
         for pairing in self.pairings:
             rays_o, rays_d, rgba = self.rays[pairing].sample(config.train.rays_per_pairing, self.generator)
-            background = self._background(rgba.shape[0], self.has_alpha[pairing])
-            target = rgba[:, :3] * rgba[:, 3:] + background * (1.0 - rgba[:, 3:])
+            background = self._background(pairing, rays_d)
+            target = rgba[:, :3] * rgba[:, 3:] + background.detach() * (1.0 - rgba[:, 3:])
             offsets = torch.rand(rays_o.shape[0], generator=self.generator).to(self.device)
             result = self.built.render_rays(pairing, rays_o, rays_d, background, offsets)
             loss = torch.nn.functional.mse_loss(result.rgb, target)
@@ -228,10 +234,14 @@ class Trainer:
         self.step += 1
         return StepStats(names, rays, samples)
 
-    def _background(self, n: int, has_alpha: bool) -> torch.Tensor:
-        if has_alpha and self.config.train.random_background:
+    def _background(self, pairing: Pairing, rays_d: torch.Tensor) -> torch.Tensor:  # [n, 3] -> [n, 3]
+        """The training background of a batch: random per ray, learned from the directions, or a colour."""
+        n, choice = rays_d.shape[0], self.built.background(pairing)
+        if choice == RANDOM:
             return torch.rand(n, 3, generator=self.generator).to(self.device)
-        return torch.tensor(self.config.render.background, device=self.device).expand(n, 3)
+        if choice == LEARNED:
+            return self.built.environments[pairing.slug](rays_d)
+        return torch.tensor(choice, device=self.device).expand(n, 3)
 
     # --- the loop ----------------------------------------------------------------------
 

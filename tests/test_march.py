@@ -123,3 +123,102 @@ def test_nerfacc_backend_matches_torch_on_cuda():
     # Steps whose midpoints sit on a cell boundary may be decided differently by nerfacc's
     # DDA and by our per-point cell lookup; they must be a tiny fraction.
     assert len(a ^ b) <= 0.002 * len(a), f"{len(a ^ b)} of {len(a)} steps differ"
+
+
+def nested_aabbs(levels: int) -> torch.Tensor:  # [levels, 6]: AABB, then twice its size each level (nerfacc's)
+    return torch.cat([AABB * 2.0**level for level in range(levels)])
+
+
+def dense_march_levels(rays_o, rays_d, binaries, aabbs, near, far, step, tol=1e-4):
+    """`dense_march` through nested levels: each midpoint looks up the finest level that holds it."""
+    res = binaries.shape[1]
+    kept, ambiguous = set(), set()
+    for r in range(rays_o.shape[0]):
+        o, d = rays_o[r].double(), rays_d[r].double()
+        spans = []
+        for box in aabbs.double():
+            t0, t1 = (box[:3] - o) / d, (box[3:] - o) / d
+            t_min = torch.minimum(t0, t1).nan_to_num(nan=-math.inf).max().item()
+            t_max = torch.maximum(t0, t1).nan_to_num(nan=math.inf).min().item()
+            spans.append((t_min, t_max, t_max > t_min and t_max > 0))
+        t_min, t_max, hit = spans[-1]
+        if not hit:
+            continue
+        start, end = max(t_min, near[r].item()), min(t_max, far[r].item())
+        edges = [start, end] + [t for lo, hi, h in spans[:-1] if h for t in (lo, hi)]
+        k = 0
+        while (mid := near[r].item() + (k + 0.5) * step) < end + tol:
+            if mid >= start - tol:
+                level = next(i for i, (lo, hi, h) in enumerate(spans) if i == len(spans) - 1 or (h and lo <= mid < hi))
+                lo, hi = aabbs[level, :3].double(), aabbs[level, 3:].double()
+                p = (o + d * mid - lo) / (hi - lo) * res
+                near_edge = (p - p.round()).abs().min().item() < tol * res or any(abs(mid - t) < tol for t in edges)
+                cell = p.floor().long().clamp(0, res - 1)
+                if start <= mid < end and binaries[level, cell[0], cell[1], cell[2]]:
+                    (ambiguous if near_edge else kept).add((r, k))
+                elif near_edge:
+                    ambiguous.add((r, k))
+            k += 1
+    return kept, ambiguous
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_several_levels_match_dense_marching(seed):
+    generator = torch.Generator().manual_seed(seed)
+    aabbs = nested_aabbs(3)  # boxes of side 2, 4 and 8 around the origin
+    binaries = torch.rand(3, 8, 8, 8, generator=generator) < 0.3
+    # Rays from inside the middle box and from outside every box, towards random points.
+    origins = torch.nn.functional.normalize(torch.randn(40, 3, generator=generator), dim=-1)
+    origins = origins * torch.where(torch.arange(40) % 2 == 0, 1.5, 6.0)[:, None]
+    targets = torch.rand(40, 3, generator=generator) * 3.0 - 1.5
+    rays_o, rays_d = origins, torch.nn.functional.normalize(targets - origins, dim=-1)
+    near = torch.rand(40, generator=generator) * 0.1
+    far = torch.full((40,), 1e10)
+    step = 0.1
+    out = march_rays(rays_o, rays_d, binaries, aabbs, near, far, step)
+    k = torch.round((out.t_starts - near[out.ray_indices]) / step).long()
+    ours = set(zip(out.ray_indices.tolist(), k.tolist(), strict=True))
+    kept, ambiguous = dense_march_levels(rays_o, rays_d, binaries, aabbs, near, far, step)
+    assert len(kept) > 300
+    assert kept <= ours, f"missing steps: {sorted(kept - ours)[:5]}"
+    assert ours <= kept | ambiguous, f"extra steps: {sorted(ours - kept - ambiguous)[:5]}"
+    # Samples reach the outer box's walls: beyond level 0 (|x| > 1) and beyond level 1 (|x| > 2).
+    points = rays_o[out.ray_indices] + rays_d[out.ray_indices] * (out.t_starts + step / 2)[:, None]
+    assert (points.abs().amax(dim=-1) > 2.0).sum() > 50
+
+
+def test_one_level_of_several_is_the_single_level_march():
+    """With every coarser level empty, only level 0's cells give samples, as with one level."""
+    generator = torch.Generator().manual_seed(3)
+    fine = torch.rand(1, 8, 8, 8, generator=generator) < 0.4
+    binaries = torch.cat([fine, torch.zeros(2, 8, 8, 8, dtype=torch.bool)])
+    rays_o, rays_d = random_rays(64, generator)
+    near, far = torch.rand(64, generator=generator) * 0.05, torch.full((64,), 1e10)
+    one = march_rays(rays_o, rays_d, fine, AABB, near, far, 0.05)
+    three = march_rays(rays_o, rays_d, binaries, nested_aabbs(3), near, far, 0.05)
+    assert one.ray_indices.numel() > 200
+    assert torch.equal(one.ray_indices, three.ray_indices)
+    torch.testing.assert_close(one.t_starts, three.t_starts, rtol=0, atol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="nerfacc's marcher needs CUDA")
+def test_nerfacc_backend_matches_torch_on_several_levels_on_cuda():
+    generator = torch.Generator().manual_seed(6)
+    binaries = (torch.rand(3, 16, 16, 16, generator=generator) < 0.3).cuda()
+    origins = torch.nn.functional.normalize(torch.randn(256, 3, generator=generator), dim=-1) * 6.0
+    targets = torch.rand(256, 3, generator=generator) * 3.0 - 1.5
+    rays_o, rays_d = origins.cuda(), torch.nn.functional.normalize(targets - origins, dim=-1).cuda()
+    near = (torch.rand(256, generator=generator) * 0.02).cuda()
+    far = torch.full((256,), 1e10, device="cuda")
+    step = 0.02
+    aabbs = nested_aabbs(3).cuda()
+    ours = march_rays(rays_o, rays_d, binaries, aabbs, near, far, step, backend="torch")
+    theirs = march_rays(rays_o, rays_d, binaries, aabbs, near, far, step, backend="nerfacc")
+
+    def keys(out):
+        k = torch.round((out.t_starts - near[out.ray_indices]) / step).long()
+        return set(zip(out.ray_indices.tolist(), k.tolist(), strict=True))
+
+    a, b = keys(ours), keys(theirs)
+    assert len(a) > 1000
+    assert len(a ^ b) <= 0.002 * len(a), f"{len(a ^ b)} of {len(a)} steps differ"

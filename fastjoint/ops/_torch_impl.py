@@ -116,22 +116,26 @@ def _ray_aabb(
 def _march_rays(
     rays_o: Tensor,  # [n_rays, 3]
     rays_d: Tensor,  # [n_rays, 3], unit length
-    binaries: Tensor,  # [1, R, R, R] bool occupancy, indexed [level, x, y, z]
-    aabb: Tensor,  # [6] box covered by the grid
+    binaries: Tensor,  # [L, R, R, R] bool occupancy, indexed [level, x, y, z]
+    aabbs: Tensor,  # [L, 6] boxes of the levels, each inside the next (nerfacc's: twice the size)
     near_planes: Tensor,  # [n_rays] where marching starts (stratified offsets already added)
     far_planes: Tensor,  # [n_rays]
     step_size: float,
 ) -> MarchResult:
-    """Uniform marching through an occupancy grid, nerfacc's `traverse_grids` semantics.
+    """Uniform marching through nested occupancy grids, nerfacc's `traverse_grids` semantics.
 
     Steps are anchored at each ray's near plane: step k spans [near + k*dt, near + (k+1)*dt].
-    A step is kept when its midpoint lies inside [max(near, box entry), min(far, box exit))
-    and in an occupied cell. Not differentiable.
+    A step is kept when its midpoint lies inside [max(near, box entry), min(far, box exit)) of
+    the largest box, and in an occupied cell of the finest level whose box (between the ray's
+    entry and exit of it) holds the midpoint. Not differentiable.
     """
-    assert binaries.dim() == 4 and binaries.shape[0] == 1, f"one grid level expected, got {tuple(binaries.shape)}"
+    assert binaries.dim() == 4 and aabbs.shape == (binaries.shape[0], 6), (
+        f"binaries [L, R, R, R] and aabbs [L, 6] expected, got {tuple(binaries.shape)} and {tuple(aabbs.shape)}"
+    )
     device = rays_o.device
     with torch.no_grad():
-        t_min, t_max, hit = _ray_aabb(rays_o, rays_d, aabb)
+        boxes = [_ray_aabb(rays_o, rays_d, aabb) for aabb in aabbs]
+        t_min, t_max, hit = boxes[-1]  # the largest box holds every other
         seg_start = torch.maximum(t_min, near_planes)
         seg_end = torch.minimum(t_max, far_planes)
         valid = hit & (seg_start < seg_end)
@@ -155,11 +159,17 @@ def _march_rays(
         # Rounding can put a boundary midpoint on the wrong side; keep exactly the rule above.
         inside = (t_mids >= seg_start[ray_indices]) & (t_mids < seg_end[ray_indices])
 
+        # The finest level whose box holds each midpoint (by the ray's entry and exit, as nerfacc decides).
+        level = torch.full_like(ray_indices, binaries.shape[0] - 1)
+        for index in range(binaries.shape[0] - 2, -1, -1):
+            level_min, level_max, level_hit = (b[ray_indices] for b in boxes[index])
+            level = torch.where(level_hit & (t_mids >= level_min) & (t_mids < level_max), index, level)
         points = rays_o[ray_indices] + rays_d[ray_indices] * t_mids[:, None]
+        lo, hi = aabbs[level, :3], aabbs[level, 3:]
         resolution = torch.tensor(binaries.shape[1:], device=device)
-        cells = ((points - aabb[:3]) / (aabb[3:] - aabb[:3]) * resolution).floor().long()
+        cells = ((points - lo) / (hi - lo) * resolution).floor().long()
         cells = torch.minimum(cells.clamp(min=0), resolution - 1)
-        occupied = binaries[0, cells[:, 0], cells[:, 1], cells[:, 2]]
+        occupied = binaries[level, cells[:, 0], cells[:, 1], cells[:, 2]]
         keep = inside & occupied
         return MarchResult(ray_indices[keep], t_starts[keep], t_ends[keep])
 

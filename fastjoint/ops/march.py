@@ -1,7 +1,7 @@
 """Ray marching through an occupancy grid: input checks and backend dispatch.
 
-Both backends compute nerfacc's `traverse_grids` on one grid level: the nerfacc backend
-calls it (CUDA only), the torch backend is our reference marcher (any device).
+Both backends compute nerfacc's `traverse_grids` on one or more nested grid levels: the
+nerfacc backend calls it (CUDA only), the torch backend is our reference marcher (any device).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ __all__ = ["MarchResult", "march_rays"]
 def march_rays(
     rays_o: Tensor,  # [n_rays, 3]
     rays_d: Tensor,  # [n_rays, 3], unit length
-    binaries: Tensor,  # [1, R, R, R] bool
-    aabbs: Tensor,  # [1, 6]
+    binaries: Tensor,  # [L, R, R, R] bool
+    aabbs: Tensor,  # [L, 6], level l inside level l + 1
     near_planes: Tensor,  # [n_rays]
     far_planes: Tensor,  # [n_rays]
     step_size: float,
@@ -28,11 +28,11 @@ def march_rays(
     assert rays_o.shape == rays_d.shape and rays_o.dim() == 2 and rays_o.shape[1] == 3, (
         f"rays must be [n_rays, 3], got {tuple(rays_o.shape)} and {tuple(rays_d.shape)}"
     )
-    assert binaries.dtype == torch.bool and binaries.dim() == 4, f"binaries must be bool [1, R, R, R], got {binaries.dtype} {tuple(binaries.shape)}"
-    assert aabbs.shape == (1, 6), f"aabbs must be [1, 6], got {tuple(aabbs.shape)}"
+    assert binaries.dtype == torch.bool and binaries.dim() == 4, f"binaries must be bool [L, R, R, R], got {binaries.dtype} {tuple(binaries.shape)}"
+    assert aabbs.shape == (binaries.shape[0], 6), f"aabbs must be [L, 6] for {binaries.shape[0]} levels, got {tuple(aabbs.shape)}"
     assert near_planes.shape == far_planes.shape == rays_o.shape[:1], "near/far planes must be [n_rays]"
     if backend == "torch":
-        return _march_rays(rays_o, rays_d, binaries, aabbs[0], near_planes, far_planes, step_size)
+        return _march_rays(rays_o, rays_d, binaries, aabbs, near_planes, far_planes, step_size)
     if backend == "nerfacc":
         from nerfacc.grid import traverse_grids
 

@@ -15,9 +15,12 @@ UPDATE_CHUNK = 65536
 
 
 def make_estimators(scenes: Sequence[str], aabb: Sequence[float], config: RenderConfig) -> nn.ModuleDict:
-    """One single-level occupancy grid per scene, covering the scene box."""
+    """One occupancy grid per scene: level 0 covers the scene box, each further level a box twice as large."""
     return nn.ModuleDict(
-        {scene: OccGridEstimator(roi_aabb=list(aabb), resolution=config.occ_resolution, levels=1) for scene in scenes}
+        {
+            scene: OccGridEstimator(roi_aabb=list(aabb), resolution=config.occ_resolution, levels=config.occ_levels)
+            for scene in scenes
+        }
     )
 
 
