@@ -57,8 +57,9 @@ setup(
     extras_require={
         # `fastjoint view`: the browser viewer.
         "viewer": ["viser>=1.0"],
-        # The tests drive the viewer in headless Chromium (Debian's chromium package; see README).
-        "test": ["pytest>=7", "viser>=1.0", "playwright>=1.40"],
+        # The tests drive the viewer in headless Chromium (Debian's chromium package; see README)
+        # and run ruff, pinned so that its formatting does not change under us.
+        "test": ["pytest>=7", "viser>=1.0", "playwright>=1.40", "ruff==0.17.6"],
     },
     entry_points={"console_scripts": ["fastjoint=fastjoint.cli:main"]},
     **_native_build(),

@@ -21,7 +21,10 @@ REPO = Path(__file__).resolve().parents[1]
 SUITE = {
     "demo": (["--config", "{config}", "--runs", "3"], ["--config", "{config}", "--runs", "1"]),
     "experiments": (["--target", "digger"], None),  # trains the paper's configs: no quick form
-    "throughput": (["--config", "{config}"], ["--config", "{config}", "--warmup", "3", "--steps", "2", "--mlp-steps", "1", "--frames", "1"]),
+    "throughput": (
+        ["--config", "{config}"],
+        ["--config", "{config}", "--warmup", "3", "--steps", "2", "--mlp-steps", "1", "--frames", "1"],
+    ),
     "composite": (["--repeats", "15"], ["--sizes", "64x8", "--repeats", "2"]),
     "hashgrid": (["--repeats", "5"], ["--grids", "demo", "--points", "1000", "--repeats", "2"]),
     "restyle": (

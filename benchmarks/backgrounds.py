@@ -26,7 +26,8 @@ from pathlib import Path
 import torch
 from rich.table import Table
 
-from benchmarks.common import RESULTS, console as make_console, write_results
+from benchmarks.common import RESULTS, write_results
+from benchmarks.common import console as make_console
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = {"sky": REPO / "configs" / "sky.toml", "demo": REPO / "configs" / "demo.toml"}
@@ -117,7 +118,9 @@ def main(argv: list[str] | None = None) -> int:
             table.add_row(f"PSNR {pairing}", f"{sky['psnr'][pairing]:.2f}", f"{demo['psnr'][pairing]:.2f}")
         table.add_row(f"PSNR {sky['transfer']} (transfer)", f"{sky['transfer_psnr']:.2f}", f"{demo['transfer_psnr']:.2f}")
         table.add_row("transfer gain (dB)", f"{sky['gain_db']:+.2f}", f"{demo['gain_db']:+.2f}")
-        table.add_row("samples per ray, last log / mean", *(f"{r['samples_per_ray_last']:.1f} / {r['samples_per_ray_mean']:.1f}" for r in (sky, demo)))
+        table.add_row(
+            "samples per ray, last log / mean", *(f"{r['samples_per_ray_last']:.1f} / {r['samples_per_ray_mean']:.1f}" for r in (sky, demo))
+        )
         table.add_row("training seconds", f"{sky['train_seconds']:.0f}", f"{demo['train_seconds']:.0f}")
         console.print(table)
     path = write_results("backgrounds", payload, args.results)

@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 from rich.table import Table
 
-from benchmarks.common import RESULTS, console as make_console, median, write_results
+from benchmarks.common import RESULTS, median, write_results
+from benchmarks.common import console as make_console
 from fastjoint.ops import composite, native
 
 Inputs = tuple[torch.Tensor, ...]
@@ -51,9 +52,7 @@ def nerfacc_rendering(inputs: Inputs, n_rays: int) -> tuple[torch.Tensor, ...]:
     import nerfacc
 
     sigmas, rgbs, starts, ends, indices = inputs
-    colours, opacities, depths, _ = nerfacc.rendering(
-        starts, ends, indices, n_rays=n_rays, rgb_sigma_fn=lambda t0, t1, i: (rgbs, sigmas)
-    )
+    colours, opacities, depths, _ = nerfacc.rendering(starts, ends, indices, n_rays=n_rays, rgb_sigma_fn=lambda t0, t1, i: (rgbs, sigmas))
     # nerfacc divides the depth by the opacity; undo it so that all three compute the same thing.
     return colours, opacities[:, 0], (depths * opacities)[:, 0]
 
@@ -126,7 +125,9 @@ def run(device: torch.device, sizes: list[tuple[int, int]], repeats: int) -> dic
                 reference = results
             row["max_abs_difference"] = max((a - b).abs().max().item() for a, b in zip(results, reference))
             rows.append({"rays": n_rays, "samples_per_ray": per_ray, "implementation": name, **row})
-        base = next(r["seconds"] for r in rows if r["rays"] == n_rays and r["samples_per_ray"] == per_ray and r["implementation"] == "torch")
+        base = next(
+            r["seconds"] for r in rows if r["rays"] == n_rays and r["samples_per_ray"] == per_ray and r["implementation"] == "torch"
+        )
         for r in rows:
             if r["rays"] == n_rays and r["samples_per_ray"] == per_ray:
                 r["speedup_vs_torch"] = base / r["seconds"]

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from rich.table import Table
 
-from benchmarks.common import RESULTS, console as make_console, median, write_results
+from benchmarks.common import RESULTS, median, write_results
+from benchmarks.common import console as make_console
 
 REPO = Path(__file__).resolve().parents[1]
 

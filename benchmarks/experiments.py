@@ -31,7 +31,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 from rich.table import Table
 
-from benchmarks.common import RESULTS, console as make_console, machine_slug, write_results
+from benchmarks.common import RESULTS, machine_slug, write_results
+from benchmarks.common import console as make_console
 from fastjoint.config import load_config, to_toml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -189,8 +190,13 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         kl = f"{r['kl_target_reference']:.2f}" if r["kl_target_reference"] is not None else "n/a"
         table.add_row(
-            r["style"], *(f"{r['psnr'][p]:.2f}" for p in PAIRINGS), f"{r['transfer_psnr']:.2f}",
-            f"{r['baseline_psnr']:.2f}", f"{r['gain_db']:+.2f}", kl, f"{r['train_seconds']:.0f} s",
+            r["style"],
+            *(f"{r['psnr'][p]:.2f}" for p in PAIRINGS),
+            f"{r['transfer_psnr']:.2f}",
+            f"{r['baseline_psnr']:.2f}",
+            f"{r['gain_db']:+.2f}",
+            kl,
+            f"{r['train_seconds']:.0f} s",
         )
     console.print(table)
     kind = f"experiments-{args.target}" + ("-together" if together else "")

@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     for fmt in FORMATS:
         folder = make_datasets(base.data.kit, root=data_root, format=fmt)
 
-        def moved(path: str, key: str) -> str:
+        def moved(path: str, key: str, folder: Path = folder) -> str:
             """The same dataset in this format's folder."""
             assert not path or path.startswith(blender_folder), f"{key} = {path} is not under {blender_folder}"
             return str(folder / Path(path).relative_to(blender_folder)) if path else ""

@@ -22,7 +22,8 @@ from pathlib import Path
 import torch
 from rich.table import Table
 
-from benchmarks.common import RESULTS, console as make_console, median, write_results
+from benchmarks.common import RESULTS, median, write_results
+from benchmarks.common import console as make_console
 from fastjoint.model.hashgrid import HashGrid
 from fastjoint.ops import native
 from fastjoint.ops.tcnn import tcnn_problem
@@ -97,8 +98,14 @@ def run(device: torch.device, grids: list[str], points: list[int], repeats: int)
                 row["points_per_second"] = n_points / row["seconds"]
                 rows.append({"grid": name, "points": n_points, "implementation": backend, **row})
     speedup = {f"{r['grid']}/{r['points']}/{r['implementation']}": r["speedup"] for r in rows if r["implementation"] != "torch"}
-    return {"device": str(device), "threads": torch.get_num_threads(), "repeats": repeats, "grids": {g: GRIDS[g] for g in grids},
-            "speedup": speedup, "rows": rows}
+    return {
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "repeats": repeats,
+        "grids": {g: GRIDS[g] for g in grids},
+        "speedup": speedup,
+        "rows": rows,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,8 +125,13 @@ def main(argv: list[str] | None = None) -> int:
         table.add_column(column, justify="left" if column in ("grid", "implementation") else "right")
     for row in payload["rows"]:
         table.add_row(
-            row["grid"], f"{row['points']:,}", row["implementation"], f"{row['seconds'] * 1e3:.1f}",
-            f"{row['points_per_second'] / 1e6:.2f}", f"{row['speedup']:.1f}x", f"{row['max_abs_difference']:.1e}",
+            row["grid"],
+            f"{row['points']:,}",
+            row["implementation"],
+            f"{row['seconds'] * 1e3:.1f}",
+            f"{row['points_per_second'] / 1e6:.2f}",
+            f"{row['speedup']:.1f}x",
+            f"{row['max_abs_difference']:.1e}",
         )
     make_console().print(table)
     default_device = "cuda" if torch.cuda.is_available() else "cpu"

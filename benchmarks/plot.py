@@ -75,6 +75,10 @@ def _polyline(draw: ImageDraw.ImageDraw, points: list, colour: str, dashed: bool
             step = min(dash - travelled % dash, length - done)
             if int(travelled // dash) % 2 == 0:
                 a, b = done / length, (done + step) / length
-                draw.line([(p[0] + (q[0] - p[0]) * a, p[1] + (q[1] - p[1]) * a), (p[0] + (q[0] - p[0]) * b, p[1] + (q[1] - p[1]) * b)], fill=colour, width=2)
+                draw.line(
+                    [(p[0] + (q[0] - p[0]) * a, p[1] + (q[1] - p[1]) * a), (p[0] + (q[0] - p[0]) * b, p[1] + (q[1] - p[1]) * b)],
+                    fill=colour,
+                    width=2,
+                )
             done += step
             travelled += step

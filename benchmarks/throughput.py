@@ -25,7 +25,8 @@ from pathlib import Path
 import torch
 from rich.table import Table
 
-from benchmarks.common import console as make_console, RESULTS, write_results
+from benchmarks.common import RESULTS, write_results
+from benchmarks.common import console as make_console
 from fastjoint.config import BackendConfig, Config, load_config
 from fastjoint.errors import UserError
 from fastjoint.ops import resolve_backends
@@ -114,9 +115,19 @@ def run(config_path: Path, warmup: int, steps: int, frames: int, results: Path, 
     for combo in combinations(config):
         is_mlp = combo["encoder"] == "mlp"
         args = [
-            sys.executable, "-m", "benchmarks.throughput", "--worker", json.dumps(combo), "--config", str(config_path),
-            "--warmup", str(min(warmup, 2) if is_mlp else warmup), "--steps", str(mlp_steps if is_mlp else steps),
-            "--frames", str(frames),
+            sys.executable,
+            "-m",
+            "benchmarks.throughput",
+            "--worker",
+            json.dumps(combo),
+            "--config",
+            str(config_path),
+            "--warmup",
+            str(min(warmup, 2) if is_mlp else warmup),
+            "--steps",
+            str(mlp_steps if is_mlp else steps),
+            "--frames",
+            str(frames),
         ]
         label = " ".join(f"{k}={v}" for k, v in combo.items())
         with console.status(f"measuring {label}..."):
@@ -136,8 +147,15 @@ def run(config_path: Path, warmup: int, steps: int, frames: int, results: Path, 
     for r in measured:
         cuda = f"{r['peak_cuda_mb']:.0f} MB" if r["peak_cuda_mb"] is not None else "-"
         table.add_row(
-            r["encoder"], r["grid"], r["march"], r["composite"], f"{r['rays_per_second']:,.0f}",
-            f"{r['samples_per_second']:,.0f}", f"{r['frames_per_second']:.2f}", f"{r['peak_rss_mb']:.0f} MB", cuda,
+            r["encoder"],
+            r["grid"],
+            r["march"],
+            r["composite"],
+            f"{r['rays_per_second']:,.0f}",
+            f"{r['samples_per_second']:,.0f}",
+            f"{r['frames_per_second']:.2f}",
+            f"{r['peak_rss_mb']:.0f} MB",
+            cuda,
         )
     console.print(table)
     payload = {"config": str(config_path), "warmup_steps": warmup, "timed_steps": steps, "mlp_timed_steps": mlp_steps, "rows": rows}

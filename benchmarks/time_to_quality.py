@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 from rich.table import Table
 
-from benchmarks.common import console as make_console, RESULTS, write_results
+from benchmarks.common import RESULTS, write_results
+from benchmarks.common import console as make_console
 from benchmarks.plot import PALETTE, line_plot
 from fastjoint.config import Config, load_config
 from fastjoint.data import load_split, pixel_rays
@@ -145,14 +146,17 @@ def run(config_path: Path, budget: float, interval: float, threshold: float, n_p
         for model in MODELS:
             runs[model] = train_curve(model_config(base, model, Path(tmp)), budget, interval, n_pixels, console)
             final = runs[model]["curve"][-1]
-            console.print(f"{model}: {runs[model]['steps']} steps in {runs[model]['seconds']:.0f} s, final PSNR "
-                          + ", ".join(f"{k} {v:.2f}" for k, v in final["psnr"].items()))
+            console.print(
+                f"{model}: {runs[model]['steps']} steps in {runs[model]['seconds']:.0f} s, final PSNR "
+                + ", ".join(f"{k} {v:.2f}" for k, v in final["psnr"].items())
+            )
     rows = summarise(runs, threshold, budget)
 
     table = Table(title=f"time to {threshold:g} dB held-out PSNR (training seconds; budget {budget:.0f} s)")
     for column in ("pairing", "fastjoint", "mlp baseline", "ratio"):
         table.add_column(column, justify="left" if column == "pairing" else "right")
     for row in rows:
+
         def cell(model: str, row: dict = row) -> str:
             seconds = row[f"{model}_seconds"]
             return f"{seconds:.0f} s" if seconds is not None else f"not reached ({row[f'{model}_final_psnr']:.1f} dB)"

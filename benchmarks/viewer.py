@@ -82,7 +82,9 @@ def main(argv: list[str] | None = None) -> int:
 
             # Painting: a disc around the middle of the plane, in three colours.
             paints = []
-            for i, (centre, colour) in enumerate(zip(("0.0", "0.3", "-0.3"), ("rgb(20, 180, 60)", "rgb(200, 40, 200)", "rgb(250, 250, 20)"), strict=False)):
+            for i, (centre, colour) in enumerate(
+                zip(("0.0", "0.3", "-0.3"), ("rgb(20, 180, 60)", "rgb(200, 40, 200)", "rgb(250, 250, 20)"), strict=False)
+            ):
                 if i >= args.paints:
                     break
                 page.fill("Centre", centre)
@@ -119,8 +121,13 @@ def main(argv: list[str] | None = None) -> int:
     if paints:
         table.add_row(f"Paint to the painted frame (median of {len(paints)})", f"{summary['paint_ms_median']:.0f} ms", "<= 2000 ms")
     console.print(table)
-    payload = {"run": str(args.run), "moving_size": args.moving_size, "resting_size": args.resting_size, "median": summary,
-               "screenshots": {k: str(v.relative_to(REPO)) if v.is_relative_to(REPO) else str(v) for k, v in shots.items()}}
+    payload = {
+        "run": str(args.run),
+        "moving_size": args.moving_size,
+        "resting_size": args.resting_size,
+        "median": summary,
+        "screenshots": {k: str(v.relative_to(REPO)) if v.is_relative_to(REPO) else str(v) for k, v in shots.items()},
+    }
     path = write_results("viewer", payload, args.results)
     console.print(f"results: {path}")
     return 0

@@ -37,8 +37,8 @@ def flags(with_cuda: bool) -> dict[str, list[str]]:
 
 def cuda_wanted() -> bool:
     """Whether the CUDA kernels are built: a CUDA torch and a CUDA toolkit (no GPU needed)."""
-    from torch.utils.cpp_extension import CUDA_HOME
     import torch
+    from torch.utils.cpp_extension import CUDA_HOME
 
     return torch.version.cuda is not None and CUDA_HOME is not None
 

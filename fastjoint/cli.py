@@ -276,9 +276,7 @@ class ScenesMake:
         from fastjoint.scenes import make_datasets
 
         with progress_bar(f"scenes {self.name}") as progress:
-            folder = make_datasets(
-                self.name, root=self.out, size=self.size, force=self.force, format=self.format, progress=progress
-            )
+            folder = make_datasets(self.name, root=self.out, size=self.size, force=self.force, format=self.format, progress=progress)
         print(f"datasets of '{self.name}' in {folder}")
         return 0
 

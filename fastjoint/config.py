@@ -10,12 +10,13 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
-import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union
+
+import tomllib
 
 from fastjoint.errors import UserError
 from fastjoint.pairing import ORIGINAL, Pairing, Pairings, check_style_name

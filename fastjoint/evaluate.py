@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import torch
+from torch import Tensor
 
 from fastjoint.data import Split, load_split
 from fastjoint.errors import UserError
@@ -56,9 +57,7 @@ class EvalResult:
         }
 
 
-def evaluate(
-    run_dir: str | Path, device: str | None = None, run: LoadedRun | None = None, background: Tensor | None = None
-) -> EvalResult:
+def evaluate(run_dir: str | Path, device: str | None = None, run: LoadedRun | None = None, background: Tensor | None = None) -> EvalResult:
     """Scores every trained pairing and every transfer with ground truth on test views; writes RUN/eval.json.
 
     Each pairing is rendered on its own backdrop (`Built.backdrop`), or on `background` [3]

@@ -48,9 +48,7 @@ class Pairings(NamedTuple):
     @property
     def trained(self) -> tuple[Pairing, ...]:
         """target:original, reference:original, then reference:<style> per desired style."""
-        return (Pairing("target", ORIGINAL), Pairing("reference", ORIGINAL)) + tuple(
-            Pairing("reference", style) for style in self.desired
-        )
+        return (Pairing("target", ORIGINAL), Pairing("reference", ORIGINAL)) + tuple(Pairing("reference", style) for style in self.desired)
 
     @property
     def transfers(self) -> tuple[Pairing, ...]:

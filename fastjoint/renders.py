@@ -97,4 +97,3 @@ def render_pairing(
         video_path = folder / ("orbit.mp4" if orbit > 0 else f"{split}.mp4")
         write_video(video_path, frames["orbit" if orbit > 0 else split])
     return RenderOutputs(folder, images, video_path)
-

@@ -5,9 +5,9 @@ rendering a pairing, checkpoints, loading a finished run, and finding the datase
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Mapping, NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from rich.markup import escape
@@ -70,9 +70,7 @@ class Built:
         self.model: JointModel = build_model(config, self.backends.grid).to(device)
         self.estimators: nn.ModuleDict = make_estimators(SCENES, config.data.aabb, config.render).to(device)
         arch = architecture(config)
-        self.samplers: dict[str, Sampler] = {
-            scene: arch.sampler(self.estimators[scene], config, self.backends.march) for scene in SCENES
-        }
+        self.samplers: dict[str, Sampler] = {scene: arch.sampler(self.estimators[scene], config, self.backends.march) for scene in SCENES}
         if backgrounds is None:
             backgrounds = resolve_backgrounds(config, dict.fromkeys(config.data.pairings.trained, True))
         self.backgrounds: dict[Pairing, Background] = dict(backgrounds)
@@ -136,9 +134,7 @@ class Built:
         return render_rays(self.field(pairing), sampler, rays_o, rays_d, background, self.backends.composite, offsets)
 
     @torch.no_grad()
-    def render_chunked(
-        self, pairing: Pairing, rays_o: Tensor, rays_d: Tensor, background: Tensor | None = None
-    ) -> RenderResult:
+    def render_chunked(self, pairing: Pairing, rays_o: Tensor, rays_d: Tensor, background: Tensor | None = None) -> RenderResult:
         """Any number of rays, `render.chunk` at a time, without gradients; on the pairing's backdrop by default."""
         chunk = self.config.render.chunk
         parts = [

@@ -96,9 +96,7 @@ class Trainer:
             self.optimizer.add_param_group(
                 {"params": list(self.built.environments.parameters()), "lr": config.train.lr, "weight_decay": 0.0}
             )
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: self.architecture.lr_factor(step, config)
-        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: self.architecture.lr_factor(step, config))
         self.step = 0
         self.train_seconds = 0.0
         self.running_psnr: dict[str, float] = {}
@@ -111,9 +109,7 @@ class Trainer:
             if resume and not has_checkpoint:
                 raise UserError(f"{checkpoint_path}: no checkpoint to resume (train without --resume to start this run)")
             if not resume and has_checkpoint:
-                raise UserError(
-                    f"{self.run_dir}: already holds a run; pass --resume to continue it or --name to start another"
-                )
+                raise UserError(f"{self.run_dir}: already holds a run; pass --resume to continue it or --name to start another")
             if resume:
                 self._resume()
             remove_partials(checkpoint_path.parent)  # left by a run killed while it saved
@@ -282,9 +278,7 @@ class Trainer:
             stopped = Interrupted.of(stop)
             with _signals_ignored():  # a second Ctrl-C must not cut the last checkpoint short
                 self.save()
-            raise Interrupted(
-                stopped.signum, f"{stopped.how} at step {self.step}; checkpoint written, continue with --resume"
-            ) from None
+            raise Interrupted(stopped.signum, f"{stopped.how} at step {self.step}; checkpoint written, continue with --resume") from None
         except NonFinite as broken:
             raise UserError(self._non_finite_message(broken)) from None
         if self.step % config.checkpoint_every != 0 and self.step != config.steps:

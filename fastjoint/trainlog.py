@@ -44,7 +44,7 @@ class MetricsLog:
         self.window: list[StepStats] = []
         self._handle: IO[str] | None = None
 
-    def __enter__(self) -> "MetricsLog":
+    def __enter__(self) -> MetricsLog:
         self._handle = open(self.path, "a")
         return self
 
@@ -106,7 +106,7 @@ class TrainProgress:
         )
         self._task = self._bar.add_task("train", total=total, completed=completed, rate="", psnr="")
 
-    def __enter__(self) -> "TrainProgress":
+    def __enter__(self) -> TrainProgress:
         self._bar.__enter__()
         return self
 

@@ -101,7 +101,7 @@ def test_settings_and_auto():
         ('target_background = "sky"', r"data.target_background: expected \"auto\", \"random\", \"learned\""),
         ('reference_background = "#12345"', r"data.reference_background: expected .* got '#12345'"),
         ('[data.styles.blue]\nreference = "rb"\nreference_background = "grey"', r"data.styles.blue.reference_background: expected"),
-        ('reference_background = [1, 1, 1]', r"'data.reference_background' must be a string"),
+        ("reference_background = [1, 1, 1]", r"'data.reference_background' must be a string"),
     ],
 )
 def test_bad_settings_are_one_line_errors_naming_the_key(tmp_path, text, message):
@@ -165,7 +165,7 @@ def test_a_learned_background_trains_on_opaque_images_and_renders_on_white_on_re
     assert (white_corner >= 240).all(), white_corner
     bad = run_cli("eval", str(config.run_dir), "--background", "sky")
     assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
-        "error: --background: expected \"white\", \"black\" or \"#rrggbb\", got 'sky'"
+        'error: --background: expected "white", "black" or "#rrggbb", got \'sky\''
     ], bad.stderr
     white_eval = run_cli("eval", str(config.run_dir), "--background", "white")
     assert white_eval.returncode == 0, white_eval.stderr

@@ -849,4 +849,3 @@ def test_environment_errors_name_the_path_and_bugs_keep_their_traceback():
     assert line == "runs/x/checkpoints/latest.pt: no space left on device; free some space (files already written are intact)"
     assert environment_error(OSError(errno.EBADF, "Bad file descriptor")) is None
     assert environment_error(FileNotFoundError(errno.ENOENT, "No such file or directory", "x")) is None
-

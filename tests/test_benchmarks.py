@@ -23,8 +23,26 @@ def test_suite_quick_run_writes_results(tiny_data, tmp_path):
     config = write_config(tiny_config(tiny_data, tmp_path / "runs"), tmp_path / "tiny.toml")
     results = tmp_path / "results"
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--only", "throughput", "composite", "hashgrid", "time_to_quality", "--quick", "--config", str(config), "--results", str(results)],
-        cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "--only",
+            "throughput",
+            "composite",
+            "hashgrid",
+            "time_to_quality",
+            "--quick",
+            "--config",
+            str(config),
+            "--results",
+            str(results),
+        ],
+        cwd=REPO,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        capture_output=True,
+        text=True,
+        timeout=600,
         preexec_fn=default_signals,
     )
     assert done.returncode == 0, done.stderr
@@ -68,7 +86,11 @@ def test_restyle_benchmark_quick_run(tiny_data, tmp_path):
     results = tmp_path / "results"
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks", "--only", "restyle", "--quick", "--config", str(config), "--results", str(results)],
-        cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True, timeout=900,
+        cwd=REPO,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert done.returncode == 0, done.stderr
     (path,) = results.glob("*restyle.json")

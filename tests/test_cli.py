@@ -142,8 +142,18 @@ def test_native_backends_that_cannot_build(tiny_data, tmp_path):
     # The reference, asked for, builds nothing: an empty cache stays empty.
     empty = tmp_path / "empty-cache"
     chosen = run_cli(
-        "train", str(config), "--name", "chosen", "--backend.composite", "torch", "--backend.grid", "torch", "--no-eval", "--no-render",
-        cwd=tmp_path, env={**env, "FASTJOINT_CACHE": str(empty)},
+        "train",
+        str(config),
+        "--name",
+        "chosen",
+        "--backend.composite",
+        "torch",
+        "--backend.grid",
+        "torch",
+        "--no-eval",
+        "--no-render",
+        cwd=tmp_path,
+        env={**env, "FASTJOINT_CACHE": str(empty)},
     )
     assert chosen.returncode == 0, chosen.stderr
     output = chosen.stdout + chosen.stderr

@@ -286,8 +286,17 @@ def test_cuda_source_compiles_with_nvcc(tmp_path, source):
         (shim / "cuda_cmake_macros.h").write_text("#pragma once\n")
     includes = [f"-I{p}" for p in [*include_paths(), tmp_path / "shim", sysconfig.get_paths()["include"], build.CSRC]]
     target = tmp_path / f"{source.stem}.o"
-    command = ["nvcc", "-c", str(source), "-o", str(target), "-std=c++20", "-arch=sm_80",
-               *build.flags(with_cuda=True)["extra_cuda_cflags"], *includes]
+    command = [
+        "nvcc",
+        "-c",
+        str(source),
+        "-o",
+        str(target),
+        "-std=c++20",
+        "-arch=sm_80",
+        *build.flags(with_cuda=True)["extra_cuda_cflags"],
+        *includes,
+    ]
     result = subprocess.run(command, capture_output=True, text=True, preexec_fn=default_signals)
     assert result.returncode == 0, result.stderr[-3000:]
     assert target.stat().st_size > 0
@@ -324,8 +333,9 @@ def test_fresh_build_clears_a_stale_lock(tmp_path):
     stale.write_text("")
     environment = {**os.environ, "FASTJOINT_CACHE": str(tmp_path), "CUDA_VISIBLE_DEVICES": ""}
     script = "from fastjoint.ops import native; print('problem:', native.load())"
-    result = subprocess.run([sys.executable, "-c", script], env=environment, capture_output=True, text=True, timeout=900,
-                            preexec_fn=default_signals)
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=environment, capture_output=True, text=True, timeout=900, preexec_fn=default_signals
+    )
     assert "problem: None" in result.stdout, result.stdout + result.stderr
     assert "stale build lock" in result.stdout + result.stderr
     assert not stale.exists()
@@ -337,8 +347,15 @@ def test_ahead_of_time_build_is_used(tmp_path):
         source = REPO / name
         (shutil.copytree if source.is_dir() else shutil.copy)(source, tmp_path / name)
     environment = {**os.environ, "FASTJOINT_BUILD_EXT": "1", "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(tmp_path)}
-    built = subprocess.run([sys.executable, "setup.py", "build_ext", "--inplace"], cwd=tmp_path, env=environment,
-                           capture_output=True, text=True, timeout=900, preexec_fn=default_signals)
+    built = subprocess.run(
+        [sys.executable, "setup.py", "build_ext", "--inplace"],
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        preexec_fn=default_signals,
+    )
     assert built.returncode == 0, built.stderr[-3000:]
     assert list((tmp_path / "fastjoint").glob("_C*.so")), "no fastjoint/_C*.so was built"
     cache = tmp_path / "cache"
@@ -361,8 +378,15 @@ v = torch.randn(encoded[0].shape, generator=g)
 v_tables = [torch.autograd.grad(e, table, v)[0] for e in encoded]
 print('hashgrid:', max((encoded[0] - encoded[1]).abs().max().item(), (v_tables[0] - v_tables[1]).abs().max().item()))
 """
-    loaded = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env={**environment, "FASTJOINT_CACHE": str(cache)},
-                            capture_output=True, text=True, timeout=300, preexec_fn=default_signals)
+    loaded = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        env={**environment, "FASTJOINT_CACHE": str(cache)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=default_signals,
+    )
     assert "problem: None" in loaded.stdout, loaded.stdout + loaded.stderr
     differences = dict(line.split(": ") for line in loaded.stdout.splitlines() if line.startswith(("composite", "hashgrid")))
     assert set(differences) == {"composite", "hashgrid"}, loaded.stdout + loaded.stderr

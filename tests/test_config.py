@@ -26,9 +26,7 @@ def test_styles_are_data(tmp_path):
     path = tmp_path / "c.toml"
     path.write_text(DATA + '[data.styles.red]\nreference = "rr"\ntarget = "tr"\n')
     data = load_config(path).data
-    assert [p.name for p in data.pairings.trained] == [
-        "target:original", "reference:original", "reference:blue", "reference:red"
-    ]
+    assert [p.name for p in data.pairings.trained] == ["target:original", "reference:original", "reference:blue", "reference:red"]
     assert [p.name for p in data.pairings.transfers] == ["target:blue", "target:red"]
     assert data.dataset(data.pairings.parse("target:red")) == Path("tr")
     assert data.dataset(data.pairings.parse("target:blue")) is None  # no ground truth
@@ -38,7 +36,11 @@ def test_styles_are_data(tmp_path):
 
 def test_toml_round_trip(tmp_path):
     path = tmp_path / "c.toml"
-    path.write_text('name = "x"\n[train]\nsteps = 7\n' + DATA.replace("[data]\n", "[data]\naabb = [0, 0, 0, 1, 2, 3]\n") + '[render]\nbackground = [0, 0.5, 1]\n')
+    path.write_text(
+        'name = "x"\n[train]\nsteps = 7\n'
+        + DATA.replace("[data]\n", "[data]\naabb = [0, 0, 0, 1, 2, 3]\n")
+        + "[render]\nbackground = [0, 0.5, 1]\n"
+    )
     config = load_config(path)
     assert config.train.steps == 7 and config.data.aabb == (0.0, 0.0, 0.0, 1.0, 2.0, 3.0)
     path.write_text(to_toml(config))
@@ -83,6 +85,4 @@ def test_missing_file():
 
 def test_per_level_scale_spans_base_to_max():
     model = ModelConfig()
-    assert model.grid_base_resolution * model.per_level_scale ** (model.grid_levels - 1) == pytest.approx(
-        model.grid_max_resolution
-    )
+    assert model.grid_base_resolution * model.per_level_scale ** (model.grid_levels - 1) == pytest.approx(model.grid_max_resolution)

@@ -102,7 +102,9 @@ def orbit(n: int, seed: int = 0) -> np.ndarray:  # [n, 4, 4] OpenGL camera-to-wo
     poses = []
     for i in range(n):
         azimuth, elevation = 2 * math.pi * i / n, rng.uniform(-0.3, 0.9)
-        eye = CENTRE + RADIUS * np.array([math.cos(elevation) * math.cos(azimuth), math.cos(elevation) * math.sin(azimuth), math.sin(elevation)])
+        eye = CENTRE + RADIUS * np.array(
+            [math.cos(elevation) * math.cos(azimuth), math.cos(elevation) * math.sin(azimuth), math.sin(elevation)]
+        )
         poses.append(look_at(torch.from_numpy(eye).float(), torch.from_numpy(CENTRE).float()).double().numpy())
     return np.stack(poses)
 
@@ -176,9 +178,15 @@ def mutate_json(path: Path, change) -> None:
     "change, message",
     [
         (lambda m: m.pop("fl_x"), r"frames\[0\]: no 'fl_x' \(neither in the frame nor at the top"),
-        (lambda m: m.update(camera_model="OPENCV_FISHEYE"), r"transforms.json: 'camera_model': camera model 'OPENCV_FISHEYE' is not supported"),
+        (
+            lambda m: m.update(camera_model="OPENCV_FISHEYE"),
+            r"transforms.json: 'camera_model': camera model 'OPENCV_FISHEYE' is not supported",
+        ),
         (lambda m: m.update(w=12), r"f_01.png: image is 10x6 but the dataset says 12x6"),
-        (lambda m: m["frames"][3].update(fl_x=9.5), r"frames\[3\] has other intrinsics than frames\[1\]; fastjoint needs one camera per split"),
+        (
+            lambda m: m["frames"][3].update(fl_x=9.5),
+            r"frames\[3\] has other intrinsics than frames\[1\]; fastjoint needs one camera per split",
+        ),
         (lambda m: m.update(train_filenames=["images/nope.png"]), r"'train' lists 'images/nope.png', which is not one of its images"),
         (lambda m: m.update(applied_transform=[[1, 0], [0, 1]]), r"applied_transform must be a 4x4 matrix"),
         (lambda m: m["frames"][2]["transform_matrix"][0].__setitem__(3, float("nan")), r"frames\[2\].transform_matrix contains NaN"),
@@ -261,13 +269,25 @@ def write_text_capture(root: Path) -> None:
 @pytest.mark.parametrize(
     "change, message",
     [
-        (lambda r: (r / "sparse/0/cameras.txt").write_text("1 OPENCV_FISHEYE 10 6 9 9 5 3 0 0 0 0\n"), r"cameras.txt: camera 1 uses model OPENCV_FISHEYE, not supported"),
+        (
+            lambda r: (r / "sparse/0/cameras.txt").write_text("1 OPENCV_FISHEYE 10 6 9 9 5 3 0 0 0 0\n"),
+            r"cameras.txt: camera 1 uses model OPENCV_FISHEYE, not supported",
+        ),
         (lambda r: (r / "sparse/0/cameras.txt").write_text("1 PINHOLE 10 6 9 x 5 3\n"), r"cameras.txt: line 1: not a number"),
-        (lambda r: (r / "sparse/0/cameras.txt").write_text("1 PINHOLE 10 6 9 5 3\n"), r"cameras.txt: line 1: model PINHOLE takes 4 parameters, got 3"),
-        (lambda r: (r / "sparse/0/cameras.txt").write_text("2 PINHOLE 10 6 9 8 5 3\n"), r"images.txt: image 'f_01.png' uses camera 1, which the cameras file lacks"),
+        (
+            lambda r: (r / "sparse/0/cameras.txt").write_text("1 PINHOLE 10 6 9 5 3\n"),
+            r"cameras.txt: line 1: model PINHOLE takes 4 parameters, got 3",
+        ),
+        (
+            lambda r: (r / "sparse/0/cameras.txt").write_text("2 PINHOLE 10 6 9 8 5 3\n"),
+            r"images.txt: image 'f_01.png' uses camera 1, which the cameras file lacks",
+        ),
         (lambda r: (r / "images/f_01.png").unlink(), r"f_01.png: image not found \(.*images.txt names 'f_01.png'\)"),
         (lambda r: (r / "sparse/0/images.txt").unlink(), r"images.bin: not found \(a COLMAP model needs images.bin or images.txt\)"),
-        (lambda r: (r / "splits.json").write_text('{"train_filenames": 3}'), r"splits.json: 'train_filenames' must be a list of file names"),
+        (
+            lambda r: (r / "splits.json").write_text('{"train_filenames": 3}'),
+            r"splits.json: 'train_filenames' must be a list of file names",
+        ),
     ],
 )
 def test_colmap_mistakes_name_the_file(tmp_path, change, message):

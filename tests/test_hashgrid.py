@@ -270,8 +270,11 @@ def test_model_trained_with_the_native_grid_matches_torch(native_grid):
     config = Config(data=DataConfig(target="t", reference="r", styles={"desired": StyleData("rd")}))
     generator = torch.Generator().manual_seed(fresh_seed())
     batches = [
-        (torch.rand(256, 3, generator=generator) * 3 - 1.5, torch.nn.functional.normalize(torch.randn(256, 3, generator=generator), dim=-1),
-         torch.rand(256, 3, generator=generator))
+        (
+            torch.rand(256, 3, generator=generator) * 3 - 1.5,
+            torch.nn.functional.normalize(torch.randn(256, 3, generator=generator), dim=-1),
+            torch.rand(256, 3, generator=generator),
+        )
         for _ in range(8)
     ]
     outputs = {}

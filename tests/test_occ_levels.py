@@ -15,7 +15,9 @@ from fastjoint.run import Built
 
 def test_occ_levels_need_the_hashgrid_encoder(tmp_path):
     path = tmp_path / "c.toml"
-    path.write_text('[data]\ntarget = "t"\nreference = "r"\n[data.styles.b]\nreference = "rb"\n[model]\nencoder = "mlp"\n[render]\nocc_levels = 2\n')
+    path.write_text(
+        '[data]\ntarget = "t"\nreference = "r"\n[data.styles.b]\nreference = "rb"\n[model]\nencoder = "mlp"\n[render]\nocc_levels = 2\n'
+    )
     with pytest.raises(UserError, match="render.occ_levels: needs model.encoder"):
         load_config(path)
     config = Config(data=DataConfig(target="t", reference="r", styles={"b": StyleData("rb")}, aabb=(-1, -2, -1, 1, 2, 3)))

@@ -91,11 +91,20 @@ def test_test_views_ring_the_scene():
     "change, message",
     [
         (lambda t: t.replace("size = 24", "size = 2"), r"'camera.size' must be an integer of at least 8"),
-        (lambda t: t.replace('material = "grey"', 'material = "gray"'), r"'scenes.reference\[2\].material' names an unknown material 'gray'"),
+        (
+            lambda t: t.replace('material = "grey"', 'material = "gray"'),
+            r"'scenes.reference\[2\].material' names an unknown material 'gray'",
+        ),
         (lambda t: t.replace('kind = "box"', 'kind = "cone"'), r"'scenes.target\[0\].kind' must be one of sphere, box, cylinder"),
-        (lambda t: t.replace("[styles.recolour.materials.yellow]", "[styles.recolour.materials.blue]"), r"'styles.recolour.materials.blue' changes a material"),
+        (
+            lambda t: t.replace("[styles.recolour.materials.yellow]", "[styles.recolour.materials.blue]"),
+            r"'styles.recolour.materials.blue' changes a material",
+        ),
         (lambda t: t.replace("specular = 0.2", "specular = 0.2\nshine = 3"), r"unknown key 'materials.yellow.shine'"),
-        (lambda t: t.replace("colour = [0.85, 0.12, 0.1]", "colour = [2, 0, 0]"), r"'materials.red.colour' must be a list of 3 numbers in \[0, 1\]"),
+        (
+            lambda t: t.replace("colour = [0.85, 0.12, 0.1]", "colour = [2, 0, 0]"),
+            r"'materials.red.colour' must be a list of 3 numbers in \[0, 1\]",
+        ),
     ],
 )
 def test_recipe_mistakes_name_the_key(tmp_path, change, message):
@@ -205,7 +214,10 @@ def replace_clouds(backdrop, clouds):
 @pytest.mark.parametrize(
     "change, message",
     [
-        (lambda t: t.replace('scenes = ["reference"]', 'scenes = ["robot"]'), r"'styles.original.backdrop.scenes' names an unknown scene 'robot'"),
+        (
+            lambda t: t.replace('scenes = ["reference"]', 'scenes = ["robot"]'),
+            r"'styles.original.backdrop.scenes' names an unknown scene 'robot'",
+        ),
         (lambda t: t.replace('kind = "sky"', 'kind = "room"'), r"'styles.original.backdrop.kind' must be one of sky"),
         (lambda t: t.replace("clouds = 0.45", "clouds = 1.5"), r"'styles.original.backdrop.clouds' must be in \[0, 1\]"),
         (lambda t: t.replace("seed = 0\nscenes", "seeds = 0\nscenes"), r"unknown key 'styles.original.backdrop.seeds'"),

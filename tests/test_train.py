@@ -9,9 +9,8 @@ import pytest
 import torch
 
 from conftest import REPO, TINY_STEPS, logged_steps, run_cli, started_cli, tiny_config, wait_for, write_config
-from fastjoint.config import Config
 from fastjoint.architecture import architecture
-from fastjoint.config import load_config
+from fastjoint.config import Config, load_config
 
 pytestmark = pytest.mark.slow
 
@@ -84,8 +83,8 @@ def test_killed_run_resumes_to_the_same_model(trained_run, tmp_path):
     assert torch.equal(final["estimators"]["target.binaries"], reference["estimators"]["target.binaries"])
     # metrics.jsonl lost the lines after the checkpoint and rewrote them identically.
     ours, theirs = read_metrics(config.run_dir), read_metrics(reference_dir)
-    assert [l["step"] for l in ours] == [l["step"] for l in theirs]
-    assert [l["loss/target:original"] for l in ours] == [l["loss/target:original"] for l in theirs]
+    assert [line["step"] for line in ours] == [line["step"] for line in theirs]
+    assert [line["loss/target:original"] for line in ours] == [line["loss/target:original"] for line in theirs]
 
 
 def vars_of(path):
@@ -118,7 +117,10 @@ def test_mlp_baseline_trains_through_the_same_trainer(tiny_data, tmp_path):
     from fastjoint.train import Trainer
 
     config = tiny_config(
-        tiny_data, tmp_path, model={"encoder": "mlp"}, mlp={"width": 64, "samples_per_ray": 16},
+        tiny_data,
+        tmp_path,
+        model={"encoder": "mlp"},
+        mlp={"width": 64, "samples_per_ray": 16},
         train={"steps": 6, "rays_per_pairing": 64, "log_every": 3},
     )
     summary = Trainer(config).run()

@@ -159,7 +159,9 @@ def test_a_painted_style_is_saved_as_a_style_of_the_run(view, run_copy):
 def test_view_without_viser_is_one_line(tmp_path, run_copy):
     (tmp_path / "viser.py").write_text("raise ImportError('no viser here')\n")
     env = dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{REPO}")
-    result = subprocess.run([sys.executable, "-m", "fastjoint", "view", str(run_copy)], env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "fastjoint", "view", str(run_copy)], env=env, capture_output=True, text=True, timeout=300
+    )
     assert_one_line_error(result, 'needs viser: pip install -e ".[viewer]"')
 
 

@@ -19,7 +19,7 @@ FORMATS = ("blender", "nerfstudio", "colmap")
 
 
 def detect_format(root: str | Path) -> str:
-    """"blender", "nerfstudio" or "colmap"; UserError when the folder holds none of them."""
+    """ "blender", "nerfstudio" or "colmap"; UserError when the folder holds none of them."""
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"{root}: dataset folder not found")

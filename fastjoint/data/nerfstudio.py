@@ -71,8 +71,7 @@ def load_nerfstudio(root: Path, split: str, downscale: int = 1) -> Split:
     for i in chosen:
         if cameras[i] != cameras[chosen[0]]:
             raise UserError(
-                f"{path}: frames[{i}] has other intrinsics than frames[{chosen[0]}]; "
-                f"fastjoint needs one camera per split ('{split}')"
+                f"{path}: frames[{i}] has other intrinsics than frames[{chosen[0]}]; fastjoint needs one camera per split ('{split}')"
             )
     camera = cameras[chosen[0]]
     paths = []
@@ -88,9 +87,7 @@ def load_nerfstudio(root: Path, split: str, downscale: int = 1) -> Split:
     if downscale > 1:
         camera = camera.scaled(downscale)
     names_chosen = tuple(Path(names[i]).as_posix() for i in chosen)
-    return Split(
-        pixels, torch.from_numpy(moved.astype(np.float32)), camera, has_alpha, path, torch.from_numpy(transform), names_chosen
-    )
+    return Split(pixels, torch.from_numpy(moved.astype(np.float32)), camera, has_alpha, path, torch.from_numpy(transform), names_chosen)
 
 
 def _camera(meta: dict, frame: dict, path: Path, where: str) -> Camera:

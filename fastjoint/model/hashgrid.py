@@ -31,9 +31,7 @@ class HashGrid(nn.Module):
         self.features_per_level = features_per_level
         assert backend in ("torch", "native", "tcnn"), f"unresolved or unknown grid backend {backend!r}"
         self.backend = backend
-        self.tcnn_config = encoding_config(
-            n_levels, features_per_level, log2_table_size, base_resolution, per_level_scale
-        )
+        self.tcnn_config = encoding_config(n_levels, features_per_level, log2_table_size, base_resolution, per_level_scale)
         self._tcnn: TcnnHashGrid | None = None  # built on the first call, on the table's device
         # tiny-cuda-nn's initialisation: uniform in [-1e-4, 1e-4].
         self.table = nn.Parameter(torch.empty(self.layout.n_params, features_per_level).uniform_(-1e-4, 1e-4))

@@ -37,4 +37,3 @@ class FeatureHead(nn.Module):
     def feature(self, geometry: Tensor, dirs: Tensor) -> Tensor:  # [N, geo], [N, 3] -> [N, feature_dim]
         sh = spherical_harmonics(dirs, self.sh_degree)
         return self.feature_net(torch.cat([geometry, sh], dim=-1)).tanh()
-

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
-import torch
 from torch import Tensor, nn
 
 from fastjoint.model.decoder import StyleDecoder

@@ -63,11 +63,9 @@ def _hashgrid_encode(
     axis_weights = torch.stack([1.0 - frac, frac], dim=-1)  # [N, L, 3, 2]
 
     # The 8 vertices enumerate as [z][y][x] (bit 0 is x, as in tiny-cuda-nn).
-    weights = (
-        axis_weights[:, :, 2, :, None, None]
-        * axis_weights[:, :, 1, None, :, None]
-        * axis_weights[:, :, 0, None, None, :]
-    ).reshape(n, n_levels, 8)
+    weights = (axis_weights[:, :, 2, :, None, None] * axis_weights[:, :, 1, None, :, None] * axis_weights[:, :, 0, None, None, :]).reshape(
+        n, n_levels, 8
+    )
 
     rows = []
     for level in range(n_levels):
@@ -229,11 +227,7 @@ def _composite(
     ray_indices = ray_indices.long()
     weights = _sample_weights(sigmas, t_starts, t_ends, ray_indices, n_rays)
     t_mids = (t_starts + t_ends) * 0.5
-    rgb = torch.zeros(n_rays, 3, dtype=rgbs.dtype, device=rgbs.device).index_add(
-        0, ray_indices, weights[:, None] * rgbs
-    )
+    rgb = torch.zeros(n_rays, 3, dtype=rgbs.dtype, device=rgbs.device).index_add(0, ray_indices, weights[:, None] * rgbs)
     opacity = torch.zeros(n_rays, dtype=sigmas.dtype, device=sigmas.device).index_add(0, ray_indices, weights)
-    depth = torch.zeros(n_rays, dtype=sigmas.dtype, device=sigmas.device).index_add(
-        0, ray_indices, weights * t_mids
-    )
+    depth = torch.zeros(n_rays, dtype=sigmas.dtype, device=sigmas.device).index_add(0, ray_indices, weights * t_mids)
     return CompositeResult(rgb, opacity, depth)

@@ -24,7 +24,7 @@ class Backends(NamedTuple):
     composite: str
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def nerfacc_cuda_problem() -> str | None:
     """Why nerfacc's CUDA kernels cannot run here, or None when they can.
 
@@ -49,7 +49,7 @@ def _resolve(key: str, requested: str, problems: dict[str, Callable[[], str | No
     if requested != "auto":
         problem = problems[requested]()
         if problem is not None:
-            raise UserError(f"{key} = \"{requested}\" cannot run here: {problem}")
+            raise UserError(f'{key} = "{requested}" cannot run here: {problem}')
         return requested
     for name in fastest_first:
         if name == fastest_first[0]:

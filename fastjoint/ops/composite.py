@@ -45,7 +45,9 @@ def composite(
         CompositeResult(rgb [n_rays, 3], opacity [n_rays], depth [n_rays]).
     """
     n = sigmas.shape[0]
-    assert sigmas.shape == (n,) and rgbs.shape == (n, 3), f"sigmas [S] and rgbs [S, 3] expected, got {tuple(sigmas.shape)}, {tuple(rgbs.shape)}"
+    assert sigmas.shape == (n,) and rgbs.shape == (n, 3), (
+        f"sigmas [S] and rgbs [S, 3] expected, got {tuple(sigmas.shape)}, {tuple(rgbs.shape)}"
+    )
     assert t_starts.shape == t_ends.shape == ray_indices.shape == (n,), "t_starts, t_ends, ray_indices must be [S]"
     assert not ray_indices.dtype.is_floating_point, f"ray_indices must be integers, got {ray_indices.dtype}"
     if backend == "torch":

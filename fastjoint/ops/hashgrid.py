@@ -24,9 +24,7 @@ __all__ = ["GridLayout", "grid_layout", "hashgrid_encode"]
 NATIVE_OPS = ("fastjoint::hashgrid_forward", "fastjoint::hashgrid_backward")
 
 
-def grid_layout(
-    n_levels: int, log2_table_size: int, base_resolution: int, per_level_scale: float
-) -> GridLayout:
+def grid_layout(n_levels: int, log2_table_size: int, base_resolution: int, per_level_scale: float) -> GridLayout:
     """The per-level constants tiny-cuda-nn's HashGrid uses for these settings.
 
     Scales are computed in float32 as tiny-cuda-nn does (exp2f, log2f); a level is dense
@@ -68,9 +66,7 @@ def hashgrid_encode(
         The F features of every level, level-major, in the table's dtype.
     """
     assert x.dim() == 2 and x.shape[1] == 3, f"x must be [N, 3], got {tuple(x.shape)}"
-    assert table.dim() == 2 and table.shape[0] == layout.n_params, (
-        f"table must be [{layout.n_params}, F], got {tuple(table.shape)}"
-    )
+    assert table.dim() == 2 and table.shape[0] == layout.n_params, f"table must be [{layout.n_params}, F], got {tuple(table.shape)}"
     assert x.device == table.device, f"x on {x.device} but table on {table.device}"
     if backend == "torch":
         return _hashgrid_encode(x, table, layout)

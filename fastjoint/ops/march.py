@@ -28,7 +28,9 @@ def march_rays(
     assert rays_o.shape == rays_d.shape and rays_o.dim() == 2 and rays_o.shape[1] == 3, (
         f"rays must be [n_rays, 3], got {tuple(rays_o.shape)} and {tuple(rays_d.shape)}"
     )
-    assert binaries.dtype == torch.bool and binaries.dim() == 4, f"binaries must be bool [L, R, R, R], got {binaries.dtype} {tuple(binaries.shape)}"
+    assert binaries.dtype == torch.bool and binaries.dim() == 4, (
+        f"binaries must be bool [L, R, R, R], got {binaries.dtype} {tuple(binaries.shape)}"
+    )
     assert aabbs.shape == (binaries.shape[0], 6), f"aabbs must be [L, 6] for {binaries.shape[0]} levels, got {tuple(aabbs.shape)}"
     assert near_planes.shape == far_planes.shape == rays_o.shape[:1], "near/far planes must be [n_rays]"
     if backend == "torch":

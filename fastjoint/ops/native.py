@@ -92,7 +92,7 @@ def build_and_load(build_dir: Path, with_cuda: bool, csrc: Path | None = None) -
     return None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load() -> str | None:
     """Loads the native library once per process; None when loaded, else why not (one line)."""
     if os.environ.get("FASTJOINT_NATIVE", "1") == "0":

@@ -25,7 +25,7 @@ from torch import Tensor
 BUILD_HINT = "pip install git+https://github.com/NVlabs/tiny-cuda-nn/#subdirectory=bindings/torch (needs CUDA and its toolkit)"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _import_problem() -> str | None:
     try:
         import tinycudann  # noqa: F401
@@ -41,9 +41,7 @@ def tcnn_problem(device: torch.device) -> str | None:
     return _import_problem()
 
 
-def encoding_config(
-    n_levels: int, features_per_level: int, log2_table_size: int, base_resolution: int, per_level_scale: float
-) -> dict:
+def encoding_config(n_levels: int, features_per_level: int, log2_table_size: int, base_resolution: int, per_level_scale: float) -> dict:
     """tiny-cuda-nn's encoding config for the grid our `grid_layout` describes."""
     return {
         "otype": "HashGrid",

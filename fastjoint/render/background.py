@@ -42,7 +42,7 @@ def parse_colour(text: str, key: str) -> Colour:
         return NAMED_COLOURS[text]
     if HEX_COLOUR.fullmatch(text):
         return tuple(int(text[i : i + 2], 16) / 255.0 for i in (1, 3, 5))  # type: ignore[return-value]
-    raise UserError(f"{key}: expected \"white\", \"black\" or \"#rrggbb\", got {text!r}")
+    raise UserError(f'{key}: expected "white", "black" or "#rrggbb", got {text!r}')
 
 
 def parse_background(text: str, key: str) -> Background:

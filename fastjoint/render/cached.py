@@ -74,7 +74,9 @@ def concat_caches(parts: list[SampleCache]) -> SampleCache:
         total += part.n_rays
     device = parts[0].weights.device
     return SampleCache(
-        torch.cat([p.ray_indices + s for p, s in zip(parts, shifts, strict=True)]) if parts else torch.empty(0, dtype=torch.long, device=device),
+        torch.cat([p.ray_indices + s for p, s in zip(parts, shifts, strict=True)])
+        if parts
+        else torch.empty(0, dtype=torch.long, device=device),
         torch.cat([p.weights for p in parts]),
         torch.cat([p.features for p in parts]),
         torch.cat([p.opacity for p in parts]),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from nerfacc import OccGridEstimator
@@ -17,10 +17,7 @@ UPDATE_CHUNK = 65536
 def make_estimators(scenes: Sequence[str], aabb: Sequence[float], config: RenderConfig) -> nn.ModuleDict:
     """One occupancy grid per scene: level 0 covers the scene box, each further level a box twice as large."""
     return nn.ModuleDict(
-        {
-            scene: OccGridEstimator(roi_aabb=list(aabb), resolution=config.occ_resolution, levels=config.occ_levels)
-            for scene in scenes
-        }
+        {scene: OccGridEstimator(roi_aabb=list(aabb), resolution=config.occ_resolution, levels=config.occ_levels) for scene in scenes}
     )
 
 

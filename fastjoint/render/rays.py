@@ -7,9 +7,9 @@ styles.
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
-import torch
 from torch import Tensor
 
 from fastjoint.ops import composite
@@ -44,4 +44,3 @@ def render_rays(
     out = composite(sigmas, rgbs, samples.t_starts, samples.t_ends, ray_indices, rays_o.shape[0], composite_backend)
     rgb = out.rgb + (1.0 - out.opacity)[:, None] * background
     return RenderResult(rgb, out.opacity, out.depth, int(ray_indices.shape[0]))
-

@@ -6,7 +6,7 @@ one step) to packed samples, nerfacc's convention.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from nerfacc import OccGridEstimator

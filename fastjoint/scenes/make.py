@@ -50,9 +50,7 @@ def view_poses(recipe: Recipe) -> dict[str, np.ndarray]:
     target = torch.zeros(3)
 
     def pose(azimuth: float, elevation: float) -> np.ndarray:
-        direction = torch.tensor(
-            [math.cos(elevation) * math.cos(azimuth), math.cos(elevation) * math.sin(azimuth), math.sin(elevation)]
-        )
+        direction = torch.tensor([math.cos(elevation) * math.cos(azimuth), math.cos(elevation) * math.sin(azimuth), math.sin(elevation)])
         return look_at(recipe.camera.radius * direction, target).numpy()
 
     def random_views(n: int) -> np.ndarray:
@@ -206,9 +204,7 @@ def _write_nerfstudio(dataset: Path, recipe: Recipe, poses: dict[str, np.ndarray
         "p1": 0.0,
         "p2": 0.0,
         "frames": [
-            {"file_path": name, "transform_matrix": pose.tolist()}
-            for split in SPLITS
-            for name, pose in zip(names[split], poses[split])
+            {"file_path": name, "transform_matrix": pose.tolist()} for split in SPLITS for name, pose in zip(names[split], poses[split])
         ],
         **{f"{split}_filenames": names[split] for split in SPLITS},
     }

@@ -297,4 +297,3 @@ def blend_scatter(image: np.ndarray, samples: SurfaceSamples, max_points: int = 
     dots = scatter(image, samples, max_points)
     faded = scatter(image, SurfaceSamples(samples.features[:0], samples.colours[:0]), max_points)
     return np.where((dots != faded).any(-1, keepdims=True), dots, image)
-
