@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -157,3 +158,12 @@ def trained_run(tiny_data, tmp_path_factory):
     result = run_cli("train", str(path), "--orbit", "4", cwd=folder)
     assert result.returncode == 0, result.stderr
     return config.run_dir, result, path
+
+
+@pytest.fixture
+def run_copy(trained_run, tmp_path) -> Path:
+    """A copy of the session's trained run, so that what a test adds (styles, renders) stays in that test."""
+    run_dir, _, _ = trained_run
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    return copy

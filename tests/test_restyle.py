@@ -53,15 +53,6 @@ def test_cached_samples_composite_as_a_full_render():
         torch.testing.assert_close(composite_cached(part, decoder(part.features), background), got[rays])
 
 
-@pytest.fixture
-def run_copy(trained_run, tmp_path):
-    """A copy of the session's trained tiny run, so that added styles stay in this test."""
-    run_dir, _, _ = trained_run
-    copy = tmp_path / "run"
-    shutil.copytree(run_dir, copy)
-    return copy
-
-
 @pytest.mark.slow
 def test_restyle_adds_a_style_that_transfers(run_copy, tiny_data):
     checkpoint = run_copy / "checkpoints" / "latest.pt"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import subprocess
 import sys
 
@@ -58,14 +57,6 @@ def test_browser_camera_becomes_the_same_pose():
     torch.testing.assert_close(got, pose, atol=1e-5, rtol=0)
     assert (camera.width, camera.height) == (60, 40)
     assert camera.focal == pytest.approx(20.0 / math.tan(fov / 2))
-
-
-@pytest.fixture
-def run_copy(trained_run, tmp_path):
-    run_dir, _, _ = trained_run
-    copy = tmp_path / "run"
-    shutil.copytree(run_dir, copy)
-    return copy
 
 
 @pytest.fixture
