@@ -10,7 +10,7 @@ import numpy as np
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.text import Text
 
-from fastjoint.files import naming
+from fastjoint.files import naming, write_text
 from fastjoint.log import console
 from fastjoint.metrics import psnr_from_mse
 
@@ -86,7 +86,7 @@ def _truncate(path: Path, step: int) -> None:
                 kept.append(line)
         except (json.JSONDecodeError, KeyError, TypeError):
             break  # a line cut by the kill: everything after it is newer
-    path.write_text("".join(k + "\n" for k in kept))
+    write_text(path, "".join(k + "\n" for k in kept))  # atomic: a kill here keeps the old log
 
 
 class TrainProgress:

@@ -17,9 +17,9 @@ from fastjoint.data.split import (
     SPLITS,
     Split,
     is_number,
+    read_frame_pose,
     read_images,
     read_json,
-    read_pose,
 )
 from fastjoint.errors import UserError
 
@@ -50,11 +50,7 @@ def load_blender(root: Path, split: str, downscale: int = 1) -> Split:
     paths, poses = [], []
     for i, frame in enumerate(frames):
         where = f"{path}: frames[{i}]"
-        if not isinstance(frame, dict):
-            raise UserError(f"{where} must be an object")
-        if "transform_matrix" not in frame:
-            raise UserError(f"{where} has no 'transform_matrix'")
-        poses.append(read_pose(frame["transform_matrix"], f"{where}.transform_matrix").astype(np.float32))
+        poses.append(read_frame_pose(frame, where).astype(np.float32))
         paths.append(image_path(root, frame, where))
 
     pixels, has_alpha = read_images(paths, downscale)

@@ -23,6 +23,7 @@ from fastjoint.data.recentre import apply_transform, scene_transform
 from fastjoint.data.split import (
     Split,
     is_number,
+    read_frame_pose,
     read_images,
     read_json,
     read_pose,
@@ -56,11 +57,7 @@ def load_nerfstudio(root: Path, split: str, downscale: int = 1) -> Split:
     poses, names, cameras = [], [], []
     for i, frame in enumerate(frames):
         where = f"{path}: frames[{i}]"
-        if not isinstance(frame, dict):
-            raise UserError(f"{where} must be an object")
-        if "transform_matrix" not in frame:
-            raise UserError(f"{where} has no 'transform_matrix'")
-        poses.append(read_pose(frame["transform_matrix"], f"{where}.transform_matrix"))
+        poses.append(read_frame_pose(frame, where))
         file_path = frame.get("file_path")
         if not isinstance(file_path, str) or not file_path:
             raise UserError(f"{where} has no 'file_path'")

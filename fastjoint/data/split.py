@@ -81,6 +81,15 @@ def is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def read_frame_pose(frame: object, where: str) -> np.ndarray:
+    """The camera-to-world `transform_matrix` of a transforms-JSON frame, float64 [4, 4]."""
+    if not isinstance(frame, dict):
+        raise UserError(f"{where} must be an object")
+    if "transform_matrix" not in frame:
+        raise UserError(f"{where} has no 'transform_matrix'")
+    return read_pose(frame["transform_matrix"], f"{where}.transform_matrix")
+
+
 def read_pose(matrix, where: str, rows: int = 4) -> np.ndarray:
     """A `rows`x4 matrix of finite numbers from JSON, as float64 [rows, 4]."""
     if not (
