@@ -1,6 +1,6 @@
-"""The paper's three experiments on one target, under the demo's budget, with ground truth.
+"""The paper's three experiments (and the local-frame pattern) on one target, under the demo's budget, with ground truth.
 
-For each style (recolour, relight, pattern) it trains `configs/<target>-<style>.toml`,
+For each style (recolour, relight, pattern, stripes) it trains `configs/<target>-<style>.toml`,
 evaluates, analyses the feature space, and renders the transfer; then it writes one table
 (markdown + JSON): per style, the PSNR of the three trained pairings, the transfer's PSNR
 against ground truth, the no-transfer baseline, the gain, the KL divergence between the two
@@ -11,8 +11,14 @@ With `--together`, it also trains the chosen styles in one run (shared encoders 
 a decoder per style; the config is the single-style configs' data merged) and reports each
 transfer trained together beside the same transfer trained alone.
 
+With `--variant`, every run takes the options of the named variants (VARIANTS: the
+pattern-transfer options, off by default in fastjoint), and the results are labelled with
+them; `--summary` then gathers one target's variants of one date into one table.
+
     python -m benchmarks.experiments --target digger
     python -m benchmarks.experiments --target digger --styles recolour relight --together
+    python -m benchmarks.experiments --target robot --variant position align
+    python -m benchmarks.experiments --summary --target robot
 """
 
 from __future__ import annotations
@@ -36,7 +42,16 @@ from benchmarks.common import console as make_console
 from fastjoint.config import load_config, to_toml
 
 REPO = Path(__file__).resolve().parents[1]
-STYLES = ("recolour", "relight", "pattern")
+STYLES = ("recolour", "relight", "pattern", "stripes")
+# The options measured against the method (benchmarks/README.md): `fastjoint train` arguments.
+VARIANTS = {
+    "align": ("--train.align", "moments"),
+    "sliced": ("--train.align", "sliced"),
+    "position": ("--model.decoder-position", "4"),
+    "dim3": ("--model.feature-dim", "3"),
+    "dim4": ("--model.feature-dim", "4"),
+}
+METHOD = "method"  # the label of runs without options
 PAIRINGS = ("target:original", "reference:original", "reference:style")
 SHEET_SCALE = 3
 LABEL_WIDTH = 150
@@ -66,11 +81,16 @@ def contact_sheet(rows: list[tuple[str, list[np.ndarray]]], path: Path) -> None:
     iio.imwrite(path, np.concatenate(strips, axis=0))
 
 
-def run_style(target: str, style: str, output_dir: Path, views: list[int], date: str, results: Path) -> dict:
+def label_of(variants: list[str]) -> str:
+    return "+".join(variants) if variants else METHOD
+
+
+def run_style(target: str, style: str, output_dir: Path, views: list[int], date: str, results: Path, variants: list[str] = ()) -> dict:
     config = REPO / "configs" / f"{target}-{style}.toml"
     name = f"{target}-{style}"
+    options = [arg for variant in variants for arg in VARIANTS[variant]]
     start = time.time()
-    fastjoint("train", str(config), "--output-dir", str(output_dir), "--name", name, "--no-render")
+    fastjoint("train", str(config), "--output-dir", str(output_dir), "--name", name, "--no-render", *options)
     seconds = time.time() - start
     run_dir = output_dir / name
     fastjoint("analyze", str(run_dir))
@@ -79,7 +99,8 @@ def run_style(target: str, style: str, output_dir: Path, views: list[int], date:
     analysis = json.loads((run_dir / "analysis.json").read_text())
 
     data = REPO / "data" / "generated" / "paper" / target
-    sheet = results / f"{machine_slug()}-{date}-experiments-{target}-{style}.png"
+    tag = "" if not variants else f"-{label_of(list(variants))}"
+    sheet = results / f"{machine_slug()}-{date}-experiments-{target}{tag}-{style}.png"
     contact_sheet(
         [
             (f"{target}, original", [on_white(data / "original" / "test" / f"r_{v}.png") for v in views]),
@@ -88,12 +109,14 @@ def run_style(target: str, style: str, output_dir: Path, views: list[int], date:
         ],
         sheet,
     )
-    features = results / f"{machine_slug()}-{date}-experiments-{target}-{style}-features.png"
+    features = results / f"{machine_slug()}-{date}-experiments-{target}{tag}-{style}-features.png"
     features.write_bytes((run_dir / "analysis" / "features.png").read_bytes())
     transfer = result["transfers"][f"target:{style}"]
     trained = ("target:original", "reference:original", f"reference:{style}")
     return {
         "style": style,
+        "variant": label_of(list(variants)),
+        "options": options,
         "psnr": {p: result["pairings"][name]["psnr"] for p, name in zip(PAIRINGS, trained)},
         "transfer_psnr": transfer["psnr"],
         "transfer_ssim": transfer["ssim"],
@@ -161,23 +184,67 @@ def together_markdown(target: str, rows: list[dict], together: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def summary(target: str, date: str, results: Path) -> tuple[Path, str]:
+    """One table of every variant of `target` measured on `date` (this machine), against the method's runs."""
+    prefix = f"{machine_slug()}-{date}-experiments-{target}"
+    runs: dict[str, dict[str, dict]] = {}  # variant -> style -> row
+    for path in sorted(results.glob(f"{prefix}*.json")):
+        table = json.loads(path.read_text())
+        if table.get("together"):
+            continue
+        for row in table["styles"]:
+            runs.setdefault(row.get("variant", METHOD), {})[row["style"]] = row
+    if METHOD not in runs:
+        raise SystemExit(f"{results}/{prefix}.json: no run of the method on {date} to compare with")
+    method = runs[METHOD]
+    lines = [
+        f"| style ({target}) | variant | transfer vs truth | vs method | gain over no transfer | KL(t‖r) | target:original | reference:style |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    order = [METHOD] + sorted(v for v in runs if v != METHOD)
+    for style in STYLES:
+        for variant in order:
+            row = runs[variant].get(style)
+            if row is None:
+                continue
+            base = method.get(style)
+            versus = f"{row['transfer_psnr'] - base['transfer_psnr']:+.2f}" if base and variant != METHOD else ""
+            kl = f"{row['kl_target_reference']:.2f}" if row["kl_target_reference"] is not None else "n/a"
+            lines.append(
+                f"| {style} | {variant} | {row['transfer_psnr']:.2f} | {versus} | {row['gain_db']:+.2f} | {kl} | "
+                f"{row['psnr']['target:original']:.2f} | {row['psnr']['reference:style']:.2f} |"
+            )
+    text = "\n".join(lines) + "\n"
+    path = results / f"{prefix}-options.md"
+    path.write_text(text)
+    return path, text
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.experiments", description=__doc__.splitlines()[0])
     parser.add_argument("--target", default="digger", choices=("digger", "robot"))
     parser.add_argument("--styles", nargs="+", default=list(STYLES), choices=STYLES)
     parser.add_argument("--views", type=int, nargs="+", default=[0, 2, 4, 6], help="test views on the contact sheets")
     parser.add_argument("--together", action="store_true", help="also train the chosen styles in one run and compare")
+    parser.add_argument("--variant", nargs="+", default=[], choices=sorted(VARIANTS), help="train every run with these options")
+    parser.add_argument("--summary", action="store_true", help="only gather this date's variants of --target into one table")
+    parser.add_argument("--date", default=time.strftime("%Y-%m-%d"), help="the date whose results --summary gathers")
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     args.results.mkdir(parents=True, exist_ok=True)
     console = make_console()
+    if args.summary:
+        path, text = summary(args.target, args.date, args.results)
+        console.print(text)
+        console.print(f"results: {path}")
+        return 0
     date = time.strftime("%Y-%m-%d")
     fastjoint("scenes", "make", "paper")  # once, untimed
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for style in args.styles:
             with console.status(f"{args.target}: {style}..."):
-                rows.append(run_style(args.target, style, Path(tmp), args.views, date, args.results))
+                rows.append(run_style(args.target, style, Path(tmp), args.views, date, args.results, args.variant))
             console.print(f"{style}: transfer {rows[-1]['transfer_psnr']:.2f} dB, baseline {rows[-1]['baseline_psnr']:.2f} dB")
         together = None
         if args.together:
@@ -199,8 +266,10 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['train_seconds']:.0f} s",
         )
     console.print(table)
-    kind = f"experiments-{args.target}" + ("-together" if together else "")
-    path = write_results(kind, {"target": args.target, "styles": rows, "together": together}, args.results)
+    kind = f"experiments-{args.target}" + (f"-{label_of(args.variant)}" if args.variant else "") + ("-together" if together else "")
+    path = write_results(
+        kind, {"target": args.target, "variant": label_of(args.variant), "styles": rows, "together": together}, args.results
+    )
     text = markdown(args.target, rows)
     if together:
         text += "\n" + together_markdown(args.target, rows, together)

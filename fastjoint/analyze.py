@@ -5,11 +5,17 @@
   over the original decoder's map, each point in its rendered original-style colour;
 - analysis.json: a bivariate normal fitted to each scene's features and the closed-form KL
   divergence between them (the paper's measure of whether the encoders share the space).
+
+With `model.feature_dim` above 2 the plane drawn is the features' principal plane (the two
+main axes of both scenes' surface features, through their mean), and the fits and the KL
+are in all the feature's dimensions. Position-aware decoders (`model.decoder_position`) are
+drawn at the centre of the scene box.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -30,12 +36,12 @@ RIDGE = 1e-6  # added to fitted covariances so that a collapsed feature cloud st
 
 
 class Gaussian(NamedTuple):
-    mean: Tensor  # [2] float64
-    cov: Tensor  # [2, 2] float64
+    mean: Tensor  # [D] float64
+    cov: Tensor  # [D, D] float64
 
 
-def fit_gaussian(points: Tensor) -> Gaussian:  # [N, 2] -> mean, covariance (+ ridge)
-    """Maximum-likelihood bivariate normal of a point cloud (unbiased covariance)."""
+def fit_gaussian(points: Tensor) -> Gaussian:  # [N, D] -> mean, covariance (+ ridge)
+    """Maximum-likelihood normal of a point cloud (unbiased covariance)."""
     x = points.double()
     mean = x.mean(dim=0)
     centred = x - mean
@@ -55,8 +61,33 @@ def kl_divergence(p: Gaussian, q: Gaussian) -> float:
 
 
 class SurfaceSamples(NamedTuple):
-    features: Tensor  # [N, 2] style features of visible surface points
+    features: Tensor  # [N, feature_dim] style features of visible surface points
     colours: Tensor  # [N, 3] their original-style colour as rendered
+
+
+class FeaturePlane(NamedTuple):
+    """The plane of feature space that the pictures show: origin + axes @ (x, y)."""
+
+    origin: Tensor  # [D]
+    axes: Tensor  # [D, 2] orthonormal columns
+
+    @staticmethod
+    def of(samples: list[Tensor], feature_dim: int) -> FeaturePlane:
+        """The feature plane itself for 2 dimensions; else the principal plane of the samples [N_i, D]."""
+        if feature_dim == 2:
+            return FeaturePlane(torch.zeros(2), torch.eye(2))
+        points = torch.cat(samples).double() if samples else torch.zeros(0, feature_dim, dtype=torch.float64)
+        if len(points) < 3:
+            return FeaturePlane(torch.zeros(feature_dim), torch.eye(feature_dim)[:, :2])
+        mean = points.mean(dim=0)
+        _, _, vh = torch.linalg.svd(points - mean, full_matrices=False)
+        return FeaturePlane(mean.float(), vh[:2].T.float().contiguous())
+
+    def project(self, features: Tensor) -> Tensor:  # [N, D] -> [N, 2]
+        return (features - self.origin) @ self.axes
+
+    def lift(self, points: Tensor) -> Tensor:  # [N, 2] -> [N, D]
+        return self.origin.to(points.device) + points @ self.axes.to(points.device).T
 
 
 @torch.no_grad()
@@ -76,17 +107,23 @@ def surface_samples(run: LoadedRun, scene: str, views: int = VIEWS) -> SurfaceSa
             continue
         points = rays_o[hit] + rays_d[hit] * (result.depth[hit] / result.opacity[hit])[:, None]
         _, feature = built.model.features(scene, points, rays_d[hit])
-        features.append(feature.cpu())
+        features.append(built.model.style_feature(feature).cpu())
         colours.append(result.rgb[hit].cpu())
     if not features:
-        return SurfaceSamples(torch.empty(0, 2), torch.empty(0, 3))
+        return SurfaceSamples(torch.empty(0, built.model.feature_dim), torch.empty(0, 3))
     return SurfaceSamples(torch.cat(features), torch.cat(colours))
 
 
 @torch.no_grad()
-def decoder_map(run: LoadedRun, style: str, pixels: int = PLANE_PIXELS) -> np.ndarray:  # [P, P, 3] uint8
-    """A style decoder over [-1, 1]^2: x = first feature (left to right), y = second (bottom to top)."""
-    return plane_image(run.built.model.decoders[style], pixels, run.built.device)
+def decoder_map(run: LoadedRun, style: str, plane: FeaturePlane | None = None, pixels: int = PLANE_PIXELS) -> np.ndarray:
+    """A style decoder over [-1, 1]^2 of `plane` (x left to right, y bottom to top): [P, P, 3] uint8.
+
+    Without a plane, the feature plane itself (x = first feature, y = second).
+    """
+    model = run.built.model
+    plane = plane or FeaturePlane.of([], model.feature_dim)
+    decoder = model.decoders[style]
+    return plane_image(lambda p: decoder(model.plane_inputs(plane.lift(p))), pixels, run.built.device)
 
 
 def plane_points(pixels: int, device: torch.device | str = "cpu") -> Tensor:  # [P*P, 2]
@@ -97,7 +134,9 @@ def plane_points(pixels: int, device: torch.device | str = "cpu") -> Tensor:  # 
 
 
 @torch.no_grad()
-def plane_image(decoder: torch.nn.Module, pixels: int = PLANE_PIXELS, device: torch.device | str = "cpu") -> np.ndarray:
+def plane_image(
+    decoder: torch.nn.Module | Callable[[Tensor], Tensor], pixels: int = PLANE_PIXELS, device: torch.device | str = "cpu"
+) -> np.ndarray:
     """Any decoder over the feature plane, as `decoder_map` draws it: [P, P, 3] uint8."""
     rgb = decoder(plane_points(pixels, device)).reshape(pixels, pixels, 3)
     return (rgb.clamp(0, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
@@ -140,6 +179,7 @@ class AnalysisResult(NamedTuple):
     fits: dict[str, Gaussian]  # scene -> fitted normal (empty when a scene has too few points)
     kl_target_reference: float | None  # KL(target || reference) in nats
     kl_reference_target: float | None
+    plane: FeaturePlane | None = None  # the plane the pictures show
 
     def to_json(self) -> dict:
         kl = None
@@ -147,7 +187,10 @@ class AnalysisResult(NamedTuple):
             forward, backward = self.kl_target_reference, self.kl_reference_target
             kl = {"target||reference": forward, "reference||target": backward, "symmetric": (forward + backward) / 2}
         fits = {s: {"mean": f.mean.tolist(), "cov": f.cov.tolist()} for s, f in self.fits.items()}
-        return {"step": self.step, "points": self.points, "fits": fits, "kl": kl}
+        table = {"step": self.step, "points": self.points, "fits": fits, "kl": kl}
+        if self.plane is not None:
+            table["plane"] = {"origin": self.plane.origin.tolist(), "axes": self.plane.axes.tolist()}
+        return table
 
 
 def analyze(run_dir: str | Path, device: str | None = None, run: LoadedRun | None = None) -> AnalysisResult:
@@ -158,12 +201,16 @@ def analyze(run_dir: str | Path, device: str | None = None, run: LoadedRun | Non
     folder.mkdir(parents=True, exist_ok=True)
 
     styles = run.pairings.styles
-    maps = {style: decoder_map(run, style) for style in styles}
-    write_image(folder / "decoders.png", side_by_side({f"decoder {s}": maps[s] for s in styles}))
     samples = {scene: surface_samples(run, scene) for scene in SCENES}
+    dim = run.built.model.feature_dim
+    plane = FeaturePlane.of([samples[s].features for s in SCENES], dim)
+    where = "" if dim == 2 else " (principal plane)"
+    maps = {style: decoder_map(run, style, plane) for style in styles}
+    write_image(folder / "decoders.png", side_by_side({f"decoder {s}{where}": maps[s] for s in styles}))
+    drawn = {s: SurfaceSamples(plane.project(samples[s].features), samples[s].colours) for s in SCENES}
     write_image(
         folder / "features.png",
-        side_by_side({f"{s} features on decoder {ORIGINAL}": scatter(maps[ORIGINAL], samples[s]) for s in SCENES}),
+        side_by_side({f"{s} features on decoder {ORIGINAL}{where}": scatter(maps[ORIGINAL], drawn[s]) for s in SCENES}),
     )
     fits: dict[str, Gaussian] = {}
     forward = backward = None
@@ -171,6 +218,6 @@ def analyze(run_dir: str | Path, device: str | None = None, run: LoadedRun | Non
         fits = {s: fit_gaussian(samples[s].features) for s in SCENES}
         forward = kl_divergence(fits["target"], fits["reference"])
         backward = kl_divergence(fits["reference"], fits["target"])
-    result = AnalysisResult(run.step, {s: len(samples[s].features) for s in SCENES}, fits, forward, backward)
+    result = AnalysisResult(run.step, {s: len(samples[s].features) for s in SCENES}, fits, forward, backward, plane)
     write_json(run_dir / "analysis.json", result.to_json())
     return result

@@ -136,4 +136,6 @@ def build_model(config: Config, grid_backend: str = "torch") -> JointModel:
         config.model.feature_dim,
         config.model.decoder_hidden,
         arch.decoder_layers(config),
+        config.model.decoder_position,
+        config.data.aabb,
     )

@@ -137,9 +137,14 @@ class ModelConfig:
     sh_degree: int = 4
     """Degree of the spherical-harmonics encoding of the view direction (1 to 4)."""
     feature_dim: int = 2
-    """Dimension of the style feature space (the method keeps it at 2)."""
+    """Dimension of the style feature space (the method keeps it at 2; `analyze` draws a principal plane
+    for more, and the viewer's painting needs 2)."""
     decoder_hidden: int = 32
     """Hidden width of each style decoder (feature -> hidden -> RGB)."""
+    decoder_position: int = 0
+    """Position-aware decoders (an experiment, see benchmarks/README.md): octaves of a sin/cos code of the
+    point's place in data.aabb that every style decoder sees beside the feature, so that a style can vary
+    over a surface; 0: off, the method's decoders of the feature alone."""
     share_head: bool = True
     """Share the feature head between target and reference scenes."""
 
@@ -156,6 +161,7 @@ class ModelConfig:
         _check(1 <= self.sh_degree <= 4, "model.sh_degree", "must be between 1 and 4")
         for key in ("hidden", "geometry_features", "feature_dim", "decoder_hidden"):
             _check(getattr(self, key) >= 1, f"model.{key}", "must be at least 1")
+        _check(0 <= self.decoder_position <= 10, "model.decoder_position", "must be between 0 (off) and 10 octaves")
 
     @property
     def per_level_scale(self) -> float:
@@ -257,6 +263,14 @@ class TrainConfig:
     random_background: bool = True
     """Whether a background "auto" of RGBA images means "random" (a random colour per training ray, so
     that alpha is learned); false: they are composited on render.background."""
+    align: Literal["off", "moments", "sliced"] = "off"
+    """Feature alignment (an experiment, see benchmarks/README.md): a loss pulling the two scenes' style
+    features at visible surface points together, by their means and covariances or by a sliced
+    Wasserstein distance; off: the method's training, the shared decoder alone."""
+    align_weight: float = 0.05
+    """Weight of the alignment loss beside the summed colour losses."""
+    align_warmup_steps: int = 250
+    """Steps over which the alignment weight rises linearly from 0."""
     seed: int = 0
     """Seed of every random choice; the same seed gives the same run on the CPU."""
     log_every: int = 50
@@ -269,6 +283,8 @@ class TrainConfig:
             _check(getattr(self, key) >= 1, f"train.{key}", "must be at least 1")
         _check(self.lr > 0, "train.lr", "must be positive")
         _check(self.lr_warmup_steps >= 0, "train.lr_warmup_steps", "must not be negative")
+        _check(self.align_weight >= 0 and math.isfinite(self.align_weight), "train.align_weight", "must be a finite number >= 0")
+        _check(self.align_warmup_steps >= 0, "train.align_warmup_steps", "must not be negative")
 
 
 @dataclass(frozen=True)

@@ -189,7 +189,7 @@ class Built:
         marched = concat_caches(parts) if parts else None
         opacity = torch.zeros(n_rays, device=rays_o.device)
         if marched is None:
-            return SampleCache(rays[:0], opacity[:0], torch.zeros(0, self.model.feature_dim, device=rays_o.device), opacity, n_rays)
+            return SampleCache(rays[:0], opacity[:0], torch.zeros(0, self.model.decoder_inputs, device=rays_o.device), opacity, n_rays)
         opacity[rays] = marched.opacity
         return SampleCache(rays[marched.ray_indices], marched.weights, marched.features, opacity, n_rays)
 

@@ -140,6 +140,37 @@ def test_check_pattern_alternates_on_a_face():
     assert np.all(colours[(points[:, 0] * 4).astype(int) % 2 == 1] == 1)
 
 
+def test_local_stripes_follow_each_shape_not_the_world():
+    from fastjoint.scenes.raytrace import albedo
+    from fastjoint.scenes.recipe import Material, Pattern, Shape
+
+    stripes = Pattern("stripes", 5.0, ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)), frame="local")
+    material = Material((1.0, 1.0, 0.0), pattern=stripes)
+    heights = np.linspace(0.01, 0.39, 20)  # bands are 0.2 apart, counted up from each base
+    column = lambda x, y: np.stack([np.full(20, x), np.full(20, y), heights], axis=1)  # noqa: E731
+    low = Shape("box", "yellow", (0.0, 0.0, 0.2), size=(1.0, 1.0, 0.4))  # base at z = 0
+    high = Shape("box", "yellow", (3.0, 0.0, 0.27), size=(1.0, 1.0, 0.4))  # base at z = 0.07
+    expected = (np.floor(heights * 5) % 2)[:, None]  # black first, then white
+    assert np.array_equal(albedo(material, column(0.0, 0.0), low), np.repeat(expected, 3, axis=1))
+    # The same world points on a part whose base sits 0.07 higher: the bands move with it.
+    shifted = (np.floor((heights - 0.07) * 5 + 1e-4) % 2)[:, None]
+    assert np.array_equal(albedo(material, column(3.0, 0.0), high), np.repeat(shifted, 3, axis=1))
+    assert not np.array_equal(shifted, expected)
+    # Across x and y a stripe does not change; turned on its side, the bands run along world x.
+    assert np.array_equal(albedo(material, column(0.4, -0.3), low), albedo(material, column(0.0, 0.0), low))
+    side = Shape("cylinder", "yellow", (0.0, 0.0, 0.0), radius=0.1, height=0.8, rotation=(0.0, 90.0, 0.0))
+    along_x = np.stack([heights - 0.4, np.zeros(20), np.zeros(20)], axis=1)  # world x = local z
+    assert np.array_equal(albedo(material, along_x, side)[:, 0], np.floor(heights * 5 + 1e-4) % 2)
+
+
+def test_paper_stripes_style_is_local_and_in_every_target():
+    recipe = load_recipe(REPO / "data" / "paper.toml")
+    materials, lighting = recipe.style("stripes")
+    pattern = materials["yellow"].pattern
+    assert pattern.kind == "stripes" and pattern.frame == "local" and lighting == recipe.lighting
+    assert recipe.style("pattern")[0]["yellow"].pattern.frame == "world"
+
+
 @pytest.mark.parametrize("config", sorted(p.name for p in (REPO / "configs").glob("*-*.toml")))
 def test_experiment_configs_name_the_kit_datasets(config):
     from fastjoint.config import load_config

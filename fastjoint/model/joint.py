@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import NamedTuple
 
+import torch
 from torch import Tensor, nn
 
 from fastjoint.model.decoder import StyleDecoder
@@ -15,7 +17,7 @@ from fastjoint.model.head import FeatureHead
 class QueryResult(NamedTuple):
     sigma: Tensor  # [N] density
     rgb: Tensor  # [N, 3]
-    feature: Tensor  # [N, feature_dim] style feature in [-1, 1]
+    feature: Tensor  # [N, decoder_inputs] what the decoders see: the style feature (+ position code)
 
 
 class HashGridEncoder(nn.Module):
@@ -48,6 +50,11 @@ class JointModel(nn.Module):
     density and the style feature. The decoders turn features into colour, one per style,
     `original` first. The query splits into a style-free part, `features(scene, x, d)`, and
     `decode(style, feature)`, so that a style swap re-runs only the decoder.
+
+    With `position_octaves` > 0 the decoders are position-aware: what they see is the style
+    feature followed by a sin/cos code of the point's place in `box` (`position_code`), and
+    `features` returns both, so that everything that caches features (restyle, the viewer)
+    caches the code too. `style_feature` takes the feature part back out.
     """
 
     def __init__(
@@ -57,26 +64,54 @@ class JointModel(nn.Module):
         feature_dim: int,
         decoder_hidden: int,
         decoder_layers: int = 1,
+        position_octaves: int = 0,
+        box: Sequence[float] = (-1.0, -1.0, -1.0, 1.0, 1.0, 1.0),
     ) -> None:
         super().__init__()
         self.encoders = nn.ModuleDict(encoders)
         self.feature_dim = feature_dim
         self.decoder_hidden = decoder_hidden
         self.decoder_layers = decoder_layers
+        self.position_octaves = position_octaves
+        self.decoder_inputs = feature_dim + 6 * position_octaves
+        self.register_buffer("position_box", torch.tensor(box, dtype=torch.float32), persistent=False)
         self.decoders = nn.ModuleDict({style: self.new_decoder() for style in styles})
 
     def new_decoder(self) -> StyleDecoder:
         """A freshly initialised decoder of this model's shape."""
-        return StyleDecoder(self.feature_dim, self.decoder_hidden, self.decoder_layers)
+        return StyleDecoder(self.decoder_inputs, self.decoder_hidden, self.decoder_layers)
+
+    def position_code(self, x: Tensor) -> Tensor:  # [N, 3] world -> [N, 6 * octaves]
+        """sin and cos of 2^k pi p for k < octaves, p the point's place in the box scaled to [-1, 1]^3."""
+        low, high = self.position_box[:3], self.position_box[3:]
+        p = (2.0 * (x - low) / (high - low) - 1.0).clamp(-1.0, 1.0)
+        scales = math.pi * 2.0 ** torch.arange(self.position_octaves, device=x.device, dtype=x.dtype)
+        angles = (p[:, None, :] * scales[:, None]).flatten(1)  # [N, octaves * 3]
+        return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+    def style_feature(self, decoder_input: Tensor) -> Tensor:  # [N, decoder_inputs] -> [N, feature_dim]
+        """The style feature of what `features` returns (without the position code)."""
+        return decoder_input[:, : self.feature_dim]
+
+    def plane_inputs(self, feature: Tensor) -> Tensor:  # [N, feature_dim] -> [N, decoder_inputs]
+        """Decoder inputs for bare style features: with position-aware decoders, at the box's centre."""
+        if not self.position_octaves:
+            return feature
+        centre = ((self.position_box[:3] + self.position_box[3:]) / 2).to(feature.device)
+        code = self.position_code(centre[None].expand(feature.shape[0], 3).to(feature.dtype))
+        return torch.cat([feature, code], dim=-1)
 
     def density(self, scene: str, x: Tensor) -> Tensor:  # [N, 3] -> [N]
         return self.encoders[scene].density(x)
 
     def features(self, scene: str, x: Tensor, d: Tensor) -> tuple[Tensor, Tensor]:
-        """The style-free part of a query: density [N] and style feature [N, feature_dim]."""
-        return self.encoders[scene](x, d)
+        """The style-free part of a query: density [N] and the decoders' input [N, decoder_inputs]."""
+        sigma, feature = self.encoders[scene](x, d)
+        if self.position_octaves:
+            feature = torch.cat([feature, self.position_code(x)], dim=-1)
+        return sigma, feature
 
-    def decode(self, style: str, feature: Tensor) -> Tensor:  # [N, feature_dim] -> [N, 3]
+    def decode(self, style: str, feature: Tensor) -> Tensor:  # [N, decoder_inputs] -> [N, 3]
         return self.decoders[style](feature)
 
     def query(self, scene: str, style: str, x: Tensor, d: Tensor) -> QueryResult:

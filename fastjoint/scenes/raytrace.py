@@ -97,14 +97,33 @@ def _cylinder(o: np.ndarray, d: np.ndarray, radius: float, half_height: float) -
     return t, normal
 
 
-def albedo(material: Material, points: np.ndarray) -> np.ndarray:  # [N, 3] -> [N, 3]
-    """The material's colour at world points (its pattern, if any, is a 3-D checkerboard)."""
-    if material.pattern is None:
+def albedo(material: Material, points: np.ndarray, shape: Shape | None = None) -> np.ndarray:  # [N, 3] -> [N, 3]
+    """The material's colour at world points of `shape`.
+
+    A pattern is a 3-D checkerboard ("check") or bands across the z axis ("stripes"), in
+    world coordinates or, for `frame = "local"`, in the shape's own frame: axes turned with
+    it, measured from its centre in x and y and from its base (its lowest point along its own
+    z axis) in z, so that the bands start at each part's base whatever its size and place.
+    """
+    pattern = material.pattern
+    if pattern is None:
         return np.broadcast_to(np.asarray(material.colour), points.shape).copy()
-    cells = np.floor(points * material.pattern.scale + 1e-4).astype(np.int64)
-    parity = (cells.sum(axis=1) % 2)[:, None]
-    a, b = (np.asarray(c) for c in material.pattern.colours)
+    if pattern.frame == "local":
+        if shape is None:
+            raise ValueError("a local-frame pattern needs the shape it is drawn on")
+        points = (points - np.asarray(shape.center)) @ rotation_matrix(shape.rotation)  # world -> local
+        points = points + np.array([0.0, 0.0, _half_height(shape)])
+    cells = np.floor(points * pattern.scale + 1e-4).astype(np.int64)
+    parity = ((cells.sum(axis=1) if pattern.kind == "check" else cells[:, 2]) % 2)[:, None]
+    a, b = (np.asarray(c) for c in pattern.colours)
     return np.where(parity == 0, a, b)
+
+
+def _half_height(shape: Shape) -> float:
+    """Distance from a shape's centre to its base along its own z axis."""
+    if shape.kind == "box":
+        return shape.size[2] / 2
+    return shape.height / 2 if shape.kind == "cylinder" else shape.radius
 
 
 def shade(
@@ -159,7 +178,7 @@ def trace(
         mask = best_shape == i
         if mask.any():
             material = materials[shape.material]
-            colour[mask] = shade(albedo(material, points[mask]), normals[mask], dirs[mask], material, lighting)
+            colour[mask] = shade(albedo(material, points[mask], shape), normals[mask], dirs[mask], material, lighting)
     return colour, hit.astype(np.float64)
 
 

@@ -19,15 +19,17 @@ import tomllib
 from fastjoint.errors import UserError
 
 SHAPE_KINDS = ("sphere", "box", "cylinder")
-PATTERN_KINDS = ("check",)
+PATTERN_KINDS = ("check", "stripes")
+PATTERN_FRAMES = ("world", "local")
 BACKDROP_KINDS = ("sky",)
 
 
 @dataclass(frozen=True)
 class Pattern:
-    kind: str  # "check": a 3-D checkerboard in world coordinates
-    scale: float  # cells per world unit
+    kind: str  # "check": a 3-D checkerboard; "stripes": bands across the frame's z axis
+    scale: float  # cells (or bands) per world unit
     colours: tuple[tuple[float, float, float], tuple[float, float, float]]
+    frame: str = "world"  # "world": world coordinates; "local": each shape's own frame (centre, rotation)
 
 
 @dataclass(frozen=True)
@@ -323,7 +325,10 @@ def _parse_material(raw: Any, where: str, full: bool) -> dict[str, Any]:
         if not isinstance(colours, list) or len(colours) != 2:
             raise UserError(f"'{pt.key('colours')}' must be a list of two colours")
         pair = tuple(_Table({"c": c}, pt.key(f"colours[{i}]")).vector("c", unit=True) for i, c in enumerate(colours))
-        fields["pattern"] = Pattern(kind, pt.number("scale", 4.0, low=0.01), pair)
+        frame = pt.take("frame", "world")
+        if frame not in PATTERN_FRAMES:
+            raise UserError(f"'{pt.key('frame')}' must be one of {', '.join(PATTERN_FRAMES)}, got {frame!r}")
+        fields["pattern"] = Pattern(kind, pt.number("scale", 4.0, low=0.01), pair, frame)
         pt.done()
     table.done()
     return fields

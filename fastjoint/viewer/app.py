@@ -26,7 +26,7 @@ from fastjoint.errors import UserError
 from fastjoint.log import console
 from fastjoint.pairing import ORIGINAL, SCENES, Pairing
 from fastjoint.run import LoadedRun, load_run
-from fastjoint.viewer.core import Stroke, ViewerCore, camera_from_viser, fit_painted
+from fastjoint.viewer.core import Stroke, ViewerCore, camera_from_viser, fit_painted, require_feature_plane
 
 PLANE_PIXELS = 192  # side of the feature plane in the panel
 
@@ -243,6 +243,7 @@ def serve(run_dir: str | Path, settings: ViewSettings, device: str | None = None
     viser = import_viser()
     torch.set_grad_enabled(True)  # painting fits a decoder; rendering uses no_grad itself
     run = load_run(run_dir, device)
+    require_feature_plane(run)
     try:
         server = viser.ViserServer(host=settings.host, port=settings.port, verbose=False)
     except OSError as error:

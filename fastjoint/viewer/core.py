@@ -173,6 +173,17 @@ def draw_strokes(image: np.ndarray, strokes: Sequence[Stroke]) -> np.ndarray:
 # --- the viewer's state -------------------------------------------------------------
 
 
+def require_feature_plane(run: LoadedRun) -> None:
+    """Refuses a run whose decoders are not functions of a 2-D feature alone (the plane cannot be painted)."""
+    model = run.config.model
+    if model.feature_dim != 2 or model.decoder_position:
+        raise UserError(
+            f"{run.run_dir / 'config.toml'}: the viewer's feature plane needs model.feature_dim = 2 and "
+            f"model.decoder_position = 0 (this run: {model.feature_dim} and {model.decoder_position}); "
+            "eval, render and restyle work on it"
+        )
+
+
 class ViewerCore:
     """One browser's view of a run: scene, style, the last frame, the painting.
 
@@ -182,6 +193,7 @@ class ViewerCore:
     def __init__(
         self, run: LoadedRun, scene: str = "target", style: str | None = None, surfaces: dict[str, SurfaceSamples] | None = None
     ) -> None:
+        require_feature_plane(run)
         self.run = run
         self.built = run.built
         self.lock = threading.RLock()

@@ -1,0 +1,149 @@
+"""The pattern-transfer experiments' options: feature alignment, position-aware decoders, feature_dim."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import pytest
+import torch
+
+from conftest import run_cli, tiny_config, write_config
+from fastjoint.align import alignment_loss, moments_distance, sliced_distance, warmup_weight
+from fastjoint.analyze import FeaturePlane
+from fastjoint.model import JointModel
+from fastjoint.model.decoder import StyleDecoder
+
+
+def cloud(n: int, seed: int, shift=(0.0, 0.0), scale=1.0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 2, generator=generator) * scale + torch.tensor(shift)
+
+
+def test_moments_distance_is_the_moments_gap():
+    a = cloud(4000, 0)
+    assert moments_distance(a, a).item() == pytest.approx(0.0, abs=1e-12)
+    shifted = a + torch.tensor([0.3, -0.4])  # same covariance, mean moved by 0.5
+    assert moments_distance(a, shifted).item() == pytest.approx(0.25, rel=1e-5)
+    wider = a * 2.0  # covariance x4: its Frobenius gap is 3 |cov|
+    cov = torch.cov(a.T)
+    assert moments_distance(a, wider).item() == pytest.approx((3 * cov).square().sum().item(), rel=1e-4)
+
+
+def test_sliced_distance_separates_distributions_the_moments_cannot():
+    generator = torch.Generator().manual_seed(1)
+    same_a, same_b = cloud(4000, 2), cloud(4000, 3)
+    # Two clusters at +-1 (variance 1 + 0.01 on x) against one normal of the same mean and covariance.
+    signs = torch.randint(0, 2, (4000, 1), generator=torch.Generator().manual_seed(4)).float() * 2 - 1
+    bimodal = torch.cat([signs * 1.0, torch.zeros(4000, 1)], dim=1) + cloud(4000, 5, scale=0.1)
+    normal = cloud(4000, 6) * torch.tensor([math.sqrt(1.01), 0.1])
+    assert moments_distance(bimodal, normal).item() < 0.01
+    close = sliced_distance(same_a, same_b, generator).item()
+    apart = sliced_distance(bimodal, normal, generator).item()
+    assert close < 0.005 and apart > 20 * close
+
+
+def test_alignment_moves_only_the_target():
+    target = cloud(64, 7).requires_grad_()
+    reference = cloud(64, 8, shift=(0.5, 0.0)).requires_grad_()
+    loss = alignment_loss("moments", target, reference, torch.Generator().manual_seed(0))
+    loss.backward()
+    assert target.grad is not None and target.grad.abs().sum() > 0
+    assert reference.grad is None
+    assert alignment_loss("moments", target[:5], reference, torch.Generator()) is None  # too few surface points
+
+
+def test_warmup_rises_linearly():
+    assert [warmup_weight(0.1, 100, s) for s in (0, 50, 100, 400)] == pytest.approx([0.0, 0.05, 0.1, 0.1])
+    assert warmup_weight(0.1, 0, 0) == 0.1
+
+
+def test_position_aware_decoders_see_the_position_code():
+    encoders = {"target": _Constant(), "reference": _Constant()}
+    model = JointModel(encoders, ["original", "pattern"], feature_dim=2, decoder_hidden=8, position_octaves=3, box=(-2, -2, -2, 2, 2, 2))
+    assert model.decoder_inputs == 2 + 18
+    assert isinstance(model.decoders["pattern"], StyleDecoder) and model.decoders["pattern"].net[0].in_features == 20
+    x = torch.tensor([[0.0, 0.0, 0.0], [1.0, -2.0, 2.0]])
+    _, decoder_input = model.features("target", x, torch.nn.functional.normalize(torch.ones(2, 3), dim=-1))
+    assert decoder_input.shape == (2, 20)
+    assert torch.equal(model.style_feature(decoder_input), torch.full((2, 2), 0.25))
+    # The code: sin, then cos, of 2^k pi p for p = x scaled from the box to [-1, 1] (here x / 2).
+    angles = torch.tensor([0.5, -1.0, 1.0])[None] * (math.pi * torch.tensor([1.0, 2.0, 4.0]))[:, None]
+    torch.testing.assert_close(decoder_input[1, 2:], torch.cat([angles.flatten().sin(), angles.flatten().cos()]))
+    # Bare features (the material map) are decoded at the box's centre.
+    torch.testing.assert_close(model.plane_inputs(torch.zeros(1, 2)), torch.cat([torch.zeros(1, 2), decoder_input[:1, 2:]], dim=1))
+    # The two scenes' same point, with the same feature, decode the same way: the code is of world position.
+    _, other = model.features("reference", x, torch.ones(2, 3))
+    assert torch.equal(other, decoder_input)
+    plain = JointModel(encoders, ["original"], feature_dim=2, decoder_hidden=8)
+    assert plain.decoder_inputs == 2 and plain.features("target", x, x)[1].shape == (2, 2)
+    assert "position_box" not in plain.state_dict()  # checkpoints keep their old form
+
+
+class _Constant(torch.nn.Module):
+    def forward(self, x, d):
+        return torch.ones(x.shape[0]), torch.full((x.shape[0], 2), 0.25)
+
+
+def test_principal_plane_of_features_in_three_dimensions():
+    generator = torch.Generator().manual_seed(0)
+    flat = torch.randn(500, 2, generator=generator) @ torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.5, 0.0]]) + torch.tensor([0.1, 0.2, 0.3])
+    plane = FeaturePlane.of([flat[:200], flat[200:]], 3)
+    torch.testing.assert_close(plane.axes.T @ plane.axes, torch.eye(2), atol=1e-5, rtol=0)
+    torch.testing.assert_close(plane.lift(plane.project(flat)), flat, atol=1e-4, rtol=0)  # the samples lie in the plane
+    two = FeaturePlane.of([flat[:, :2]], 2)
+    assert torch.equal(two.project(flat[:, :2]), flat[:, :2])
+
+
+def test_a_run_with_every_option_trains_analyses_restyles_and_the_viewer_says_no(tiny_data, tmp_path):
+    config = tiny_config(
+        tiny_data,
+        tmp_path / "runs",
+        model={"feature_dim": 3, "decoder_position": 2},
+        train={"steps": 200, "align": "moments", "align_weight": 0.1, "align_warmup_steps": 50, "log_every": 50},
+    )
+    path = write_config(config, tmp_path / "options.toml")
+    result = run_cli("train", str(path), "--no-render", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in (config.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert all("align" in line and math.isfinite(line["align"]) for line in lines[1:])
+    scores = json.loads((config.run_dir / "eval.json").read_text())
+    assert scores["pairings"]["target:original"]["psnr"] > 15
+
+    result = run_cli("analyze", str(config.run_dir), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    analysis = json.loads((config.run_dir / "analysis.json").read_text())
+    assert len(analysis["fits"]["target"]["mean"]) == 3 and math.isfinite(analysis["kl"]["symmetric"])
+    assert len(analysis["plane"]["axes"]) == 3 and len(analysis["plane"]["axes"][0]) == 2
+
+    reference = tiny_data / "reference" / "recolour"
+    result = run_cli("restyle", str(config.run_dir), "again", str(reference), "--steps", "30", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (config.run_dir / "styles" / "again.pt").is_file()
+
+    result = run_cli("view", str(config.run_dir), cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: {config.run_dir / 'config.toml'}: the viewer's feature plane needs model.feature_dim = 2 and "
+        "model.decoder_position = 0 (this run: 3 and 2); eval, render and restyle work on it"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("train.align", '"kl"', "train.align"),
+        ("train.align_weight", "-1.0", "train.align_weight: must be a finite number >= 0"),
+        ("model.decoder_position", "11", "model.decoder_position: must be between 0 (off) and 10 octaves"),
+    ],
+)
+def test_option_mistakes_are_one_line(tiny_data, tmp_path, key, value, message):
+    name = key.split(".")[1]
+    path = write_config(tiny_config(tiny_data, tmp_path / "runs"), tmp_path / "bad.toml")
+    text, count = re.subn(rf"^{name} = .*$", f"{name} = {value}", path.read_text(), count=1, flags=re.MULTILINE)
+    assert count == 1
+    path.write_text(text)
+    result = run_cli("train", str(path), cwd=tmp_path)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert message in result.stderr and not (tmp_path / "runs").exists()
