@@ -253,7 +253,11 @@ class TrainConfig:
     steps: int = 1500
     """Optimisation steps; every step trains every trained pairing."""
     rays_per_pairing: int = 1024
-    """Rays drawn per pairing per step."""
+    """Rays drawn per pairing per step (the first step's, where train.target_samples adapts them)."""
+    target_samples: int | Literal["auto"] = "auto"
+    """GPU-sized batches (nerfacc's recipe): after every step each pairing's ray count is scaled so that its
+    next batch holds about this many samples; 0: always train.rays_per_pairing rays; auto: 262144 (2^18)
+    on CUDA, 0 on the CPU."""
     lr: float = 1e-2
     """Peak learning rate of Adam (the hash-grid model; the mlp baseline uses mlp.lr)."""
     lr_warmup_steps: int = 50
@@ -282,6 +286,9 @@ class TrainConfig:
         for key in ("steps", "rays_per_pairing", "log_every", "checkpoint_every"):
             _check(getattr(self, key) >= 1, f"train.{key}", "must be at least 1")
         _check(self.lr > 0, "train.lr", "must be positive")
+        _check(
+            self.target_samples == "auto" or self.target_samples >= 0, "train.target_samples", 'must be "auto", 0 (off) or a sample count'
+        )
         _check(self.lr_warmup_steps >= 0, "train.lr_warmup_steps", "must not be negative")
         _check(self.align_weight >= 0 and math.isfinite(self.align_weight), "train.align_weight", "must be a finite number >= 0")
         _check(self.align_warmup_steps >= 0, "train.align_warmup_steps", "must not be negative")

@@ -46,6 +46,9 @@ from fastjoint.run import (
 )
 from fastjoint.trainlog import MetricsLog, StepStats, TrainProgress
 
+TARGET_SAMPLES_CUDA = 2**18  # train.target_samples = "auto" on CUDA: nerfacc's batch
+MIN_BATCH_RAYS = 64  # the fewest rays an adaptive batch draws per pairing
+
 # Settings that shape a checkpoint's tensors or the meaning of its weights: a resumed run keeps them.
 KEPT_ON_RESUME = ("model", "mlp", "data", "render.occ_resolution", "render.occ_levels")
 
@@ -87,6 +90,9 @@ class Trainer:
         backgrounds = resolve_backgrounds(config, {p: s.has_alpha for p, s in splits.items()})
 
         self.device = resolve_device(config.device)
+        target = config.train.target_samples
+        self.target_samples = (TARGET_SAMPLES_CUDA if self.device.type == "cuda" else 0) if target == "auto" else target
+        self.batch_rays = {p: config.train.rays_per_pairing for p in self.pairings}  # adapted when target_samples > 0
         seed_everything(config.train.seed)
         self.generator = torch.Generator().manual_seed(config.train.seed)
         self.built = Built(config, self.device, backgrounds)
@@ -143,6 +149,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "rng": capture_rng(self.generator),
             "running_psnr": self.running_psnr,
+            "batch_rays": {p.name: n for p, n in self.batch_rays.items()},
             "config": to_dict(self.config),
         }
         previous = self.run_dir / PREVIOUS if self._rotate else None
@@ -177,6 +184,7 @@ class Trainer:
             self.scheduler.load_state_dict(state["scheduler"])
             restore_rng(state["rng"], self.generator)
             float(state["train_seconds"]), dict(state["running_psnr"])
+            saved_rays = {str(k): int(v) for k, v in state.get("batch_rays", {}).items()}
         except (KeyError, ValueError, TypeError, RuntimeError) as error:
             raise UserError(f"{source}: not a checkpoint of this run ({first_line(error)})") from None
         factor = self.architecture.lr_factor(self.scheduler.last_epoch, self.config)
@@ -185,6 +193,8 @@ class Trainer:
             group["lr"] = group["initial_lr"] * factor
         self.scheduler.base_lrs = [group["initial_lr"] for group in self.optimizer.param_groups]
         self.scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+        if self.target_samples:  # an adaptive batch continues from the size it had reached
+            self.batch_rays = {p: saved_rays.get(p.name, n) for p, n in self.batch_rays.items()}
 
     def _check_parameters(self) -> None:
         """Raises NonFinite when a parameter holds NaN or infinity, so that it is never saved.
@@ -207,7 +217,7 @@ class Trainer:
                 update_occupancy(self.built.estimators[scene], density, self.step, config.render)
         losses, names, rays, samples, surfaces = [], {}, 0, 0, {}
         for pairing in self.pairings:
-            rays_o, rays_d, rgba = self.rays[pairing].sample(config.train.rays_per_pairing, self.generator)
+            rays_o, rays_d, rgba = self.rays[pairing].sample(self.batch_rays[pairing], self.generator)
             background = self._background(pairing, rays_d)
             target = rgba[:, :3] * rgba[:, 3:] + background.detach() * (1.0 - rgba[:, 3:])
             offsets = torch.rand(rays_o.shape[0], generator=self.generator).to(self.device)
@@ -217,6 +227,8 @@ class Trainer:
             names[pairing.name] = loss.item()
             rays += rays_o.shape[0]
             samples += result.n_samples
+            if self.target_samples:
+                self.batch_rays[pairing] = adapted_rays(rays_o.shape[0], result.n_samples, self.target_samples)
             if config.train.align != "off" and pairing.style == ORIGINAL:
                 surfaces[pairing.scene] = self._surface_features(pairing.scene, rays_o, rays_d, result)
         for name, value in names.items():
@@ -320,6 +332,12 @@ class Trainer:
             else f"no checkpoint was written; train again with a lower {lr_key}"
         )
         return f"{lr_key}: training diverged at step {broken.step} ({broken.what}); the learning rate ({lr:g}) is likely too high; {kept}"
+
+
+def adapted_rays(rays: int, samples: int, target: int) -> int:
+    """The next batch's ray count: scaled so that it holds about `target` samples at this batch's samples per ray."""
+    scaled = round(rays * target / max(samples, 1))
+    return max(MIN_BATCH_RAYS, min(target, scaled))
 
 
 class NonFinite(Exception):

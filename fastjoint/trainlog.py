@@ -66,6 +66,7 @@ class MetricsLog:
             "wall_seconds": round(wall_seconds, 3),
             "lr": lr,
             "samples_per_ray": sum(w.samples for w in window) / max(1, sum(w.rays for w in window)),
+            "rays_per_step": sum(w.rays for w in window) / len(window),
         }
         for name in window[0].loss:
             loss = float(np.mean([w.loss[name] for w in window]))

@@ -68,6 +68,8 @@ def test_toml_round_trip(tmp_path):
         ("[train]\nsteps = 0\n", r"train.steps: must be at least 1"),
         (DATA.replace("[data]\n", "[data]\naabb = [0, 0, 0, 0, 1, 1]\n"), r"data.aabb: needs min < max"),
         ("[train\n", r"not valid TOML"),
+        ("[train]\ntarget_samples = -5\n" + DATA, r'train.target_samples: must be "auto", 0 \(off\) or a sample count'),
+        ('[train]\ntarget_samples = "big"\n' + DATA, r"'train.target_samples' must be an integer or one of \"auto\", got 'big'"),
     ],
 )
 def test_mistakes_name_the_file_and_key(tmp_path, text, message):

@@ -130,3 +130,27 @@ def test_mlp_baseline_trains_through_the_same_trainer(tiny_data, tmp_path):
     assert lines[0]["lr"] == pytest.approx(5e-4 * 0.1 ** (3 / 250_000))
     result = evaluate(config.run_dir)
     assert set(result.pairings) == {"target:original", "reference:original", "reference:recolour"}
+
+
+def test_adaptive_batches_hold_the_target_samples_and_resume_with_their_size(tiny_data, tmp_path):
+    from fastjoint.train import Trainer, adapted_rays
+
+    assert adapted_rays(1024, 8192, 4096) == 512 and adapted_rays(100, 100, 4096) == 4096 and adapted_rays(1024, 10**9, 4096) == 64
+    config = tiny_config(tiny_data, tmp_path, train={"steps": 60, "target_samples": 4096, "log_every": 20, "checkpoint_every": 30})
+    with Trainer(config) as trainer:
+        assert trainer.target_samples == 4096 and set(trainer.batch_rays.values()) == {512}
+        for _ in range(30):
+            stats = trainer.train_step()
+        trainer.save()
+        sizes = dict(trainer.batch_rays)
+    # Each pairing's batch now holds about 4,096 samples (the last step's count was scaled to it).
+    assert abs(stats.samples / 3 - 4096) < 0.35 * 4096, stats
+    assert len(set(sizes.values())) > 1 or next(iter(sizes.values())) != 512  # the sizes moved
+    with Trainer(config, resume=True) as resumed:
+        assert resumed.batch_rays == sizes
+    # Off (0, and "auto" on the CPU): the fixed train.rays_per_pairing, as before.
+    fixed = tiny_config(tiny_data, tmp_path, name="fixed", train={"steps": 2, "target_samples": "auto"})
+    with Trainer(fixed) as trainer:
+        assert trainer.target_samples == 0
+        assert trainer.train_step().rays == 3 * 512
+        assert set(trainer.batch_rays.values()) == {512}
