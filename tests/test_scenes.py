@@ -105,6 +105,10 @@ def test_test_views_ring_the_scene():
             lambda t: t.replace("colour = [0.85, 0.12, 0.1]", "colour = [2, 0, 0]"),
             r"'materials.red.colour' must be a list of 3 numbers in \[0, 1\]",
         ),
+        (
+            lambda t: t.replace("specular = 0.2", 'specular = 0.2\npattern = { kind = "stripes", frame = "object" }', 1),
+            r"'materials.yellow.pattern.frame' must be one of world, local, got 'object'",
+        ),
     ],
 )
 def test_recipe_mistakes_name_the_key(tmp_path, change, message):
@@ -117,7 +121,7 @@ def test_recipe_mistakes_name_the_key(tmp_path, change, message):
 
 def test_paper_recipe_styles():
     recipe = load_recipe(REPO / "data" / "paper.toml")
-    assert set(recipe.styles) == {"original", "recolour", "relight", "pattern"}
+    assert set(recipe.styles) == {"original", "recolour", "relight", "pattern", "stripes"}
     assert {"reference", "digger", "robot"} <= set(recipe.scenes)
     _, relit = recipe.style("relight")
     assert [light.colour[0] > light.colour[2] for light in relit.directional] == [True, False]  # one red, one blue
