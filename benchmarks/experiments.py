@@ -48,6 +48,7 @@ VARIANTS = {
     "align": ("--train.align", "moments"),
     "sliced": ("--train.align", "sliced"),
     "position": ("--model.decoder-position", "4"),
+    "position-desired": ("--model.decoder-position", "4", "--model.no-decoder-position-original"),
     "dim3": ("--model.feature-dim", "3"),
     "dim4": ("--model.feature-dim", "4"),
 }

@@ -138,4 +138,5 @@ def build_model(config: Config, grid_backend: str = "torch") -> JointModel:
         arch.decoder_layers(config),
         config.model.decoder_position,
         config.data.aabb,
+        config.model.decoder_position_original,
     )

@@ -145,6 +145,9 @@ class ModelConfig:
     """Position-aware decoders (an experiment, see benchmarks/README.md): octaves of a sin/cos code of the
     point's place in data.aabb that every style decoder sees beside the feature, so that a style can vary
     over a surface; 0: off, the method's decoders of the feature alone."""
+    decoder_position_original: bool = True
+    """With model.decoder_position: whether the original decoder, the one both scenes share, sees the code
+    too; false: only the desired styles' decoders do."""
     share_head: bool = True
     """Share the feature head between target and reference scenes."""
 

@@ -161,7 +161,7 @@ class Built:
 
     def set_decoder(self, style: str, state: dict[str, Tensor]) -> None:
         """Adds (or replaces) the decoder of `style`, from a decoder's state_dict."""
-        decoder = self.model.new_decoder().to(self.device)
+        decoder = self.model.new_decoder(style).to(self.device)
         decoder.load_state_dict(state)
         decoder.train(self.model.training)
         self.model.decoders[style] = decoder

@@ -81,6 +81,21 @@ def test_position_aware_decoders_see_the_position_code():
     assert "position_box" not in plain.state_dict()  # checkpoints keep their old form
 
 
+def test_the_shared_original_decoder_can_stay_a_function_of_the_feature_alone():
+    encoders = {"target": _Constant(), "reference": _Constant()}
+    model = JointModel(encoders, ["original", "pattern"], 2, 8, position_octaves=2, box=(-1, -1, -1, 1, 1, 1), position_original=False)
+    assert model.decoders["original"].net[0].in_features == 2 and model.decoders["pattern"].net[0].in_features == 14
+    inputs = torch.rand(50, 14) * 2 - 1
+    moved = inputs.clone()
+    moved[:, 2:] = torch.rand(50, 12)  # another place, the same feature
+    assert torch.equal(model.decode("original", inputs), model.decode("original", moved))
+    assert not torch.equal(model.decode("pattern", inputs), model.decode("pattern", moved))
+    # A new style starts as the original's copy (restyle): position weights at zero, same colours.
+    copy = model.decoder_from_original()
+    assert copy.net[0].in_features == 14
+    torch.testing.assert_close(copy(inputs), model.decode("original", inputs))
+
+
 class _Constant(torch.nn.Module):
     def forward(self, x, d):
         return torch.ones(x.shape[0]), torch.full((x.shape[0], 2), 0.25)

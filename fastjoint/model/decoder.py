@@ -6,11 +6,16 @@ from torch import Tensor, nn
 
 
 class StyleDecoder(nn.Module):
-    """feature [N, feature_dim] -> hidden (ReLU) x layers -> RGB [N, 3] (sigmoid). Tiny on purpose."""
+    """feature [N, feature_dim] -> hidden (ReLU) x layers -> RGB [N, 3] (sigmoid). Tiny on purpose.
 
-    def __init__(self, feature_dim: int, hidden: int, layers: int = 1) -> None:
+    `uses`: only the first `uses` input columns are read (the style feature without the
+    position code that position-aware siblings see); None: all `feature_dim` of them.
+    """
+
+    def __init__(self, feature_dim: int, hidden: int, layers: int = 1, uses: int | None = None) -> None:
         super().__init__()
-        widths = [feature_dim] + [hidden] * layers
+        self.uses = uses
+        widths = [feature_dim if uses is None else uses] + [hidden] * layers
         modules: list[nn.Module] = []
         for a, b in zip(widths, widths[1:]):
             modules += [nn.Linear(a, b), nn.ReLU()]
@@ -18,4 +23,6 @@ class StyleDecoder(nn.Module):
         self.net = nn.Sequential(*modules)
 
     def forward(self, feature: Tensor) -> Tensor:
+        if self.uses is not None:
+            feature = feature[:, : self.uses]
         return self.net(feature).sigmoid()

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from fastjoint.model.decoder import StyleDecoder
 from fastjoint.model.hashgrid import HashGrid
 from fastjoint.model.head import FeatureHead
+from fastjoint.pairing import ORIGINAL
 
 
 class QueryResult(NamedTuple):
@@ -66,6 +67,7 @@ class JointModel(nn.Module):
         decoder_layers: int = 1,
         position_octaves: int = 0,
         box: Sequence[float] = (-1.0, -1.0, -1.0, 1.0, 1.0, 1.0),
+        position_original: bool = True,
     ) -> None:
         super().__init__()
         self.encoders = nn.ModuleDict(encoders)
@@ -73,13 +75,35 @@ class JointModel(nn.Module):
         self.decoder_hidden = decoder_hidden
         self.decoder_layers = decoder_layers
         self.position_octaves = position_octaves
+        self.position_original = position_original
         self.decoder_inputs = feature_dim + 6 * position_octaves
         self.register_buffer("position_box", torch.tensor(box, dtype=torch.float32), persistent=False)
-        self.decoders = nn.ModuleDict({style: self.new_decoder() for style in styles})
+        self.decoders = nn.ModuleDict({style: self.new_decoder(style) for style in styles})
 
-    def new_decoder(self) -> StyleDecoder:
-        """A freshly initialised decoder of this model's shape."""
-        return StyleDecoder(self.decoder_inputs, self.decoder_hidden, self.decoder_layers)
+    def new_decoder(self, style: str | None = None) -> StyleDecoder:
+        """A freshly initialised decoder of this model's shape for `style` (None: a desired style).
+
+        With position-aware decoders but `position_original` off, the `original` decoder,
+        the one both scenes share, reads the style feature alone, as in the method.
+        """
+        feature_only = self.position_octaves and not self.position_original and style == ORIGINAL
+        return StyleDecoder(self.decoder_inputs, self.decoder_hidden, self.decoder_layers, self.feature_dim if feature_only else None)
+
+    def decoder_from_original(self, style: str | None = None) -> StyleDecoder:
+        """A new decoder for `style` that starts as a copy of the `original` decoder.
+
+        Where the new one sees the position code and the original does not, the code's
+        input weights start at zero, so that it still computes the original's colours.
+        """
+        decoder = self.new_decoder(style).to(self.position_box.device)
+        state = self.decoders[ORIGINAL].state_dict()
+        first = decoder.net[0].weight
+        if state["net.0.weight"].shape != first.shape:
+            padded = torch.zeros_like(first)
+            padded[:, : state["net.0.weight"].shape[1]] = state["net.0.weight"]
+            state = {**state, "net.0.weight": padded}
+        decoder.load_state_dict(state)
+        return decoder
 
     def position_code(self, x: Tensor) -> Tensor:  # [N, 3] world -> [N, 6 * octaves]
         """sin and cos of 2^k pi p for k < octaves, p the point's place in the box scaled to [-1, 1]^3."""
