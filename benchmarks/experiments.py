@@ -82,14 +82,17 @@ def contact_sheet(rows: list[tuple[str, list[np.ndarray]]], path: Path) -> None:
     iio.imwrite(path, np.concatenate(strips, axis=0))
 
 
-def label_of(variants: list[str]) -> str:
-    return "+".join(variants) if variants else METHOD
+def label_of(variants: list[str], seed: int = 0) -> str:
+    """`method`, or the variants joined by +, with `-seedN` for a seed other than the configs' 0."""
+    return ("+".join(variants) if variants else METHOD) + (f"-seed{seed}" if seed else "")
 
 
-def run_style(target: str, style: str, output_dir: Path, views: list[int], date: str, results: Path, variants: list[str] = ()) -> dict:
+def run_style(
+    target: str, style: str, output_dir: Path, views: list[int], date: str, results: Path, variants: list[str] = (), seed: int = 0
+) -> dict:
     config = REPO / "configs" / f"{target}-{style}.toml"
     name = f"{target}-{style}"
-    options = [arg for variant in variants for arg in VARIANTS[variant]]
+    options = [arg for variant in variants for arg in VARIANTS[variant]] + (["--train.seed", str(seed)] if seed else [])
     start = time.time()
     fastjoint("train", str(config), "--output-dir", str(output_dir), "--name", name, "--no-render", *options)
     seconds = time.time() - start
@@ -100,7 +103,8 @@ def run_style(target: str, style: str, output_dir: Path, views: list[int], date:
     analysis = json.loads((run_dir / "analysis.json").read_text())
 
     data = REPO / "data" / "generated" / "paper" / target
-    tag = "" if not variants else f"-{label_of(list(variants))}"
+    label = label_of(list(variants), seed)
+    tag = "" if label == METHOD else f"-{label}"
     sheet = results / f"{machine_slug()}-{date}-experiments-{target}{tag}-{style}.png"
     contact_sheet(
         [
@@ -116,7 +120,8 @@ def run_style(target: str, style: str, output_dir: Path, views: list[int], date:
     trained = ("target:original", "reference:original", f"reference:{style}")
     return {
         "style": style,
-        "variant": label_of(list(variants)),
+        "variant": label,
+        "seed": seed,
         "options": options,
         "psnr": {p: result["pairings"][name]["psnr"] for p, name in zip(PAIRINGS, trained)},
         "transfer_psnr": transfer["psnr"],
@@ -228,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--views", type=int, nargs="+", default=[0, 2, 4, 6], help="test views on the contact sheets")
     parser.add_argument("--together", action="store_true", help="also train the chosen styles in one run and compare")
     parser.add_argument("--variant", nargs="+", default=[], choices=sorted(VARIANTS), help="train every run with these options")
+    parser.add_argument("--seed", type=int, default=0, help="train.seed of every run (the configs' is 0)")
     parser.add_argument("--summary", action="store_true", help="only gather this date's variants of --target into one table")
     parser.add_argument("--date", default=time.strftime("%Y-%m-%d"), help="the date whose results --summary gathers")
     parser.add_argument("--results", type=Path, default=RESULTS)
@@ -245,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for style in args.styles:
             with console.status(f"{args.target}: {style}..."):
-                rows.append(run_style(args.target, style, Path(tmp), args.views, date, args.results, args.variant))
+                rows.append(run_style(args.target, style, Path(tmp), args.views, date, args.results, args.variant, args.seed))
             console.print(f"{style}: transfer {rows[-1]['transfer_psnr']:.2f} dB, baseline {rows[-1]['baseline_psnr']:.2f} dB")
         together = None
         if args.together:
