@@ -49,6 +49,7 @@ VARIANTS = {
     "sliced": ("--train.align", "sliced"),
     "position": ("--model.decoder-position", "4"),
     "position-desired": ("--model.decoder-position", "4", "--model.no-decoder-position-original"),
+    "read-only": ("--train.no-desired-shape-features",),
     "dim3": ("--model.feature-dim", "3"),
     "dim4": ("--model.feature-dim", "4"),
 }

@@ -139,4 +139,5 @@ def build_model(config: Config, grid_backend: str = "torch") -> JointModel:
         config.model.decoder_position,
         config.data.aabb,
         config.model.decoder_position_original,
+        config.train.desired_shape_features,
     )

@@ -278,6 +278,10 @@ class TrainConfig:
     """Weight of the alignment loss beside the summed colour losses."""
     align_warmup_steps: int = 250
     """Steps over which the alignment weight rises linearly from 0."""
+    desired_shape_features: bool = True
+    """Whether the desired styles' photos also shape the scenes' style features (the method); false (an
+    experiment): only the original style's photos do, and the desired styles' decoders (and the shared
+    density) learn from theirs, so a reference's pattern cannot hide in its features."""
     seed: int = 0
     """Seed of every random choice; the same seed gives the same run on the CPU."""
     log_every: int = 50

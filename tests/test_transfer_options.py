@@ -96,6 +96,27 @@ def test_the_shared_original_decoder_can_stay_a_function_of_the_feature_alone():
     torch.testing.assert_close(copy(inputs), model.decode("original", inputs))
 
 
+def test_desired_styles_can_read_the_features_without_shaping_them():
+    from fastjoint.architecture import build_model
+    from fastjoint.config import Config, DataConfig, StyleData, TrainConfig
+
+    data = DataConfig(target="t", reference="r", styles={"pattern": StyleData(reference="p")})
+    x, d = torch.rand(64, 3) - 0.5, torch.nn.functional.normalize(torch.randn(64, 3), dim=-1)
+    encoder_grads, decoder_grads = {}, {}
+    for shape in (True, False):
+        torch.manual_seed(0)
+        model = build_model(Config(data=data, train=TrainConfig(desired_shape_features=shape)))
+        model.query("reference", "pattern", x, d).rgb.sum().backward()  # a loss on the pattern's colours
+        encoder = model.encoders["reference"].parameters()
+        encoder_grads[shape] = sum(0.0 if p.grad is None else p.grad.abs().sum().item() for p in encoder)
+        decoder_grads[shape] = [p.grad for p in model.decoders["pattern"].parameters()]
+        original = model.query("reference", "original", x, d).rgb.sum()
+        assert original.requires_grad  # the original style always shapes the features
+    assert encoder_grads[True] > 0 and encoder_grads[False] == 0  # read, not shaped
+    for shaped, read in zip(decoder_grads[True], decoder_grads[False], strict=True):
+        torch.testing.assert_close(read, shaped, rtol=0, atol=0)  # the decoder learns the same either way
+
+
 class _Constant(torch.nn.Module):
     def forward(self, x, d):
         return torch.ones(x.shape[0]), torch.full((x.shape[0], 2), 0.25)

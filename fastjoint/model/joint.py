@@ -68,6 +68,7 @@ class JointModel(nn.Module):
         position_octaves: int = 0,
         box: Sequence[float] = (-1.0, -1.0, -1.0, 1.0, 1.0, 1.0),
         position_original: bool = True,
+        desired_shape_features: bool = True,
     ) -> None:
         super().__init__()
         self.encoders = nn.ModuleDict(encoders)
@@ -76,6 +77,7 @@ class JointModel(nn.Module):
         self.decoder_layers = decoder_layers
         self.position_octaves = position_octaves
         self.position_original = position_original
+        self.desired_shape_features = desired_shape_features
         self.decoder_inputs = feature_dim + 6 * position_octaves
         self.register_buffer("position_box", torch.tensor(box, dtype=torch.float32), persistent=False)
         self.decoders = nn.ModuleDict({style: self.new_decoder(style) for style in styles})
@@ -139,6 +141,11 @@ class JointModel(nn.Module):
         return self.decoders[style](feature)
 
     def query(self, scene: str, style: str, x: Tensor, d: Tensor) -> QueryResult:
-        """Density, colour and style feature of points `x` [N, 3] seen along `d` [N, 3]."""
+        """Density, colour and style feature of points `x` [N, 3] seen along `d` [N, 3].
+
+        Without `desired_shape_features`, a desired style's decoder reads the feature as a
+        constant: its colour loss trains the decoder (and the density), not the encoder.
+        """
         sigma, feature = self.features(scene, x, d)
-        return QueryResult(sigma, self.decode(style, feature), feature)
+        read = feature if self.desired_shape_features or style == ORIGINAL else feature.detach()
+        return QueryResult(sigma, self.decode(style, read), feature)
