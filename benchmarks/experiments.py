@@ -50,6 +50,7 @@ VARIANTS = {
     "position": ("--model.decoder-position", "4"),
     "position-desired": ("--model.decoder-position", "4", "--model.no-decoder-position-original"),
     "read-only": ("--train.no-desired-shape-features",),
+    "wide": ("--model.decoder-hidden", "128"),
     "dim3": ("--model.feature-dim", "3"),
     "dim4": ("--model.feature-dim", "4"),
 }
