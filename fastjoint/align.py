@@ -31,10 +31,7 @@ QUANTILES = 32  # quantiles compared per direction
 
 def moments_distance(a: Tensor, b: Tensor) -> Tensor:  # [N, D], [M, D] -> scalar
     """|mean_a - mean_b|^2 + |cov_a - cov_b|_F^2."""
-    mean_a, mean_b = a.mean(dim=0), b.mean(dim=0)
-    cov_a = (a - mean_a).T @ (a - mean_a) / (a.shape[0] - 1)
-    cov_b = (b - mean_b).T @ (b - mean_b) / (b.shape[0] - 1)
-    return (mean_a - mean_b).square().sum() + (cov_a - cov_b).square().sum()
+    return (a.mean(dim=0) - b.mean(dim=0)).square().sum() + (torch.cov(a.T) - torch.cov(b.T)).square().sum()
 
 
 def sliced_distance(a: Tensor, b: Tensor, generator: torch.Generator) -> Tensor:  # [N, D], [M, D] -> scalar

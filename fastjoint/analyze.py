@@ -102,10 +102,9 @@ def surface_samples(run: LoadedRun, scene: str, views: int = VIEWS) -> SurfaceSa
     for index in chosen.tolist():
         rays_o, rays_d = image_rays(split.poses[index].to(built.device), split.camera)
         result = built.render_chunked(pairing, rays_o, rays_d, background)
-        hit = result.opacity > OPAQUE
+        hit, points = result.surface(rays_o, rays_d, OPAQUE)
         if not hit.any():
             continue
-        points = rays_o[hit] + rays_d[hit] * (result.depth[hit] / result.opacity[hit])[:, None]
         _, feature = built.model.features(scene, points, rays_d[hit])
         features.append(built.model.style_feature(feature).cpu())
         colours.append(result.rgb[hit].cpu())

@@ -95,7 +95,7 @@ def fit_decoder(
 ) -> tuple[torch.nn.Module, float]:
     """A new decoder fitted to the cached rays' colours; returns it and its PSNR on them."""
     model, device = run.built.model, run.built.device
-    decoder = model.decoder_from_original().to(device)
+    decoder = model.decoder_from_original()  # on the model's device
     optimizer = torch.optim.Adam(decoder.parameters(), lr=settings.lr, betas=(0.9, 0.99))
     offsets = ray_offsets(cache)
     batch = min(settings.batch, cache.n_rays)

@@ -256,14 +256,9 @@ class Trainer:
         return StepStats(names, rays, samples, align)
 
     def _surface_features(self, scene: str, rays_o: torch.Tensor, rays_d: torch.Tensor, result: RenderResult) -> torch.Tensor:
-        """Style features [k, feature_dim] where a batch's rays hit a surface, differentiable in the encoder.
-
-        The surface point is the ray's expected depth (the render's, held fixed) among the rays
-        whose opacity passes SURFACE_OPACITY, as `analyze` samples it.
-        """
-        opacity, depth = result.opacity.detach(), result.depth.detach()
-        hit = opacity > SURFACE_OPACITY
-        points = rays_o[hit] + rays_d[hit] * (depth[hit] / opacity[hit])[:, None]
+        """Style features [k, feature_dim] where a batch's rays hit a surface (opacity above
+        SURFACE_OPACITY, at their expected depth, as `analyze` samples them), differentiable in the encoder."""
+        hit, points = result.surface(rays_o, rays_d, SURFACE_OPACITY)
         _, feature = self.model.features(scene, points, rays_d[hit])
         return self.model.style_feature(feature)
 

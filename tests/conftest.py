@@ -21,6 +21,8 @@ from fastjoint.scenes import make_datasets
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # the checkout's `benchmarks` package, whose pieces some tests reuse
+    sys.path.insert(0, str(REPO))
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ import imageio.v3 as iio
 import pytest
 import torch
 
+from benchmarks.backgrounds import fit_psnr
 from conftest import FIXTURES, run_cli, tiny_config
 from fastjoint.config import DataConfig, StyleData, load_config
 from fastjoint.errors import UserError
@@ -24,41 +25,14 @@ from fastjoint.render.background import (
 from fastjoint.scenes import make_datasets
 
 
-def sky(dirs: torch.Tensor) -> torch.Tensor:  # [N, 3] unit -> [N, 3]
-    """A known direction function: a zenith-to-horizon gradient with four small bright clouds."""
-    up = dirs[:, 2:3].clamp(min=0.0)
-    base = torch.tensor([0.7, 0.8, 0.9]) * (1.0 - up) + torch.tensor([0.2, 0.4, 0.8]) * up
-    centres = torch.nn.functional.normalize(torch.tensor([[1.0, 0, 0.5], [0, 1, 0.3], [-1, -0.5, 0.8], [0.3, -1, 0.2]]), dim=-1)
-    clouds = sum(torch.exp((dirs @ c - 1.0) / 0.01) for c in centres)[:, None]
-    return (base + 0.5 * clouds).clamp(0.0, 1.0)
-
-
-def random_dirs(n: int, generator: torch.Generator) -> torch.Tensor:
-    return torch.nn.functional.normalize(torch.randn(n, 3, generator=generator), dim=-1)
-
-
-def fit_psnr(function, params, steps: int, generator: torch.Generator) -> float:
-    """Adam on random directions, as training sets it; PSNR on fresh directions."""
-    optimizer = torch.optim.Adam(params, lr=1e-2, betas=(0.9, 0.99), eps=1e-15)
-    for _ in range(steps):
-        dirs = random_dirs(1024, generator)
-        loss = torch.nn.functional.mse_loss(function(dirs), sky(dirs))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    test = random_dirs(8192, generator)
-    with torch.no_grad():
-        return -10.0 * torch.log10(torch.nn.functional.mse_loss(function(test), sky(test))).item()
-
-
 def test_environment_map_draws_clouds_that_low_order_functions_cannot():
     generator = torch.Generator().manual_seed(0)
     environment = EnvironmentMap()
-    learned = fit_psnr(environment, list(environment.parameters()), 400, generator)
+    learned = fit_psnr(environment, list(environment.parameters()), 400, generator, test_dirs=8192)
     constant = torch.zeros(3, requires_grad=True)
-    flat = fit_psnr(lambda d: torch.sigmoid(constant).expand(d.shape[0], 3), [constant], 400, generator)
+    flat = fit_psnr(lambda d: torch.sigmoid(constant).expand(d.shape[0], 3), [constant], 400, generator, test_dirs=8192)
     weights = torch.zeros(16, 3, requires_grad=True)
-    harmonics = fit_psnr(lambda d: torch.sigmoid(spherical_harmonics(d, 4) @ weights), [weights], 400, generator)
+    harmonics = fit_psnr(lambda d: torch.sigmoid(spherical_harmonics(d, 4) @ weights), [weights], 400, generator, test_dirs=8192)
     assert learned > flat + 15.0, (learned, flat)
     assert learned > harmonics + 6.0, (learned, harmonics)  # degree-4 SH blur the clouds away
     assert learned > 35.0, learned

@@ -18,15 +18,13 @@ import torch
 from PIL import Image
 from test_cli import assert_one_line_error
 
+from benchmarks import browser
 from conftest import REPO, run_cli
 from fastjoint.data import load_split, look_at
 from fastjoint.pairing import ORIGINAL, Pairing
 from fastjoint.run import load_run
 from fastjoint.viewer import Stroke, ViewerCore, camera_from_viser, compose, fit_painted, render_frame
 from fastjoint.viewer.core import PAINTED, painted_colours, plane_points
-
-sys.path.insert(0, str(REPO))
-from benchmarks import browser  # noqa: E402
 
 
 def matrix_quaternion(rotation: np.ndarray) -> np.ndarray:  # [3, 3] -> wxyz

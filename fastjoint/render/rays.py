@@ -24,6 +24,13 @@ class RenderResult(NamedTuple):
     depth: Tensor  # [n_rays] expected depth (sum of weights * t)
     n_samples: int
 
+    def surface(self, rays_o: Tensor, rays_d: Tensor, min_opacity: float) -> tuple[Tensor, Tensor]:
+        """The rays that hit a surface (opacity above `min_opacity`, [n_rays] bool) and where:
+        each one's expected depth along it, held fixed (no gradient), [k, 3]."""
+        opacity, depth = self.opacity.detach(), self.depth.detach()
+        hit = opacity > min_opacity
+        return hit, rays_o[hit] + rays_d[hit] * (depth[hit] / opacity[hit])[:, None]
+
 
 def render_rays(
     field: Field,
