@@ -275,10 +275,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['train_seconds']:.0f} s",
         )
     console.print(table)
-    kind = f"experiments-{args.target}" + (f"-{label_of(args.variant)}" if args.variant else "") + ("-together" if together else "")
-    path = write_results(
-        kind, {"target": args.target, "variant": label_of(args.variant), "styles": rows, "together": together}, args.results
-    )
+    label = label_of(args.variant, args.seed)
+    kind = f"experiments-{args.target}" + (f"-{label}" if label != METHOD else "") + ("-together" if together else "")
+    path = write_results(kind, {"target": args.target, "variant": label, "styles": rows, "together": together}, args.results)
     text = markdown(args.target, rows)
     if together:
         text += "\n" + together_markdown(args.target, rows, together)
