@@ -53,6 +53,7 @@ VARIANTS = {
     "wide": ("--model.decoder-hidden", "128"),
     "dim3": ("--model.feature-dim", "3"),
     "dim4": ("--model.feature-dim", "4"),
+    "pattern-field": ("--model.pattern-field", "32"),
 }
 METHOD = "method"  # the label of runs without options
 PAIRINGS = ("target:original", "reference:original", "reference:style")

@@ -140,4 +140,6 @@ def build_model(config: Config, grid_backend: str = "torch") -> JointModel:
         config.data.aabb,
         config.model.decoder_position_original,
         config.train.desired_shape_features,
+        config.model.pattern_field,
+        config.model.pattern_cycles,
     )

@@ -148,6 +148,13 @@ class ModelConfig:
     decoder_position_original: bool = True
     """With model.decoder_position: whether the original decoder, the one both scenes share, sees the code
     too; false: only the desired styles' decoders do."""
+    pattern_field: int = 0
+    """Pattern fields (an experiment, see benchmarks/README.md): the width of a function of position, made of
+    products of waves, that each desired style's decoder mixes into a material's colour as the feature says;
+    the original decoder stays a function of the feature; 0: off. Not with model.decoder_position."""
+    pattern_cycles: float = 4.0
+    """With model.pattern_field: the spread of the field's initial frequencies, in half-periods per unit of
+    the point's place in data.aabb scaled to [-1, 1]."""
     share_head: bool = True
     """Share the feature head between target and reference scenes."""
 
@@ -165,6 +172,15 @@ class ModelConfig:
         for key in ("hidden", "geometry_features", "feature_dim", "decoder_hidden"):
             _check(getattr(self, key) >= 1, f"model.{key}", "must be at least 1")
         _check(0 <= self.decoder_position <= 10, "model.decoder_position", "must be between 0 (off) and 10 octaves")
+        _check(0 <= self.pattern_field <= 256, "model.pattern_field", "must be between 0 (off) and 256 units")
+        _check(
+            math.isfinite(self.pattern_cycles) and self.pattern_cycles > 0, "model.pattern_cycles", "must be a finite number > 0"
+        )
+        _check(
+            not (self.pattern_field and self.decoder_position),
+            "model.pattern_field",
+            "cannot be combined with model.decoder_position (two kinds of position-aware decoder): set one to 0",
+        )
 
     @property
     def per_level_scale(self) -> float:

@@ -1,4 +1,4 @@
-"""The pattern-transfer experiments' options: feature alignment, position-aware decoders, feature_dim."""
+"""The pattern-transfer experiments' options: feature alignment, position-aware decoders, pattern fields, feature_dim."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from conftest import run_cli, tiny_config, write_config
 from fastjoint.align import alignment_loss, moments_distance, sliced_distance, warmup_weight
 from fastjoint.analyze import FeaturePlane
 from fastjoint.model import JointModel
-from fastjoint.model.decoder import StyleDecoder
+from fastjoint.model.decoder import PatternDecoder, PatternField, StyleDecoder
 
 
 def cloud(n: int, seed: int, shift=(0.0, 0.0), scale=1.0) -> torch.Tensor:
@@ -117,6 +117,67 @@ def test_desired_styles_can_read_the_features_without_shaping_them():
         torch.testing.assert_close(read, shaped, rtol=0, atol=0)  # the decoder learns the same either way
 
 
+def test_pattern_decoders_draw_one_field_of_position_as_the_feature_says():
+    encoders = {"target": _Constant(), "reference": _Constant()}
+    model = JointModel(encoders, ["original", "pattern"], 2, 8, box=(-2, -2, -2, 2, 2, 2), pattern_width=16)
+    assert model.decoder_inputs == 5
+    assert isinstance(model.decoders["pattern"], PatternDecoder)
+    assert isinstance(model.decoders["original"], StyleDecoder) and model.decoders["original"].net[0].in_features == 2
+    x = torch.tensor([[0.0, 0.0, 0.0], [1.0, -2.0, 3.0]])
+    _, decoder_input = model.features("target", x, torch.ones(2, 3))
+    torch.testing.assert_close(decoder_input[:, 2:], torch.tensor([[0.0, 0.0, 0.0], [0.5, -1.0, 1.0]]))  # x / 2, clamped
+    torch.testing.assert_close(model.plane_inputs(torch.zeros(1, 2)), torch.zeros(1, 5))  # the material map: the box's centre
+
+    inputs = torch.rand(50, 5) * 2 - 1
+    moved = inputs.clone()
+    moved[:, 2:] = torch.rand(50, 3) * 2 - 1  # another place, the same feature
+    assert torch.equal(model.decode("original", inputs), model.decode("original", moved))
+    # A new style starts as the original's copy (restyle): the gate at zero, the field unseen.
+    copy = model.decoder_from_original()
+    assert isinstance(copy, PatternDecoder)
+    torch.testing.assert_close(copy(inputs), model.decode("original", inputs))
+    torch.testing.assert_close(copy(moved), model.decode("original", inputs))
+    # Opened, the gate lets position change the colour, only through the one field.
+    torch.nn.init.normal_(copy.gate.weight)
+    assert not torch.allclose(copy(inputs), copy(moved))
+    same_place = moved.clone()
+    same_place[:, 2:] = inputs[:, 2:]
+    torch.testing.assert_close(copy(same_place), copy(inputs))
+    with pytest.raises(ValueError, match="choose one"):
+        JointModel(encoders, ["original"], 2, 8, position_octaves=2, pattern_width=16)
+
+
+def _check(x: torch.Tensor) -> torch.Tensor:
+    """The scene kit's world check, 4 cells per unit, as +-1."""
+    return ((torch.floor(x * 4 + 1e-4).long().sum(dim=1)) % 2).float() * 2 - 1
+
+
+def test_a_pattern_field_repeats_a_check_it_learned_on_a_sphere_on_a_box_inside_it():
+    # The paper kit's experiment without the rendering: the reference's big sphere wears the
+    # check, and a target's box (the digger's body) sits inside it. A field made of waves carries
+    # the check from the sphere onto the box's faces: well above chance, which is 0.5.
+    torch.manual_seed(0)
+    generator = torch.Generator().manual_seed(0)
+    field = PatternField(32, 1, cycles=4.0)
+    optimizer = torch.optim.Adam(field.parameters(), lr=1e-2)
+    for _ in range(600):
+        on_sphere = torch.nn.functional.normalize(torch.randn(1024, 3, generator=generator), dim=-1) * 0.65
+        on_sphere += torch.tensor([0.0, 0.0, 0.1])
+        loss = (field(on_sphere / 1.5).squeeze(1) - _check(on_sphere)).square().mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    size = torch.tensor([1.3, 0.8, 0.4])
+    on_box = (torch.rand(8000, 3, generator=generator) - 0.5) * size
+    axis = torch.randint(0, 3, (8000,), generator=generator)
+    side = torch.randint(0, 2, (8000,), generator=generator) * 2 - 1
+    on_box[torch.arange(8000), axis] = side * size[axis] / 2
+    on_box += torch.tensor([0.0, 0.0, -0.1])
+    with torch.no_grad():
+        right = (field(on_box / 1.5).squeeze(1).sign() == _check(on_box)).float().mean().item()
+    assert right > 0.7
+
+
 class _Constant(torch.nn.Module):
     def forward(self, x, d):
         return torch.ones(x.shape[0]), torch.full((x.shape[0], 2), 0.25)
@@ -132,37 +193,46 @@ def test_principal_plane_of_features_in_three_dimensions():
     assert torch.equal(two.project(flat[:, :2]), flat[:, :2])
 
 
-def test_a_run_with_every_option_trains_analyses_restyles_and_the_viewer_says_no(tiny_data, tmp_path):
-    config = tiny_config(
-        tiny_data,
-        tmp_path / "runs",
-        model={"feature_dim": 3, "decoder_position": 2},
-        train={"steps": 200, "align": "moments", "align_weight": 0.1, "align_warmup_steps": 50, "log_every": 50},
-    )
+@pytest.mark.parametrize(
+    ("model", "train", "refused"),
+    [
+        ({"feature_dim": 3, "decoder_position": 2}, {"align": "moments", "align_weight": 0.1, "align_warmup_steps": 50}, "3, 2 and 0"),
+        ({"pattern_field": 8}, {"desired_shape_features": False}, "2, 0 and 8"),
+    ],
+    ids=["align+position+dim3", "pattern-field+read-only"],
+)
+def test_a_run_with_the_options_trains_analyses_restyles_and_the_viewer_says_no(tiny_data, tmp_path, model, train, refused):
+    config = tiny_config(tiny_data, tmp_path / "runs", model=model, train={"steps": 200, "log_every": 50, **train})
     path = write_config(config, tmp_path / "options.toml")
     result = run_cli("train", str(path), "--no-render", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in (config.run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert all("align" in line and math.isfinite(line["align"]) for line in lines[1:])
+    if "align" in train:
+        assert all("align" in line and math.isfinite(line["align"]) for line in lines[1:])
     scores = json.loads((config.run_dir / "eval.json").read_text())
     assert scores["pairings"]["target:original"]["psnr"] > 15
 
     result = run_cli("analyze", str(config.run_dir), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     analysis = json.loads((config.run_dir / "analysis.json").read_text())
-    assert len(analysis["fits"]["target"]["mean"]) == 3 and math.isfinite(analysis["kl"]["symmetric"])
-    assert len(analysis["plane"]["axes"]) == 3 and len(analysis["plane"]["axes"][0]) == 2
+    dim = config.model.feature_dim
+    assert len(analysis["fits"]["target"]["mean"]) == dim and math.isfinite(analysis["kl"]["symmetric"])
+    if dim > 2:
+        assert len(analysis["plane"]["axes"]) == dim and len(analysis["plane"]["axes"][0]) == 2
 
     reference = tiny_data / "reference" / "recolour"
     result = run_cli("restyle", str(config.run_dir), "again", str(reference), "--steps", "30", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert (config.run_dir / "styles" / "again.pt").is_file()
+    result = run_cli("render", str(config.run_dir), "--pairing", "target:again", cwd=tmp_path)  # the stored style loads
+    assert result.returncode == 0, result.stderr
+    assert len(list((config.run_dir / "renders" / "target_again").glob("*.png"))) > 0
 
     result = run_cli("view", str(config.run_dir), cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        f"error: {config.run_dir / 'config.toml'}: the viewer's feature plane needs model.feature_dim = 2 and "
-        "model.decoder_position = 0 (this run: 3 and 2); eval, render and restyle work on it"
+        f"error: {config.run_dir / 'config.toml'}: the viewer's feature plane needs model.feature_dim = 2, "
+        f"model.decoder_position = 0 and model.pattern_field = 0 (this run: {refused}); eval, render and restyle work on it"
     ]
 
 
@@ -172,6 +242,8 @@ def test_a_run_with_every_option_trains_analyses_restyles_and_the_viewer_says_no
         ("train.align", '"kl"', "train.align"),
         ("train.align_weight", "-1.0", "train.align_weight: must be a finite number >= 0"),
         ("model.decoder_position", "11", "model.decoder_position: must be between 0 (off) and 10 octaves"),
+        ("model.pattern_field", "-1", "model.pattern_field: must be between 0 (off) and 256 units"),
+        ("model.pattern_cycles", "0.0", "model.pattern_cycles: must be a finite number > 0"),
     ],
 )
 def test_option_mistakes_are_one_line(tiny_data, tmp_path, key, value, message):
@@ -183,3 +255,14 @@ def test_option_mistakes_are_one_line(tiny_data, tmp_path, key, value, message):
     result = run_cli("train", str(path), cwd=tmp_path)
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
     assert message in result.stderr and not (tmp_path / "runs").exists()
+
+
+def test_pattern_fields_and_position_codes_are_one_or_the_other(tiny_data, tmp_path):
+    path = write_config(tiny_config(tiny_data, tmp_path / "runs", model={"pattern_field": 8}), tmp_path / "both.toml")
+    text, count = re.subn(r"^decoder_position = .*$", "decoder_position = 2", path.read_text(), count=1, flags=re.MULTILINE)
+    assert count == 1
+    path.write_text(text)
+    result = run_cli("train", str(path), cwd=tmp_path)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert "model.pattern_field: cannot be combined with model.decoder_position" in result.stderr
+    assert not (tmp_path / "runs").exists()

@@ -9,7 +9,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from fastjoint.model.decoder import StyleDecoder
+from fastjoint.model.decoder import PatternDecoder, StyleDecoder
 from fastjoint.model.hashgrid import HashGrid
 from fastjoint.model.head import FeatureHead
 from fastjoint.pairing import ORIGINAL
@@ -56,6 +56,11 @@ class JointModel(nn.Module):
     feature followed by a sin/cos code of the point's place in `box` (`position_code`), and
     `features` returns both, so that everything that caches features (restyle, the viewer)
     caches the code too. `style_feature` takes the feature part back out.
+
+    With `pattern_width` > 0 (instead of the octaves), every desired style's decoder is a
+    PatternDecoder with a pattern field of that width: what the decoders see is the style
+    feature followed by the point's place in `box`, scaled to [-1, 1]^3; the `original`
+    decoder reads the feature alone.
     """
 
     def __init__(
@@ -69,6 +74,8 @@ class JointModel(nn.Module):
         box: Sequence[float] = (-1.0, -1.0, -1.0, 1.0, 1.0, 1.0),
         position_original: bool = True,
         desired_shape_features: bool = True,
+        pattern_width: int = 0,
+        pattern_cycles: float = 4.0,
     ) -> None:
         super().__init__()
         self.encoders = nn.ModuleDict(encoders)
@@ -78,39 +85,49 @@ class JointModel(nn.Module):
         self.position_octaves = position_octaves
         self.position_original = position_original
         self.desired_shape_features = desired_shape_features
-        self.decoder_inputs = feature_dim + 6 * position_octaves
+        if position_octaves and pattern_width:
+            raise ValueError("position octaves and a pattern field are two different decoders: choose one")
+        self.pattern_width = pattern_width
+        self.pattern_cycles = pattern_cycles
+        self.decoder_inputs = feature_dim + 6 * position_octaves + (3 if pattern_width else 0)
         self.register_buffer("position_box", torch.tensor(box, dtype=torch.float32), persistent=False)
         self.decoders = nn.ModuleDict({style: self.new_decoder(style) for style in styles})
 
-    def new_decoder(self, style: str | None = None) -> StyleDecoder:
+    def new_decoder(self, style: str | None = None) -> StyleDecoder | PatternDecoder:
         """A freshly initialised decoder of this model's shape for `style` (None: a desired style).
 
-        With position-aware decoders but `position_original` off, the `original` decoder,
-        the one both scenes share, reads the style feature alone, as in the method.
+        With position-aware decoders but `position_original` off, or with pattern fields, the
+        `original` decoder, the one both scenes share, reads the style feature alone, as in the method.
         """
-        feature_only = self.position_octaves and not self.position_original and style == ORIGINAL
+        if self.pattern_width and style != ORIGINAL:
+            return PatternDecoder(self.feature_dim, self.decoder_hidden, self.decoder_layers, self.pattern_width, self.pattern_cycles)
+        feature_only = (self.pattern_width or (self.position_octaves and not self.position_original)) and style == ORIGINAL
         return StyleDecoder(self.decoder_inputs, self.decoder_hidden, self.decoder_layers, self.feature_dim if feature_only else None)
 
-    def decoder_from_original(self, style: str | None = None) -> StyleDecoder:
+    def decoder_from_original(self, style: str | None = None) -> StyleDecoder | PatternDecoder:
         """A new decoder for `style` that starts as a copy of the `original` decoder.
 
         Where the new one sees the position code and the original does not, the code's
-        input weights start at zero, so that it still computes the original's colours.
+        input weights start at zero, so that it still computes the original's colours; a
+        PatternDecoder's gate starts at zero for the same reason.
         """
         decoder = self.new_decoder(style).to(self.position_box.device)
-        state = self.decoders[ORIGINAL].state_dict()
+        state = self.decoders[ORIGINAL].net.state_dict()
         first = decoder.net[0].weight
-        if state["net.0.weight"].shape != first.shape:
+        if state["0.weight"].shape != first.shape:
             padded = torch.zeros_like(first)
-            padded[:, : state["net.0.weight"].shape[1]] = state["net.0.weight"]
-            state = {**state, "net.0.weight": padded}
-        decoder.load_state_dict(state)
+            padded[:, : state["0.weight"].shape[1]] = state["0.weight"]
+            state = {**state, "0.weight": padded}
+        decoder.net.load_state_dict(state)
         return decoder
 
-    def position_code(self, x: Tensor) -> Tensor:  # [N, 3] world -> [N, 6 * octaves]
-        """sin and cos of 2^k pi p for k < octaves, p the point's place in the box scaled to [-1, 1]^3."""
+    def position_code(self, x: Tensor) -> Tensor:  # [N, 3] world -> [N, decoder_inputs - feature_dim]
+        """What the decoders see of a point's place p in the box, scaled to [-1, 1]^3: p itself
+        (pattern fields), or sin and cos of 2^k pi p for k < octaves."""
         low, high = self.position_box[:3], self.position_box[3:]
         p = (2.0 * (x - low) / (high - low) - 1.0).clamp(-1.0, 1.0)
+        if self.pattern_width:
+            return p
         scales = math.pi * 2.0 ** torch.arange(self.position_octaves, device=x.device, dtype=x.dtype)
         angles = (p[:, None, :] * scales[:, None]).flatten(1)  # [N, octaves * 3]
         return torch.cat([angles.sin(), angles.cos()], dim=-1)
@@ -121,7 +138,7 @@ class JointModel(nn.Module):
 
     def plane_inputs(self, feature: Tensor) -> Tensor:  # [N, feature_dim] -> [N, decoder_inputs]
         """Decoder inputs for bare style features: with position-aware decoders, at the box's centre."""
-        if not self.position_octaves:
+        if self.decoder_inputs == self.feature_dim:
             return feature
         centre = ((self.position_box[:3] + self.position_box[3:]) / 2).to(feature.device)
         code = self.position_code(centre[None].expand(feature.shape[0], 3).to(feature.dtype))
@@ -133,7 +150,7 @@ class JointModel(nn.Module):
     def features(self, scene: str, x: Tensor, d: Tensor) -> tuple[Tensor, Tensor]:
         """The style-free part of a query: density [N] and the decoders' input [N, decoder_inputs]."""
         sigma, feature = self.encoders[scene](x, d)
-        if self.position_octaves:
+        if self.decoder_inputs > self.feature_dim:
             feature = torch.cat([feature, self.position_code(x)], dim=-1)
         return sigma, feature
 
