@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -193,6 +194,29 @@ def together_markdown(target: str, rows: list[dict], together: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def seed_spread(target: str, runs: dict[str, dict[str, dict]]) -> str:
+    """Per style, each variant measured at more than one seed: the mean transfer, its range, the mean gain."""
+    seeds: dict[tuple[str, str], list[dict]] = {}  # (variant without its seed, style) -> rows
+    for label, styles in runs.items():
+        for style, row in styles.items():
+            seeds.setdefault((re.sub(r"-seed\d+$", "", label), style), []).append(row)
+    lines = [
+        f"| style ({target}) | variant | seeds | transfer vs truth, mean | lowest | highest | gain over no transfer, mean |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for style in STYLES:
+        for (variant, row_style), rows in sorted(seeds.items(), key=lambda item: (item[0][0] != METHOD, item[0][0])):
+            if row_style != style or len(rows) < 2:
+                continue
+            psnrs = [r["transfer_psnr"] for r in rows]
+            numbers = ", ".join(str(r.get("seed") or 0) for r in sorted(rows, key=lambda r: r.get("seed") or 0))
+            lines.append(
+                f"| {style} | {variant} | {numbers} | {np.mean(psnrs):.2f} | {min(psnrs):.2f} | {max(psnrs):.2f} | "
+                f"{np.mean([r['gain_db'] for r in rows]):+.2f} |"
+            )
+    return "" if len(lines) == 2 else "\n" + "\n".join(lines) + "\n"
+
+
 def summary(target: str, date: str, results: Path) -> tuple[Path, str]:
     """One table of every variant of `target` measured on `date` (this machine), against the method's runs."""
     prefix = f"{machine_slug()}-{date}-experiments-{target}"
@@ -223,7 +247,7 @@ def summary(target: str, date: str, results: Path) -> tuple[Path, str]:
                 f"| {style} | {variant} | {row['transfer_psnr']:.2f} | {versus} | {row['gain_db']:+.2f} | {kl} | "
                 f"{row['psnr']['target:original']:.2f} | {row['psnr']['reference:style']:.2f} |"
             )
-    text = "\n".join(lines) + "\n"
+    text = "\n".join(lines) + "\n" + seed_spread(target, runs)
     path = results / f"{prefix}-options.md"
     path.write_text(text)
     return path, text

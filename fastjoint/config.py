@@ -173,9 +173,7 @@ class ModelConfig:
             _check(getattr(self, key) >= 1, f"model.{key}", "must be at least 1")
         _check(0 <= self.decoder_position <= 10, "model.decoder_position", "must be between 0 (off) and 10 octaves")
         _check(0 <= self.pattern_field <= 256, "model.pattern_field", "must be between 0 (off) and 256 units")
-        _check(
-            math.isfinite(self.pattern_cycles) and self.pattern_cycles > 0, "model.pattern_cycles", "must be a finite number > 0"
-        )
+        _check(math.isfinite(self.pattern_cycles) and self.pattern_cycles > 0, "model.pattern_cycles", "must be a finite number > 0")
         _check(
             not (self.pattern_field and self.decoder_position),
             "model.pattern_field",

@@ -100,3 +100,27 @@ def test_restyle_benchmark_quick_run(tiny_data, tmp_path):
     assert summary["command_seconds"] > summary["fit_seconds"] > 0
     assert math.isfinite(summary["restyle_psnr"]) and math.isfinite(summary["joint_psnr"])
     assert summary["difference_db"] == summary["restyle_psnr"] - summary["joint_psnr"]
+
+
+def test_experiments_summary_gathers_variants_and_seeds(tmp_path):
+    from benchmarks.common import machine_slug
+    from benchmarks.experiments import label_of, summary
+
+    assert label_of([]) == "method" and label_of([], 2) == "method-seed2" and label_of(["read-only", "wide"], 1) == "read-only+wide-seed1"
+
+    def row(style, variant, seed, psnr):
+        pairings = {"target:original": 31.0, "reference:original": 32.0, "reference:style": 30.0}
+        return {"style": style, "variant": variant, "seed": seed, "transfer_psnr": psnr, "gain_db": psnr - 18.0,
+                "kl_target_reference": 0.5, "psnr": pairings}  # fmt: skip
+
+    prefix = f"{machine_slug()}-2026-01-02-experiments-digger"
+    runs = {"": ("method", 0, 18.0), "-method-seed1": ("method-seed1", 1, 19.0), "-read-only": ("read-only", 0, 21.0)}
+    for suffix, (variant, seed, psnr) in runs.items():
+        table = {"variant": variant, "styles": [row("pattern", variant, seed, psnr)], "together": None}
+        (tmp_path / f"{prefix}{suffix}.json").write_text(json.dumps(table))
+    path, text = summary("digger", "2026-01-02", tmp_path)
+    assert path == tmp_path / f"{prefix}-options.md" and path.read_text() == text
+    assert "| pattern | read-only | 21.00 | +3.00 | +3.00 | 0.50 | 31.00 | 30.00 |" in text
+    assert "| pattern | method-seed1 | 19.00 | +1.00 |" in text
+    assert "| pattern | method | 0, 1 | 18.50 | 18.00 | 19.00 | +0.50 |" in text  # the seed spread: method only
+    assert "| pattern | read-only | 0" not in text
