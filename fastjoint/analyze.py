@@ -8,8 +8,8 @@
 
 With `model.feature_dim` above 2 the plane drawn is the features' principal plane (the two
 main axes of both scenes' surface features, through their mean), and the fits and the KL
-are in all the feature's dimensions. Position-aware decoders (`model.decoder_position`) are
-drawn at the centre of the scene box.
+are in all the feature's dimensions. Position-aware decoders (`model.decoder_position`,
+`model.pattern_field`) are drawn at the centre of the scene box.
 """
 
 from __future__ import annotations
