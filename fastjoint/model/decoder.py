@@ -63,6 +63,7 @@ class PatternField(nn.Module):
         for layer in self.mixes:
             nn.init.uniform_(layer.weight, -bound, bound)
         self.out = nn.Linear(width, channels)
+        nn.init.uniform_(self.out.weight, -bound, bound)  # channels of about unit spread, so the gate learns fast
 
     def forward(self, p: Tensor) -> Tensor:  # [N, 3] -> [N, channels]
         z = torch.sin(self.filters[0](p))
