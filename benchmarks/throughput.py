@@ -1,6 +1,9 @@
 """Throughput and memory of every available backend combination (and of the mlp baseline).
 
-Each combination runs in a fresh subprocess (so its peak memory is its own): it trains
+One more row repeats the default backends with the feature heads and the style decoders
+compiled by `torch.compile` (dynamic shapes; the warm-up steps, and one untimed frame,
+include the compiling), to show in the same run whether fusing the small networks' kernels
+pays. Each combination runs in a fresh subprocess (so its peak memory is its own): it trains
 `--warmup` steps (the occupancy grids carve empty space), then times `--steps` steps, and
 renders the test views of the first transfer, target:<style>, at the dataset's resolution. Reported: training
 rays/s and samples/s, rendering frames/s, peak CPU RSS and, on CUDA, peak allocated memory.
@@ -47,9 +50,20 @@ def combinations(config: Config) -> list[dict]:
             resolve_backends(backend, device)
         except UserError:
             continue  # not available here
-        found.append({"encoder": "hashgrid", **dict(zip(keys, values))})
-    found.append({"encoder": "mlp", **dict(zip(keys, ("auto",) * len(keys)))})
+        found.append({"encoder": "hashgrid", **dict(zip(keys, values)), "compile": False})
+    default = resolve_backends(BackendConfig(), device)  # one of the above, found available
+    found.append({"encoder": "hashgrid", **default._asdict(), "compile": True})
+    found.append({"encoder": "mlp", **dict(zip(keys, ("auto",) * len(keys))), "compile": False})
     return found
+
+
+def compile_networks(model: torch.nn.Module) -> None:
+    """Compiles, in place, the feature heads' two passes and every style decoder (torch.compile, dynamic shapes)."""
+    for head in {id(encoder.head): encoder.head for encoder in model.encoders.values()}.values():
+        head.density = torch.compile(head.density, dynamic=True)
+        head.feature = torch.compile(head.feature, dynamic=True)
+    for decoder in model.decoders.values():
+        decoder.forward = torch.compile(decoder.forward, dynamic=True)
 
 
 def worker(config_path: Path, combo: dict, warmup: int, steps: int, frames: int) -> dict:
@@ -65,10 +79,12 @@ def worker(config_path: Path, combo: dict, warmup: int, steps: int, frames: int)
             name="throughput",
             output_dir=tmp,
             model=dataclasses.replace(base.model, encoder=combo["encoder"]),
-            backend=BackendConfig(**{k: v for k, v in combo.items() if k != "encoder"}),
+            backend=BackendConfig(**{k: v for k, v in combo.items() if k not in ("encoder", "compile")}),
             train=dataclasses.replace(base.train, steps=10**9),
         )
         trainer = Trainer(config)
+        if combo["compile"]:
+            compile_networks(trainer.built.model)
         for _ in range(warmup):
             trainer.train_step()
         if trainer.device.type == "cuda":
@@ -89,6 +105,8 @@ def worker(config_path: Path, combo: dict, warmup: int, steps: int, frames: int)
         transfer = config.data.pairings.transfers[0]
         views = camera_split(run, transfer, "test")
         views = dataclasses.replace(views, poses=views.poses[:frames])
+        if combo["compile"]:  # compiling for rendering (no gradients) is warm-up too
+            run.render(transfer, views.poses[:1], views.camera)
         start = time.perf_counter()
         run.render(transfer, views.poses, views.camera)
         if trainer.device.type == "cuda":
@@ -142,7 +160,18 @@ def run(config_path: Path, warmup: int, steps: int, frames: int, results: Path, 
     measured = [r for r in rows if "error" not in r]
     device = measured[0]["device"] if measured else "no combination ran"
     table = Table(title=f"throughput ({config_path.name}, {device})")
-    for column in ("encoder", "grid", "march", "composite", "train rays/s", "samples/s", "render frames/s", "peak RSS", "peak CUDA"):
+    for column in (
+        "encoder",
+        "grid",
+        "march",
+        "composite",
+        "compiled",
+        "train rays/s",
+        "samples/s",
+        "render frames/s",
+        "peak RSS",
+        "peak CUDA",
+    ):
         table.add_column(column, justify="right" if " " in column or column.startswith("peak") else "left")
     for r in measured:
         cuda = f"{r['peak_cuda_mb']:.0f} MB" if r["peak_cuda_mb"] is not None else "-"
@@ -151,6 +180,7 @@ def run(config_path: Path, warmup: int, steps: int, frames: int, results: Path, 
             r["grid"],
             r["march"],
             r["composite"],
+            "yes" if r["compile"] else "",
             f"{r['rays_per_second']:,.0f}",
             f"{r['samples_per_second']:,.0f}",
             f"{r['frames_per_second']:.2f}",

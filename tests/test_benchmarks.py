@@ -69,6 +69,8 @@ def test_suite_quick_run_writes_results(tiny_data, tmp_path):
         for key in ("rays_per_second", "samples_per_second", "frames_per_second", "peak_rss_mb"):
             assert math.isfinite(row[key]) and row[key] > 0, (key, row)
     assert next(r for r in throughput["rows"] if r["encoder"] == "mlp")["samples_per_ray"] == 64
+    compiled = [r for r in throughput["rows"] if r["compile"]]  # the default backends, heads and decoders compiled
+    assert len(compiled) == 1 and (compiled[0]["grid"], compiled[0]["composite"]) == ("native", "fused")
 
     quality = json.loads(next(results.glob("*time_to_quality.json")).read_text())
     assert set(quality["runs"]) == {"hashgrid", "mlp"}
