@@ -204,16 +204,17 @@ def seed_spread(target: str, runs: dict[str, dict[str, dict]]) -> str:
         f"| style ({target}) | variant | seeds | transfer vs truth, mean | lowest | highest | gain over no transfer, mean |",
         "|---|---|---|---|---|---|---|",
     ]
-    for style in STYLES:
-        for (variant, row_style), rows in sorted(seeds.items(), key=lambda item: (item[0][0] != METHOD, item[0][0])):
-            if row_style != style or len(rows) < 2:
-                continue
-            psnrs = [r["transfer_psnr"] for r in rows]
-            numbers = ", ".join(str(r.get("seed") or 0) for r in sorted(rows, key=lambda r: r.get("seed") or 0))
-            lines.append(
-                f"| {style} | {variant} | {numbers} | {np.mean(psnrs):.2f} | {min(psnrs):.2f} | {max(psnrs):.2f} | "
-                f"{np.mean([r['gain_db'] for r in rows]):+.2f} |"
-            )
+    order = sorted((STYLES.index(style), variant != METHOD, variant, style) for variant, style in seeds if style in STYLES)
+    for *_, variant, style in order:
+        rows = seeds[variant, style]
+        if len(rows) < 2:
+            continue
+        psnrs = [r["transfer_psnr"] for r in rows]
+        numbers = ", ".join(str(seed) for seed in sorted(r.get("seed") or 0 for r in rows))
+        lines.append(
+            f"| {style} | {variant} | {numbers} | {np.mean(psnrs):.2f} | {min(psnrs):.2f} | {max(psnrs):.2f} | "
+            f"{np.mean([r['gain_db'] for r in rows]):+.2f} |"
+        )
     return "" if len(lines) == 2 else "\n" + "\n".join(lines) + "\n"
 
 

@@ -14,6 +14,8 @@ from fastjoint.align import alignment_loss, moments_distance, sliced_distance, w
 from fastjoint.analyze import FeaturePlane
 from fastjoint.model import JointModel
 from fastjoint.model.decoder import PatternDecoder, PatternField, StyleDecoder
+from fastjoint.scenes.raytrace import albedo
+from fastjoint.scenes.recipe import Material, Pattern
 
 
 def cloud(n: int, seed: int, shift=(0.0, 0.0), scale=1.0) -> torch.Tensor:
@@ -147,9 +149,12 @@ def test_pattern_decoders_draw_one_field_of_position_as_the_feature_says():
         JointModel(encoders, ["original"], 2, 8, position_octaves=2, pattern_width=16)
 
 
+WORLD_CHECK = Material((0.9, 0.7, 0.1), pattern=Pattern("check", 4.0, ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))))  # the paper kit's
+
+
 def _check(x: torch.Tensor) -> torch.Tensor:
-    """The scene kit's world check, 4 cells per unit, as +-1."""
-    return ((torch.floor(x * 4 + 1e-4).long().sum(dim=1)) % 2).float() * 2 - 1
+    """The scene kit's world check at points x [N, 3], as -1 and +1."""
+    return torch.from_numpy(albedo(WORLD_CHECK, x.numpy())[:, 0]).float() * 2 - 1
 
 
 def test_a_pattern_field_repeats_a_check_it_learned_on_a_sphere_on_a_box_inside_it():

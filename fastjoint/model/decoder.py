@@ -72,11 +72,11 @@ class PatternField(nn.Module):
         return self.out(z)
 
 
-class PatternDecoder(nn.Module):
+class PatternDecoder(StyleDecoder):
     """A desired style's decoder that can draw a pattern: colour = sigmoid(base(phi) + gate(phi) . field(p)).
 
     Its input is the style feature phi [N, feature_dim] followed by the point's place p in
-    the box, [-1, 1]^3. `net` is a StyleDecoder's network of the feature alone, the colour a
+    the box, [-1, 1]^3. `net` is the StyleDecoder's network of the feature alone, the colour a
     material takes; `field` (a PatternField) is one function of position shared by every
     material; `gate`, read from the net's last hidden layer, says how far each of the field's
     channels moves each colour channel of a material. Position cannot tell materials apart
@@ -85,16 +85,14 @@ class PatternDecoder(nn.Module):
     """
 
     def __init__(self, feature_dim: int, hidden: int, layers: int, width: int, cycles: float) -> None:
-        super().__init__()
-        self.feature_dim = feature_dim
-        self.net = StyleDecoder(feature_dim, hidden, layers).net
+        super().__init__(feature_dim + 3, hidden, layers, uses=feature_dim)
         self.gate = nn.Linear(hidden, 3 * PATTERN_CHANNELS)
         nn.init.zeros_(self.gate.weight)
         nn.init.zeros_(self.gate.bias)
         self.field = PatternField(width, PATTERN_CHANNELS, cycles)
 
     def forward(self, inputs: Tensor) -> Tensor:  # [N, feature_dim + 3] -> [N, 3]
-        feature, p = inputs[:, : self.feature_dim], inputs[:, self.feature_dim : self.feature_dim + 3]
+        feature, p = inputs[:, : self.uses], inputs[:, self.uses : self.uses + 3]
         hidden = self.net[:-1](feature)
         gate = self.gate(hidden).unflatten(-1, (3, PATTERN_CHANNELS))
         return (self.net[-1](hidden) + (gate * self.field(p)[:, None, :]).sum(-1)).sigmoid()

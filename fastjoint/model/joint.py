@@ -93,7 +93,7 @@ class JointModel(nn.Module):
         self.register_buffer("position_box", torch.tensor(box, dtype=torch.float32), persistent=False)
         self.decoders = nn.ModuleDict({style: self.new_decoder(style) for style in styles})
 
-    def new_decoder(self, style: str | None = None) -> StyleDecoder | PatternDecoder:
+    def new_decoder(self, style: str | None = None) -> StyleDecoder:
         """A freshly initialised decoder of this model's shape for `style` (None: a desired style).
 
         With position-aware decoders but `position_original` off, or with pattern fields, the
@@ -104,7 +104,7 @@ class JointModel(nn.Module):
         feature_only = (self.pattern_width or (self.position_octaves and not self.position_original)) and style == ORIGINAL
         return StyleDecoder(self.decoder_inputs, self.decoder_hidden, self.decoder_layers, self.feature_dim if feature_only else None)
 
-    def decoder_from_original(self, style: str | None = None) -> StyleDecoder | PatternDecoder:
+    def decoder_from_original(self, style: str | None = None) -> StyleDecoder:
         """A new decoder for `style` that starts as a copy of the `original` decoder.
 
         Where the new one sees the position code and the original does not, the code's
