@@ -30,6 +30,7 @@ from rich.table import Table
 
 from benchmarks.common import RESULTS, write_results
 from benchmarks.common import console as make_console
+from fastjoint.architecture import architecture
 from fastjoint.config import BackendConfig, Config, load_config
 from fastjoint.errors import UserError
 from fastjoint.ops import resolve_backends
@@ -41,17 +42,18 @@ REPO = Path(__file__).resolve().parents[1]
 def combinations(config: Config) -> list[dict]:
     """Every backend choice that resolves on this machine, for the hash grids; one mlp row."""
     device = resolve_device(config.device)
+    shapes = architecture(config).mlp_shapes(config)
     keys = [f.name for f in dataclasses.fields(BackendConfig)]
     choices = [[c for c in typing.get_args(typing.get_type_hints(BackendConfig)[k]) if c != "auto"] for k in keys]
     found = []
     for values in itertools.product(*choices):
         backend = BackendConfig(**dict(zip(keys, values)))
         try:
-            resolve_backends(backend, device)
+            resolve_backends(backend, device, shapes)
         except UserError:
             continue  # not available here
         found.append({"encoder": "hashgrid", **dict(zip(keys, values)), "compile": False})
-    default = resolve_backends(BackendConfig(), device)  # one of the above, found available
+    default = resolve_backends(BackendConfig(), device, shapes)  # one of the above, found available
     found.append({"encoder": "hashgrid", **default._asdict(), "compile": True})
     found.append({"encoder": "mlp", **dict(zip(keys, ("auto",) * len(keys))), "compile": False})
     return found
@@ -165,6 +167,7 @@ def run(config_path: Path, warmup: int, steps: int, frames: int, results: Path, 
         "grid",
         "march",
         "composite",
+        "mlp",
         "compiled",
         "train rays/s",
         "samples/s",
@@ -180,6 +183,7 @@ def run(config_path: Path, warmup: int, steps: int, frames: int, results: Path, 
             r["grid"],
             r["march"],
             r["composite"],
+            r.get("mlp", "torch"),  # rows written before backend.mlp ran PyTorch's
             "yes" if r["compile"] else "",
             f"{r['rays_per_second']:,.0f}",
             f"{r['samples_per_second']:,.0f}",

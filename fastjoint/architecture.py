@@ -18,6 +18,7 @@ from torch import nn
 from fastjoint.config import Config
 from fastjoint.model import FeatureHead, HashGrid, HashGridEncoder, JointModel
 from fastjoint.model.nerf_mlp import NerfEncoder
+from fastjoint.ops import PURE_TORCH, Backends
 from fastjoint.pairing import SCENES
 from fastjoint.render import Sampler, occupancy_sampler, uniform_sampler
 
@@ -30,11 +31,14 @@ class Architecture(Protocol):
     lr_key: str
     """The config key of the peak learning rate."""
 
-    def encoders(self, config: Config, grid_backend: str) -> dict[str, nn.Module]:
+    def encoders(self, config: Config, backends: Backends) -> dict[str, nn.Module]:
         """One encoder per scene (created in a fixed order: the seed decides their weights)."""
 
     def decoder_layers(self, config: Config) -> int:
         """Hidden layers of each style decoder."""
+
+    def mlp_shapes(self, config: Config) -> dict[str, tuple[int, int]]:
+        """Config key -> (hidden units, hidden layers) of each kind of network backend.mlp runs."""
 
     def optimizer(self, model: JointModel, config: Config) -> torch.optim.Optimizer:
         """The optimiser with its parameter groups."""
@@ -50,7 +54,7 @@ class HashGridArchitecture:
     uses_occupancy = True
     lr_key = "train.lr"
 
-    def encoders(self, config: Config, grid_backend: str) -> dict[str, nn.Module]:
+    def encoders(self, config: Config, backends: Backends) -> dict[str, nn.Module]:
         model = config.model
         box = torch.tensor(config.field_aabb, dtype=torch.float32)  # data.aabb unless render.occ_levels > 1
         grids = {
@@ -60,16 +64,19 @@ class HashGridArchitecture:
                 model.grid_log2_table_size,
                 model.grid_base_resolution,
                 model.per_level_scale,
-                backend=grid_backend,
+                backend=backends.grid,
             )
             for scene in SCENES
         }
         n_grid = grids[SCENES[0]].n_output_dims
-        shared = FeatureHead(n_grid, model) if model.share_head else None
-        return {scene: HashGridEncoder(grids[scene], shared or FeatureHead(n_grid, model), box) for scene in SCENES}
+        shared = FeatureHead(n_grid, model, backends.mlp) if model.share_head else None
+        return {scene: HashGridEncoder(grids[scene], shared or FeatureHead(n_grid, model, backends.mlp), box) for scene in SCENES}
 
     def decoder_layers(self, config: Config) -> int:
         return 1
+
+    def mlp_shapes(self, config: Config) -> dict[str, tuple[int, int]]:
+        return {"model.hidden": (config.model.hidden, 1), "model.decoder_hidden": (config.model.decoder_hidden, 1)}
 
     def optimizer(self, model: JointModel, config: Config) -> torch.optim.Optimizer:
         """instant-ngp's Adam: tiny epsilon, no weight decay on the hash tables."""
@@ -101,11 +108,15 @@ class MlpArchitecture:
     uses_occupancy = False
     lr_key = "mlp.lr"
 
-    def encoders(self, config: Config, grid_backend: str) -> dict[str, nn.Module]:
+    def encoders(self, config: Config, backends: Backends) -> dict[str, nn.Module]:
         return {scene: NerfEncoder(config.mlp, config.model.feature_dim) for scene in SCENES}
 
     def decoder_layers(self, config: Config) -> int:
         return config.mlp.decoder_layers
+
+    def mlp_shapes(self, config: Config) -> dict[str, tuple[int, int]]:
+        """Only the style decoders: the research code's NeRF MLPs stay PyTorch's."""
+        return {"model.decoder_hidden": (config.model.decoder_hidden, config.mlp.decoder_layers)}
 
     def optimizer(self, model: JointModel, config: Config) -> torch.optim.Optimizer:
         """The research code's Adam."""
@@ -127,11 +138,14 @@ def architecture(config: Config) -> Architecture:
     return ARCHITECTURES[config.model.encoder]
 
 
-def build_model(config: Config, grid_backend: str = "torch") -> JointModel:
-    """A freshly initialised JointModel for `config`: its scenes' encoders, a decoder per style."""
+def build_model(config: Config, backends: Backends = PURE_TORCH) -> JointModel:
+    """A freshly initialised JointModel for `config`: its scenes' encoders, a decoder per style.
+
+    `backends` are resolved ones (fastjoint.ops.resolve_backends); the grid's and the MLPs' are used.
+    """
     arch = architecture(config)
     return JointModel(
-        arch.encoders(config, grid_backend),
+        arch.encoders(config, backends),
         config.data.pairings.styles,
         config.model.feature_dim,
         config.model.decoder_hidden,
@@ -142,4 +156,5 @@ def build_model(config: Config, grid_backend: str = "torch") -> JointModel:
         config.train.desired_shape_features,
         config.model.pattern_field,
         config.model.pattern_cycles,
+        backends.mlp,
     )

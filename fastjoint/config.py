@@ -328,6 +328,10 @@ class BackendConfig:
     composite: Literal["auto", "fused", "torch"] = "auto"
     """Compositing of packed samples: the fused native kernel of cuda_ext (CPU and CUDA,
     built on first use) or the PyTorch reference."""
+    mlp: Literal["auto", "tcnn", "torch"] = "auto"
+    """The feature heads' and style decoders' networks: tiny-cuda-nn's fully fused MLPs (CUDA,
+    tinycudann installed; fp16, hidden widths up to 128) or PyTorch's; auto takes tcnn where it
+    runs. Checkpoints load under either."""
 
 
 @dataclass(frozen=True, kw_only=True)

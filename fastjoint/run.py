@@ -66,10 +66,10 @@ class Built:
     def __init__(self, config: Config, device: torch.device, backgrounds: Mapping[Pairing, Background] | None = None) -> None:
         self.config = config
         self.device = device
-        self.backends: Backends = resolve_backends(config.backend, device)
-        self.model: JointModel = build_model(config, self.backends.grid).to(device)
-        self.estimators: nn.ModuleDict = make_estimators(SCENES, config.data.aabb, config.render).to(device)
         arch = architecture(config)
+        self.backends: Backends = resolve_backends(config.backend, device, arch.mlp_shapes(config))
+        self.model: JointModel = build_model(config, self.backends).to(device)
+        self.estimators: nn.ModuleDict = make_estimators(SCENES, config.data.aabb, config.render).to(device)
         self.samplers: dict[str, Sampler] = {scene: arch.sampler(self.estimators[scene], config, self.backends.march) for scene in SCENES}
         if backgrounds is None:
             backgrounds = resolve_backgrounds(config, dict.fromkeys(config.data.pairings.trained, True))

@@ -16,7 +16,7 @@ from fastjoint.architecture import build_model
 from fastjoint.config import BackendConfig, Config, DataConfig, StyleData
 from fastjoint.errors import UserError
 from fastjoint.model.hashgrid import HashGrid
-from fastjoint.ops import grid_layout, hashgrid_encode, native, resolve_backends
+from fastjoint.ops import PURE_TORCH, grid_layout, hashgrid_encode, native, resolve_backends
 from fastjoint.ops._torch_impl import GridLayout
 from fastjoint.ops.hashgrid import _layout_lists
 from fastjoint.ops.tcnn import BUILD_HINT, table_to_tcnn_params, tcnn_params_to_table
@@ -280,7 +280,7 @@ def test_model_trained_with_the_native_grid_matches_torch(native_grid):
     outputs = {}
     for backend in ("torch", "native"):
         torch.manual_seed(0)
-        model = build_model(config, grid_backend=backend)
+        model = build_model(config, PURE_TORCH._replace(grid=backend))
         optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
         for x, d, rgb in batches:
             result = model.query("target", "original", x, d)

@@ -7,6 +7,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from fastjoint.model.mlp import Mlp
+
 PATTERN_CHANNELS = 2
 """Channels of a pattern field: each material mixes them into its colour in its own proportions."""
 PATTERN_FILTERS = 3
@@ -18,17 +20,13 @@ class StyleDecoder(nn.Module):
 
     `uses`: only the first `uses` input columns are read (the style feature without the
     position code that position-aware siblings see); None: all `feature_dim` of them.
+    `mlp_backend` runs the network (Mlp).
     """
 
-    def __init__(self, feature_dim: int, hidden: int, layers: int = 1, uses: int | None = None) -> None:
+    def __init__(self, feature_dim: int, hidden: int, layers: int = 1, uses: int | None = None, mlp_backend: str = "torch") -> None:
         super().__init__()
         self.uses = uses
-        widths = [feature_dim if uses is None else uses] + [hidden] * layers
-        modules: list[nn.Module] = []
-        for a, b in zip(widths, widths[1:]):
-            modules += [nn.Linear(a, b), nn.ReLU()]
-        modules.append(nn.Linear(widths[-1], 3))
-        self.net = nn.Sequential(*modules)
+        self.net = Mlp.of_widths([feature_dim if uses is None else uses] + [hidden] * layers + [3], mlp_backend)
 
     def forward(self, feature: Tensor) -> Tensor:
         if self.uses is not None:

@@ -7,6 +7,7 @@ from torch import Tensor, nn
 
 from fastjoint.config import ModelConfig
 from fastjoint.model.encoding import spherical_harmonics, trunc_exp
+from fastjoint.model.mlp import Mlp
 
 
 class FeatureHead(nn.Module):
@@ -14,21 +15,14 @@ class FeatureHead(nn.Module):
 
     The density network sees only the grid features; the feature network sees the
     geometry features it passes on and the view direction in spherical harmonics.
+    `mlp_backend` runs both networks (Mlp).
     """
 
-    def __init__(self, n_grid_features: int, config: ModelConfig) -> None:
+    def __init__(self, n_grid_features: int, config: ModelConfig, mlp_backend: str = "torch") -> None:
         super().__init__()
         self.sh_degree = config.sh_degree
-        self.density_net = nn.Sequential(
-            nn.Linear(n_grid_features, config.hidden),
-            nn.ReLU(),
-            nn.Linear(config.hidden, 1 + config.geometry_features),
-        )
-        self.feature_net = nn.Sequential(
-            nn.Linear(config.geometry_features + config.sh_degree**2, config.hidden),
-            nn.ReLU(),
-            nn.Linear(config.hidden, config.feature_dim),
-        )
+        self.density_net = Mlp.of_widths([n_grid_features, config.hidden, 1 + config.geometry_features], mlp_backend)
+        self.feature_net = Mlp.of_widths([config.geometry_features + config.sh_degree**2, config.hidden, config.feature_dim], mlp_backend)
 
     def density(self, grid_features: Tensor) -> tuple[Tensor, Tensor]:  # [N, G] -> [N], [N, geo]
         out = self.density_net(grid_features)

@@ -61,6 +61,9 @@ class JointModel(nn.Module):
     PatternDecoder with a pattern field of that width: what the decoders see is the style
     feature followed by the point's place in `box`, scaled to [-1, 1]^3; the `original`
     decoder reads the feature alone.
+
+    `mlp_backend` runs the StyleDecoders' networks, those of decoders added later too
+    (`new_decoder`); a PatternDecoder's stay PyTorch's.
     """
 
     def __init__(
@@ -76,6 +79,7 @@ class JointModel(nn.Module):
         desired_shape_features: bool = True,
         pattern_width: int = 0,
         pattern_cycles: float = 4.0,
+        mlp_backend: str = "torch",
     ) -> None:
         super().__init__()
         self.encoders = nn.ModuleDict(encoders)
@@ -89,6 +93,7 @@ class JointModel(nn.Module):
             raise ValueError("position octaves and a pattern field are two different decoders: choose one")
         self.pattern_width = pattern_width
         self.pattern_cycles = pattern_cycles
+        self.mlp_backend = mlp_backend
         self.decoder_inputs = feature_dim + 6 * position_octaves + (3 if pattern_width else 0)
         self.register_buffer("position_box", torch.tensor(box, dtype=torch.float32), persistent=False)
         self.decoders = nn.ModuleDict({style: self.new_decoder(style) for style in styles})
@@ -102,7 +107,8 @@ class JointModel(nn.Module):
         if self.pattern_width and style != ORIGINAL:
             return PatternDecoder(self.feature_dim, self.decoder_hidden, self.decoder_layers, self.pattern_width, self.pattern_cycles)
         feature_only = (self.pattern_width or (self.position_octaves and not self.position_original)) and style == ORIGINAL
-        return StyleDecoder(self.decoder_inputs, self.decoder_hidden, self.decoder_layers, self.feature_dim if feature_only else None)
+        uses = self.feature_dim if feature_only else None
+        return StyleDecoder(self.decoder_inputs, self.decoder_hidden, self.decoder_layers, uses, self.mlp_backend)
 
     def decoder_from_original(self, style: str | None = None) -> StyleDecoder:
         """A new decoder for `style` that starts as a copy of the `original` decoder.

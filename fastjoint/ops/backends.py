@@ -7,7 +7,7 @@ says so in one line. Naming a backend that cannot run is a UserError saying how 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
 import torch
@@ -15,13 +15,18 @@ import torch
 from fastjoint.errors import UserError
 from fastjoint.log import warn_once
 from fastjoint.ops import native
-from fastjoint.ops.tcnn import tcnn_problem
+from fastjoint.ops.tcnn import tcnn_mlp_problem, tcnn_problem
 
 
 class Backends(NamedTuple):
     grid: str
     march: str
     composite: str
+    mlp: str
+
+
+PURE_TORCH = Backends(grid="torch", march="torch", composite="torch", mlp="torch")
+"""The PyTorch references of every op: what runs anywhere."""
 
 
 @functools.cache
@@ -66,13 +71,18 @@ def _usable() -> None:
     return None
 
 
-def resolve_backends(config, device: torch.device) -> Backends:
+def resolve_backends(config, device: torch.device, mlp_shapes: Mapping[str, tuple[int, int]] | None = None) -> Backends:
     """Resolves `config` (a BackendConfig) for `device`.
 
     Backends named explicitly are checked first, so a named one that cannot run ends the
     run with its one-line error before any `auto` fallback has printed a warning.
+
+    Args:
+        mlp_shapes: config key -> (hidden units, hidden layers) of each network the MLP
+            backend would run (`Architecture.mlp_shapes`); None: not checked.
     """
     on_cuda = device.type == "cuda"
+    mlp_problems = {"tcnn": lambda: tcnn_mlp_problem(device, mlp_shapes or {}), "torch": _usable}
     march_problems = {
         "nerfacc": nerfacc_cuda_problem if on_cuda else (lambda: "needs CUDA"),
         "torch": _usable,
@@ -87,13 +97,14 @@ def resolve_backends(config, device: torch.device) -> Backends:
         "march": (march_problems, ["nerfacc", "torch"]),
         "grid": (grid_problems, ["native", "torch"]),
         "composite": (composite_problems, ["fused", "torch"]),
+        "mlp": (mlp_problems, ["tcnn", "torch"]),
     }
     order = sorted(choices, key=lambda field: getattr(config, field) == "auto")  # stable: named first
     resolved = {}
     for field in order:
         requested = getattr(config, field)
-        if field == "march" and not on_cuda and requested == "auto":
-            resolved[field] = "torch"  # on the CPU our marcher is the design, not a fallback: no warning
+        if field in ("march", "mlp") and not on_cuda and requested == "auto":
+            resolved[field] = "torch"  # on the CPU our marcher and PyTorch's MLPs are the design, not a fallback: no warning
             continue
         problems, fastest_first = choices[field]
         resolved[field] = _resolve(f"backend.{field}", requested, problems, fastest_first)

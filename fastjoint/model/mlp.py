@@ -1,0 +1,44 @@
+"""The small networks of the card (feature head, style decoders) as one module type."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import Tensor, nn
+
+from fastjoint.ops.tcnn import TcnnMlp
+
+
+class Mlp(nn.Sequential):
+    """Linear, ReLU, ..., Linear, run by PyTorch or by tiny-cuda-nn's fully fused MLP.
+
+    `backend` is a resolved MLP backend (fastjoint.ops.resolve_backends): "torch" or "tcnn".
+    The parameters are the Linear layers whichever runs, so a checkpoint loads under either.
+    A slice (`net[:-1]`) is an Mlp run by PyTorch.
+    """
+
+    def __init__(self, *layers: nn.Module) -> None:
+        super().__init__(*layers)
+        self.backend = "torch"
+        self._tcnn: TcnnMlp | None = None  # built on the first call, on the weights' device
+
+    @classmethod
+    def of_widths(cls, widths: Sequence[int], backend: str = "torch") -> Mlp:
+        """widths[0] inputs -> widths[1:-1] hidden units (ReLU) -> widths[-1] outputs."""
+        assert len(widths) >= 3, f"an Mlp needs a hidden layer, got widths {list(widths)}"
+        assert backend in ("torch", "tcnn"), f"unresolved or unknown mlp backend {backend!r}"
+        layers: list[nn.Module] = []
+        for a, b in zip(widths[:-1], widths[1:-1]):
+            layers += [nn.Linear(a, b), nn.ReLU()]
+        mlp = cls(*layers, nn.Linear(widths[-2], widths[-1]))
+        mlp.backend = backend
+        return mlp
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.backend == "tcnn":
+            linears = [m for m in self if isinstance(m, nn.Linear)]
+            if self._tcnn is None:
+                first = linears[0].weight
+                self._tcnn = TcnnMlp(first.shape[1], linears[-1].weight.shape[0], first.shape[0], len(linears) - 1, first.device)
+            return self._tcnn(x, linears)
+        return super().forward(x)
