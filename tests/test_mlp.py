@@ -80,6 +80,21 @@ def test_packing_computes_our_mlp(n_inputs, hidden, hidden_layers, n_outputs):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12, msg=lambda m, name=name: f"v_{name}: {m}")
 
 
+def test_first_call_check_refuses_a_network_that_differs():
+    """Mlp checks tiny-cuda-nn's network once against its own forward; here the transcription stands in for it."""
+    mlp = Mlp.of_widths([2, 32, 3])
+    linears = [m for m in mlp if isinstance(m, torch.nn.Linear)]
+
+    def transcription(x: Tensor, linears: list[torch.nn.Linear], shift: float = 0.0) -> Tensor:
+        return fused_network(mlp_to_tcnn_params(linears, 32).half().float(), x, 3, 32, 1) + linears[-1].bias + shift
+
+    mlp._tcnn = transcription  # fp16 weights: within the check's tolerance
+    mlp._check_tcnn(linears)
+    mlp._tcnn = lambda x, linears: transcription(x, linears, shift=0.05)
+    with pytest.raises(RuntimeError, match="backend.mlp = tcnn: tiny-cuda-nn's network differs"):
+        mlp._check_tcnn(linears)
+
+
 def test_fused_widths():
     assert [fused_width(h, 1) for h in (1, 16, 17, 64, 128, 129)] == [16, 16, 32, 64, 128, None]
     assert [fused_width(h, 2) for h in (15, 16, 64, 127, 128)] == [16, 32, 128, 128, None]  # one neuron carries the biases

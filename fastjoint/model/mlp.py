@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 from torch import Tensor, nn
 
 from fastjoint.ops.tcnn import TcnnMlp
@@ -40,5 +41,20 @@ class Mlp(nn.Sequential):
             if self._tcnn is None:
                 first = linears[0].weight
                 self._tcnn = TcnnMlp(first.shape[1], linears[-1].weight.shape[0], first.shape[0], len(linears) - 1, first.device)
+                self._check_tcnn(linears)
             return self._tcnn(x, linears)
         return super().forward(x)
+
+    @torch.no_grad()
+    def _check_tcnn(self, linears: list[nn.Linear]) -> None:
+        """Once, on its first call: tiny-cuda-nn's network must compute ours (within fp16), or nothing runs on it."""
+        first = linears[0].weight
+        generator = torch.Generator(first.device).manual_seed(0)  # its own: the run's random stream is left as it was
+        x = torch.rand(256, first.shape[1], generator=generator, device=first.device) * 2 - 1
+        ours, theirs = super().forward(x), self._tcnn(x, linears)
+        difference = (theirs - ours).abs().max().item()
+        if not difference <= 1e-2 * max(1.0, ours.abs().max().item()):
+            raise RuntimeError(
+                f"backend.mlp = tcnn: tiny-cuda-nn's network differs from PyTorch's on the same weights by up to "
+                f"{difference:.3g}; run with backend.mlp = torch"
+            )
