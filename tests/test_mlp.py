@@ -88,11 +88,9 @@ def test_first_call_check_refuses_a_network_that_differs():
     def transcription(x: Tensor, linears: list[torch.nn.Linear], shift: float = 0.0) -> Tensor:
         return fused_network(mlp_to_tcnn_params(linears, 32).half().float(), x, 3, 32, 1) + linears[-1].bias + shift
 
-    mlp._tcnn = transcription  # fp16 weights: within the check's tolerance
-    mlp._check_tcnn(linears)
-    mlp._tcnn = lambda x, linears: transcription(x, linears, shift=0.05)
+    mlp._check_tcnn(transcription, linears)  # fp16 weights: within the check's tolerance
     with pytest.raises(RuntimeError, match="backend.mlp = tcnn: tiny-cuda-nn's network differs"):
-        mlp._check_tcnn(linears)
+        mlp._check_tcnn(lambda x, linears: transcription(x, linears, shift=0.05), linears)
 
 
 def test_fused_widths():

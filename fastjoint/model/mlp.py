@@ -40,18 +40,19 @@ class Mlp(nn.Sequential):
             linears = [m for m in self if isinstance(m, nn.Linear)]
             if self._tcnn is None:
                 first = linears[0].weight
-                self._tcnn = TcnnMlp(first.shape[1], linears[-1].weight.shape[0], first.shape[0], len(linears) - 1, first.device)
-                self._check_tcnn(linears)
+                fused = TcnnMlp(first.shape[1], linears[-1].weight.shape[0], first.shape[0], len(linears) - 1, first.device)
+                self._check_tcnn(fused, linears)
+                self._tcnn = fused
             return self._tcnn(x, linears)
         return super().forward(x)
 
     @torch.no_grad()
-    def _check_tcnn(self, linears: list[nn.Linear]) -> None:
-        """Once, on its first call: tiny-cuda-nn's network must compute ours (within fp16), or nothing runs on it."""
+    def _check_tcnn(self, fused: TcnnMlp, linears: list[nn.Linear]) -> None:
+        """Once, before its first call: tiny-cuda-nn's network must compute ours (within fp16), or nothing runs on it."""
         first = linears[0].weight
         generator = torch.Generator(first.device).manual_seed(0)  # its own: the run's random stream is left as it was
         x = torch.rand(256, first.shape[1], generator=generator, device=first.device) * 2 - 1
-        ours, theirs = super().forward(x), self._tcnn(x, linears)
+        ours, theirs = super().forward(x), fused(x, linears)
         difference = (theirs - ours).abs().max().item()
         if not difference <= 1e-2 * max(1.0, ours.abs().max().item()):
             raise RuntimeError(
