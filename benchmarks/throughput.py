@@ -183,7 +183,7 @@ def run(config_path: Path, warmup: int, steps: int, frames: int, results: Path, 
             r["grid"],
             r["march"],
             r["composite"],
-            r.get("mlp", "torch"),  # rows written before backend.mlp ran PyTorch's
+            r["mlp"],
             "yes" if r["compile"] else "",
             f"{r['rays_per_second']:,.0f}",
             f"{r['samples_per_second']:,.0f}",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.util
 import json
 import os
 import shutil
@@ -15,6 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 from fastjoint.config import Config, DataConfig, RenderConfig, StyleData, TrainConfig, to_toml
 from fastjoint.scenes import make_datasets
@@ -23,6 +25,15 @@ FIXTURES = Path(__file__).parent / "fixtures"
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # the checkout's `benchmarks` package, whose pieces some tests reuse
     sys.path.insert(0, str(REPO))
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+TCNN = pytest.mark.skipif(importlib.util.find_spec("tinycudann") is None, reason="needs tinycudann")
+TCNN_RUNS = importlib.util.find_spec("tinycudann") is not None and torch.cuda.is_available()
+"""Whether tiny-cuda-nn can run here (tinycudann installed and CUDA present)."""
+
+
+def fresh_seed() -> int:
+    return int.from_bytes(os.urandom(4), "little")  # fresh inputs every run; the seed is in the report
 
 
 @pytest.fixture(scope="session")

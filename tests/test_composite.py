@@ -14,12 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, default_signals
+from conftest import CUDA, REPO, default_signals
 from cuda_ext import build
 from fastjoint.ops import composite, native
 from fastjoint.ops._torch_impl import _composite, _ray_offsets
-
-CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
 def loop_composite(sigmas, rgbs, t_starts, t_ends, ray_indices, n_rays):

@@ -4,14 +4,13 @@ the reference, values and gradients; backend choice; tiny-cuda-nn's parameter la
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import os
 
 import numpy as np
 import pytest
 import torch
 
+from conftest import CUDA, TCNN, TCNN_RUNS, fresh_seed
 from fastjoint.architecture import build_model
 from fastjoint.config import BackendConfig, Config, DataConfig, StyleData
 from fastjoint.errors import UserError
@@ -20,9 +19,6 @@ from fastjoint.ops import PURE_TORCH, grid_layout, hashgrid_encode, native, reso
 from fastjoint.ops._torch_impl import GridLayout
 from fastjoint.ops.hashgrid import _layout_lists
 from fastjoint.ops.tcnn import BUILD_HINT, table_to_tcnn_params, tcnn_params_to_table
-
-CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-TCNN = pytest.mark.skipif(importlib.util.find_spec("tinycudann") is None, reason="needs tinycudann")
 
 
 def direct_encode(x: np.ndarray, table: np.ndarray, layout: GridLayout) -> tuple[np.ndarray, list]:
@@ -169,10 +165,6 @@ def compare_with_reference(name: str, n_points: int, seed: int, device: str, dty
     torch.testing.assert_close(v_ours, v_reference, **grad_tolerance, msg=lambda m: f"v_table ({context}): {m}")
 
 
-def fresh_seed() -> int:
-    return int.from_bytes(os.urandom(4), "little")  # fresh inputs every run; the seed is in the report
-
-
 @pytest.mark.parametrize("name", LAYOUTS)
 @pytest.mark.parametrize("n_points", [1, 7, 1031])
 def test_native_cpu_matches_reference(native_grid, name, n_points):
@@ -307,7 +299,7 @@ def test_auto_takes_the_native_grid_where_it_loads(native_grid):
 
 
 def test_naming_tcnn_without_it_says_how_to_build_it():
-    if importlib.util.find_spec("tinycudann") is not None and torch.cuda.is_available():
+    if TCNN_RUNS:
         pytest.skip("tinycudann is installed and CUDA present")
     with pytest.raises(UserError, match="backend.grid") as caught:
         resolve_backends(BackendConfig(grid="tcnn"), torch.device("cuda" if torch.cuda.is_available() else "cpu"))

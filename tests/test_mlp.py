@@ -9,26 +9,17 @@ is installed, its own network is checked against our PyTorch one.
 
 from __future__ import annotations
 
-import importlib.util
-import os
-
 import pytest
 import torch
 from torch import Tensor
 
+from conftest import CUDA, TCNN, TCNN_RUNS, fresh_seed
 from fastjoint.architecture import architecture, build_model
 from fastjoint.config import BackendConfig, Config, DataConfig, ModelConfig, StyleData
 from fastjoint.errors import UserError
 from fastjoint.model.mlp import Mlp
 from fastjoint.ops import PURE_TORCH, resolve_backends
 from fastjoint.ops.tcnn import ALIGNMENT, fused_width, mlp_to_tcnn_params, tcnn_input_dims, tcnn_mlp_problem
-
-CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-TCNN = pytest.mark.skipif(importlib.util.find_spec("tinycudann") is None, reason="needs tinycudann")
-
-
-def fresh_seed() -> int:
-    return int.from_bytes(os.urandom(4), "little")  # fresh inputs every run; the seed is in the report
 
 
 def padded(n: int) -> int:
@@ -110,7 +101,7 @@ def test_auto_runs_pytorch_on_the_cpu_without_a_word(capsys):
 
 
 def test_naming_tcnn_where_it_cannot_run_is_one_line():
-    if importlib.util.find_spec("tinycudann") is not None and torch.cuda.is_available():
+    if TCNN_RUNS:
         pytest.skip("tinycudann is installed and CUDA present")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     with pytest.raises(UserError, match='backend.mlp = "tcnn" cannot run here') as caught:

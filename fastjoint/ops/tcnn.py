@@ -141,6 +141,11 @@ def tcnn_input_dims(n_inputs: int) -> int:
     return n_inputs + (n_inputs % ALIGNMENT == 0)
 
 
+def fused_matrix_shapes(n_inputs: int, n_outputs: int, width: int, hidden_layers: int) -> list[tuple[int, int]]:
+    """The shapes of FullyFusedMLP's weight matrices, in the order its flat parameter vector holds them."""
+    return [(width, _padded(tcnn_input_dims(n_inputs)))] + [(width, width)] * (hidden_layers - 1) + [(_padded(n_outputs), width)]
+
+
 def mlp_to_tcnn_params(linears: list[nn.Linear], width: int) -> Tensor:  # -> [n_params], the weights' dtype
     """Our MLP (Linear, ReLU, ..., Linear) as tiny-cuda-nn's flat parameter vector, differentiably.
 
@@ -161,22 +166,18 @@ def mlp_to_tcnn_params(linears: list[nn.Linear], width: int) -> Tensor:  # -> [n
     ones = n_inputs  # the column of ones
     carrier = hidden  # used only with inner layers
     assert width >= hidden + (len(linears) > 2), f"width {width} cannot hold {hidden} units"
-    matrix = first.weight.new_zeros(width, _padded(tcnn_input_dims(n_inputs)))
-    matrix[:hidden, :n_inputs] = first.weight
-    matrix[:hidden, ones] = first.bias
+    shapes = fused_matrix_shapes(n_inputs, last.weight.shape[0], width, len(linears) - 1)
+    matrices = [first.weight.new_zeros(shape) for shape in shapes]
+    matrices[0][:hidden, :n_inputs] = first.weight
+    matrices[0][:hidden, ones] = first.bias
     if len(linears) > 2:
-        matrix[carrier, ones] = 1.0
-    matrices = [matrix]
-    for inner in linears[1:-1]:
+        matrices[0][carrier, ones] = 1.0
+    for inner, matrix in zip(linears[1:-1], matrices[1:-1]):
         assert inner.weight.shape == (hidden, hidden), f"hidden layers must all be {hidden} wide, got {tuple(inner.weight.shape)}"
-        matrix = inner.weight.new_zeros(width, width)
         matrix[:hidden, :hidden] = inner.weight
         matrix[:hidden, carrier] = inner.bias
         matrix[carrier, carrier] = 1.0
-        matrices.append(matrix)
-    matrix = last.weight.new_zeros(_padded(last.weight.shape[0]), width)
-    matrix[: last.weight.shape[0], :hidden] = last.weight
-    matrices.append(matrix)
+    matrices[-1][: last.weight.shape[0], :hidden] = last.weight
     return torch.cat([m.flatten() for m in matrices])
 
 
@@ -195,7 +196,7 @@ class TcnnMlp:
         assert self.width is not None, f"no fused MLP runs {hidden_layers} layers of {hidden} units"
         with torch.cuda.device(device):
             self.network = tinycudann.Network(tcnn_input_dims(n_inputs), n_outputs, network_config(self.width, hidden_layers))
-        expected = self.width * (_padded(tcnn_input_dims(n_inputs)) + (hidden_layers - 1) * self.width + _padded(n_outputs))
+        expected = sum(rows * cols for rows, cols in fused_matrix_shapes(n_inputs, n_outputs, self.width, hidden_layers))
         if self.network.params.numel() != expected:  # e.g. a build for GPUs older than Turing runs CutlassMLP, laid out otherwise
             raise RuntimeError(f"tiny-cuda-nn built a network of {self.network.params.numel()} parameters, not FullyFusedMLP's {expected}")
 
