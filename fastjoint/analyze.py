@@ -8,8 +8,7 @@
 
 With `model.feature_dim` above 2 the plane drawn is the features' principal plane (the two
 main axes of both scenes' surface features, through their mean), and the fits and the KL
-are in all the feature's dimensions. Position-aware decoders (`model.decoder_position`,
-`model.pattern_field`) are drawn at the centre of the scene box.
+are in all the feature's dimensions.
 """
 
 from __future__ import annotations
@@ -106,7 +105,7 @@ def surface_samples(run: LoadedRun, scene: str, views: int = VIEWS) -> SurfaceSa
         if not hit.any():
             continue
         _, feature = built.model.features(scene, points, rays_d[hit])
-        features.append(built.model.style_feature(feature).cpu())
+        features.append(feature.cpu())
         colours.append(result.rgb[hit].cpu())
     if not features:
         return SurfaceSamples(torch.empty(0, built.model.feature_dim), torch.empty(0, 3))
@@ -122,7 +121,7 @@ def decoder_map(run: LoadedRun, style: str, plane: FeaturePlane | None = None, p
     model = run.built.model
     plane = plane or FeaturePlane.of([], model.feature_dim)
     decoder = model.decoders[style]
-    return plane_image(lambda p: decoder(model.plane_inputs(plane.lift(p))), pixels, run.built.device)
+    return plane_image(lambda p: decoder(plane.lift(p)), pixels, run.built.device)
 
 
 def plane_points(pixels: int, device: torch.device | str = "cpu") -> Tensor:  # [P*P, 2]

@@ -145,16 +145,11 @@ def build_model(config: Config, backends: Backends = PURE_TORCH) -> JointModel:
     """
     arch = architecture(config)
     return JointModel(
-        arch.encoders(config, backends),
-        config.data.pairings.styles,
-        config.model.feature_dim,
-        config.model.decoder_hidden,
-        arch.decoder_layers(config),
-        config.model.decoder_position,
-        config.data.aabb,
-        config.model.decoder_position_original,
-        config.train.desired_shape_features,
-        config.model.pattern_field,
-        config.model.pattern_cycles,
-        backends.mlp,
+        encoders=arch.encoders(config, backends),
+        styles=config.data.pairings.styles,
+        feature_dim=config.model.feature_dim,
+        decoder_hidden=config.model.decoder_hidden,
+        decoder_layers=arch.decoder_layers(config),
+        desired_shape_features=config.train.desired_shape_features,
+        mlp_backend=backends.mlp,
     )

@@ -23,7 +23,7 @@ from typing import Annotated, Literal, Optional, Union
 import tyro
 
 from fastjoint import __version__
-from fastjoint.config import Config, checked, load_config
+from fastjoint.config import RETIRED_OPTIONS, Config, checked, load_config, retired_message
 from fastjoint.errors import Interrupted, UserError, raise_interrupted
 from fastjoint.files import ENVIRONMENT_ERRNOS
 
@@ -366,6 +366,10 @@ def _parse(argv: list[str]):
         if len(argv) > 1 and not argv[1].startswith("-"):
             path, argv = Path(argv[1]), argv[:1] + argv[2:]
         train_default = Train(config=load_config(path))
+        for arg in argv[1:]:
+            key = arg.split("=")[0].removeprefix("--").replace("-", "_")
+            if key in RETIRED_OPTIONS:
+                raise UserError(retired_message(key))
     helping = any(a in ("-h", "--help") for a in argv)
     if helping:
         return lambda: _tyro(_commands(train_default), argv)

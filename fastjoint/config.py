@@ -141,20 +141,6 @@ class ModelConfig:
     for more, and the viewer's painting needs 2)."""
     decoder_hidden: int = 32
     """Hidden width of each style decoder (feature -> hidden -> RGB)."""
-    decoder_position: int = 0
-    """Position-aware decoders (an experiment, see benchmarks/README.md): octaves of a sin/cos code of the
-    point's place in data.aabb that every style decoder sees beside the feature, so that a style can vary
-    over a surface; 0: off, the method's decoders of the feature alone."""
-    decoder_position_original: bool = True
-    """With model.decoder_position: whether the original decoder, the one both scenes share, sees the code
-    too; false: only the desired styles' decoders do."""
-    pattern_field: int = 0
-    """Pattern fields (an experiment, see benchmarks/README.md): the width of a function of position, made of
-    products of waves, that each desired style's decoder mixes into a material's colour as the feature says;
-    the original decoder stays a function of the feature; 0: off. Not with model.decoder_position."""
-    pattern_cycles: float = 4.0
-    """With model.pattern_field: the spread of the field's initial frequencies, in half-periods per unit of
-    the point's place in data.aabb scaled to [-1, 1]."""
     share_head: bool = True
     """Share the feature head between target and reference scenes."""
 
@@ -171,14 +157,6 @@ class ModelConfig:
         _check(1 <= self.sh_degree <= 4, "model.sh_degree", "must be between 1 and 4")
         for key in ("hidden", "geometry_features", "feature_dim", "decoder_hidden"):
             _check(getattr(self, key) >= 1, f"model.{key}", "must be at least 1")
-        _check(0 <= self.decoder_position <= 10, "model.decoder_position", "must be between 0 (off) and 10 octaves")
-        _check(0 <= self.pattern_field <= 256, "model.pattern_field", "must be between 0 (off) and 256 units")
-        _check(math.isfinite(self.pattern_cycles) and self.pattern_cycles > 0, "model.pattern_cycles", "must be a finite number > 0")
-        _check(
-            not (self.pattern_field and self.decoder_position),
-            "model.pattern_field",
-            "cannot be combined with model.decoder_position (two kinds of position-aware decoder): set one to 0",
-        )
 
     @property
     def per_level_scale(self) -> float:
@@ -284,17 +262,8 @@ class TrainConfig:
     random_background: bool = True
     """Whether a background "auto" of RGBA images means "random" (a random colour per training ray, so
     that alpha is learned); false: they are composited on render.background."""
-    align: Literal["off", "moments", "sliced"] = "off"
-    """Feature alignment (an experiment, see benchmarks/README.md): a loss pulling the two scenes' style
-    features at visible surface points together, by their means and covariances or by a sliced
-    Wasserstein distance; off: the method's training, the shared decoder alone."""
-    align_weight: float = 0.05
-    """Weight of the alignment loss beside the summed colour losses."""
-    align_warmup_steps: int = 250
-    """Steps over which the alignment weight rises linearly from 0."""
     desired_shape_features: bool = True
-    """Whether the desired styles' photos also shape the scenes' style features (the method); false (an
-    experiment): only the original style's photos do, and the desired styles' decoders (and the shared
+    """Whether the desired styles' photos also shape the scenes' style features (the method); false: only the original style's photos do, and the desired styles' decoders (and the shared
     density) learn from theirs, so a reference's pattern cannot hide in its features."""
     seed: int = 0
     """Seed of every random choice; the same seed gives the same run on the CPU."""
@@ -311,8 +280,6 @@ class TrainConfig:
             self.target_samples == "auto" or self.target_samples >= 0, "train.target_samples", 'must be "auto", 0 (off) or a sample count'
         )
         _check(self.lr_warmup_steps >= 0, "train.lr_warmup_steps", "must not be negative")
-        _check(self.align_weight >= 0 and math.isfinite(self.align_weight), "train.align_weight", "must be a finite number >= 0")
-        _check(self.align_warmup_steps >= 0, "train.align_warmup_steps", "must not be negative")
 
 
 @dataclass(frozen=True)
@@ -389,8 +356,35 @@ _NEW_DATA_FORM = (
 )
 
 
-def load_config(path: str | Path) -> Config:
-    """Reads a TOML config; every problem is a UserError naming the file and key."""
+RETIRED_OPTIONS = {
+    "train.align": "off",
+    "train.align_weight": 0.05,
+    "train.align_warmup_steps": 250,
+    "model.decoder_position": 0,
+    "model.decoder_position_original": True,
+    "model.pattern_field": 0,
+    "model.pattern_cycles": 4.0,
+}
+"""Options that were measured, lost and left the code, with the value that meant off (which the
+config.toml of a run trained before their retirement holds)."""
+RETIRED_AT = "233ffe5"
+"""The last commit with the retired options' code."""
+
+
+def retired_message(key: str) -> str:
+    """The one line that refuses a retired option."""
+    return (
+        f"'{key}': retired: measured on both kit targets, it lost to the method (results in benchmarks/README.md, "
+        f'"Retired options"; the code is at commit {RETIRED_AT}); remove the key'
+    )
+
+
+def load_config(path: str | Path, saved: bool = False) -> Config:
+    """Reads a TOML config; every problem is a UserError naming the file and key.
+
+    `saved`: the file is a run's own config.toml, where a retired option at its off value (as
+    runs trained before its retirement wrote it) is dropped instead of refused.
+    """
     path = Path(path)
     if path.is_dir():
         raise UserError(f"{path}: is a folder, not a config file")
@@ -402,10 +396,19 @@ def load_config(path: str | Path) -> Config:
         raise UserError(f"{path}: not valid TOML ({error})") from None
     except UnicodeDecodeError:
         raise UserError(f"{path}: not a text file") from None
+    if saved:
+        _drop_retired(table)
     try:
         return from_dict(Config, table)
     except UserError as error:
         raise UserError(f"{path}: {error}") from None
+
+
+def _drop_retired(table: dict[str, Any]) -> None:
+    for dotted, off in RETIRED_OPTIONS.items():
+        section, key = dotted.split(".")
+        if isinstance(table.get(section), dict) and table[section].get(key, off) == off:
+            table[section].pop(key, None)
 
 
 def checked(config: Config) -> Config:
@@ -423,6 +426,8 @@ def from_dict(cls: type, table: dict[str, Any], prefix: str = "") -> Any:
         if key not in fields:
             if cls is DataConfig and key in _OLD_DATA_KEYS:
                 raise UserError(f"'{dotted}': {_NEW_DATA_FORM}")
+            if dotted in RETIRED_OPTIONS:
+                raise UserError(retired_message(dotted))
             raise UserError(f"unknown key '{dotted}'{_suggest(key, fields, prefix)}")
         hint = hints[key]
         if dataclasses.is_dataclass(hint):

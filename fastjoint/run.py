@@ -161,7 +161,7 @@ class Built:
 
     def set_decoder(self, style: str, state: dict[str, Tensor]) -> None:
         """Adds (or replaces) the decoder of `style`, from a decoder's state_dict."""
-        decoder = self.model.new_decoder(style).to(self.device)
+        decoder = self.model.new_decoder().to(self.device)
         decoder.load_state_dict(state)
         decoder.train(self.model.training)
         self.model.decoders[style] = decoder
@@ -189,7 +189,7 @@ class Built:
         marched = concat_caches(parts) if parts else None
         opacity = torch.zeros(n_rays, device=rays_o.device)
         if marched is None:
-            return SampleCache(rays[:0], opacity[:0], torch.zeros(0, self.model.decoder_inputs, device=rays_o.device), opacity, n_rays)
+            return SampleCache(rays[:0], opacity[:0], torch.zeros(0, self.model.feature_dim, device=rays_o.device), opacity, n_rays)
         opacity[rays] = marched.opacity
         return SampleCache(rays[marched.ray_indices], marched.weights, marched.features, opacity, n_rays)
 
@@ -340,7 +340,7 @@ def load_run(run_dir: str | Path, device_name: str | None = None) -> LoadedRun:
         raise UserError(f"{run_dir}: run folder not found")
     if not (run_dir / "config.toml").is_file():
         raise UserError(f"{run_dir}: not a fastjoint run (no config.toml)")
-    trained = load_config(run_dir / "config.toml")
+    trained = load_config(run_dir / "config.toml", saved=True)
     stored = stored_styles(run_dir)
     config, pairings = run_styles(trained, stored)
     device = resolve_device(device_name or trained.device)

@@ -21,16 +21,14 @@ from pathlib import Path
 
 import torch
 
-from fastjoint.align import SURFACE_OPACITY, alignment_loss, warmup_weight
 from fastjoint.architecture import architecture
 from fastjoint.config import Config, changed_keys, load_config, to_dict, to_toml
 from fastjoint.data import RaySampler, load_split
 from fastjoint.errors import Interrupted, UserError
 from fastjoint.files import RunLock, remove_partials, write_text
-from fastjoint.pairing import ORIGINAL, SCENES, Pairing
+from fastjoint.pairing import SCENES, Pairing
 from fastjoint.render import update_occupancy
 from fastjoint.render.background import LEARNED, RANDOM
-from fastjoint.render.rays import RenderResult
 from fastjoint.rng import capture_rng, restore_rng, seed_everything
 from fastjoint.run import (
     CHECKPOINT,
@@ -159,7 +157,7 @@ class Trainer:
 
     def _resume(self) -> None:
         saved_path = self.run_dir / "config.toml"
-        changed = changed_keys(load_config(saved_path), self.config, KEPT_ON_RESUME)
+        changed = changed_keys(load_config(saved_path, saved=True), self.config, KEPT_ON_RESUME)
         if changed:
             raise UserError(f"{saved_path}: {changed[0]} differs from the run being resumed; a resumed run keeps its model and data")
         state, source = load_latest(self.run_dir, self.device, self._load)
@@ -215,7 +213,7 @@ class Trainer:
             for scene in SCENES:
                 density = lambda x, scene=scene: self.model.density(scene, x)  # noqa: E731
                 update_occupancy(self.built.estimators[scene], density, self.step, config.render)
-        losses, names, rays, samples, surfaces = [], {}, 0, 0, {}
+        losses, names, rays, samples = [], {}, 0, 0
         for pairing in self.pairings:
             rays_o, rays_d, rgba = self.rays[pairing].sample(self.batch_rays[pairing], self.generator)
             background = self._background(pairing, rays_d)
@@ -229,20 +227,9 @@ class Trainer:
             samples += result.n_samples
             if self.target_samples:
                 self.batch_rays[pairing] = adapted_rays(rays_o.shape[0], result.n_samples, self.target_samples)
-            if config.train.align != "off" and pairing.style == ORIGINAL:
-                surfaces[pairing.scene] = self._surface_features(pairing.scene, rays_o, rays_d, result)
         for name, value in names.items():
             if not math.isfinite(value):
                 raise NonFinite(f"the loss of {name} is {value}", self.step + 1)
-        align = None
-        if surfaces:
-            distance = alignment_loss(config.train.align, surfaces["target"], surfaces["reference"], self.generator)
-            if distance is not None:
-                align = distance.item()
-                if not math.isfinite(align):
-                    raise NonFinite(f"the alignment distance is {align}", self.step + 1)
-                weight = warmup_weight(config.train.align_weight, config.train.align_warmup_steps, self.step)
-                losses.append(weight * distance)
         self.optimizer.zero_grad(set_to_none=True)
         torch.stack(losses).sum().backward()
         try:
@@ -253,14 +240,7 @@ class Trainer:
             raise NonFinite("the parameter update overflows float32", self.step + 1) from None
         self.scheduler.step()
         self.step += 1
-        return StepStats(names, rays, samples, align)
-
-    def _surface_features(self, scene: str, rays_o: torch.Tensor, rays_d: torch.Tensor, result: RenderResult) -> torch.Tensor:
-        """Style features [k, feature_dim] where a batch's rays hit a surface (opacity above
-        SURFACE_OPACITY, at their expected depth, as `analyze` samples them), differentiable in the encoder."""
-        hit, points = result.surface(rays_o, rays_d, SURFACE_OPACITY)
-        _, feature = self.model.features(scene, points, rays_d[hit])
-        return self.model.style_feature(feature)
+        return StepStats(names, rays, samples)
 
     def _background(self, pairing: Pairing, rays_d: torch.Tensor) -> torch.Tensor:  # [n, 3] -> [n, 3]
         """The training background of a batch: random per ray, learned from the directions, or a colour."""

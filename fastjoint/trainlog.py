@@ -21,7 +21,6 @@ class StepStats(NamedTuple):
     loss: dict[str, float]  # pairing name -> its mean squared error
     rays: int
     samples: int
-    align: float | None = None  # the feature-alignment distance (train.align), unweighted
 
     @property
     def psnr(self) -> dict[str, float]:
@@ -72,9 +71,6 @@ class MetricsLog:
             loss = float(np.mean([w.loss[name] for w in window]))
             line[f"loss/{name}"] = loss
             line[f"psnr/{name}"] = psnr_from_mse(loss)
-        aligned = [w.align for w in window if w.align is not None]
-        if aligned:
-            line["align"] = float(np.mean(aligned))
         with naming(self.path):
             self._handle.write(json.dumps(line) + "\n")
             self._handle.flush()

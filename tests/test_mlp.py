@@ -126,7 +126,7 @@ def test_checkpoints_are_the_same_under_either_backend(encoder):
     assert all(torch.equal(model.state_dict()[k], v) for k, v in ours.items())
     mlps = [m for m in model.modules() if isinstance(m, Mlp)]
     assert mlps and all(m.backend == "tcnn" for m in mlps)
-    assert model.new_decoder("later").net.backend == "tcnn"  # restyle's decoders run on it too
+    assert model.new_decoder().net.backend == "tcnn"  # restyle's decoders run on it too
     assert set(architecture(config).mlp_shapes(config)) == (
         {"model.hidden", "model.decoder_hidden"} if encoder == "hashgrid" else {"model.decoder_hidden"}
     )

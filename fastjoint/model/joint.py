@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import NamedTuple
 
-import torch
 from torch import Tensor, nn
 
-from fastjoint.model.decoder import PatternDecoder, StyleDecoder
+from fastjoint.model.decoder import StyleDecoder
 from fastjoint.model.hashgrid import HashGrid
 from fastjoint.model.head import FeatureHead
 from fastjoint.pairing import ORIGINAL
@@ -18,7 +16,7 @@ from fastjoint.pairing import ORIGINAL
 class QueryResult(NamedTuple):
     sigma: Tensor  # [N] density
     rgb: Tensor  # [N, 3]
-    feature: Tensor  # [N, decoder_inputs] what the decoders see: the style feature (+ position code)
+    feature: Tensor  # [N, feature_dim] the style feature, what the decoders see
 
 
 class HashGridEncoder(nn.Module):
@@ -52,33 +50,27 @@ class JointModel(nn.Module):
     `original` first. The query splits into a style-free part, `features(scene, x, d)`, and
     `decode(style, feature)`, so that a style swap re-runs only the decoder.
 
-    With `position_octaves` > 0 the decoders are position-aware: what they see is the style
-    feature followed by a sin/cos code of the point's place in `box` (`position_code`), and
-    `features` returns both, so that everything that caches features (restyle, the viewer)
-    caches the code too. `style_feature` takes the feature part back out.
-
-    With `pattern_width` > 0 (instead of the octaves), every desired style's decoder is a
-    PatternDecoder with a pattern field of that width: what the decoders see is the style
-    feature followed by the point's place in `box`, scaled to [-1, 1]^3; the `original`
-    decoder reads the feature alone.
-
-    `mlp_backend` runs the StyleDecoders' networks, those of decoders added later too
-    (`new_decoder`); a PatternDecoder's stay PyTorch's.
+    Args:
+        encoders: scene -> its encoder (`density(x)`, and `(x, d) -> (sigma, feature)`).
+        styles: the styles to make decoders for, `original` first.
+        feature_dim: the style feature's dimension.
+        decoder_hidden: hidden width of each decoder.
+        decoder_layers: hidden layers of each decoder.
+        desired_shape_features: whether a desired style's colour loss reaches the encoders
+            (the method); False: its decoder reads the feature as a constant.
+        mlp_backend: what runs the decoders' networks, those of decoders added later too
+            (`new_decoder`).
     """
 
     def __init__(
         self,
+        *,
         encoders: dict[str, nn.Module],
         styles: Sequence[str],
         feature_dim: int,
         decoder_hidden: int,
         decoder_layers: int = 1,
-        position_octaves: int = 0,
-        box: Sequence[float] = (-1.0, -1.0, -1.0, 1.0, 1.0, 1.0),
-        position_original: bool = True,
         desired_shape_features: bool = True,
-        pattern_width: int = 0,
-        pattern_cycles: float = 4.0,
         mlp_backend: str = "torch",
     ) -> None:
         super().__init__()
@@ -86,81 +78,29 @@ class JointModel(nn.Module):
         self.feature_dim = feature_dim
         self.decoder_hidden = decoder_hidden
         self.decoder_layers = decoder_layers
-        self.position_octaves = position_octaves
-        self.position_original = position_original
         self.desired_shape_features = desired_shape_features
-        if position_octaves and pattern_width:
-            raise ValueError("position octaves and a pattern field are two different decoders: choose one")
-        self.pattern_width = pattern_width
-        self.pattern_cycles = pattern_cycles
         self.mlp_backend = mlp_backend
-        self.decoder_inputs = feature_dim + 6 * position_octaves + (3 if pattern_width else 0)
-        self.register_buffer("position_box", torch.tensor(box, dtype=torch.float32), persistent=False)
-        self.decoders = nn.ModuleDict({style: self.new_decoder(style) for style in styles})
+        self.decoders = nn.ModuleDict({style: self.new_decoder() for style in styles})
 
-    def new_decoder(self, style: str | None = None) -> StyleDecoder:
-        """A freshly initialised decoder of this model's shape for `style` (None: a desired style).
+    def new_decoder(self) -> StyleDecoder:
+        """A freshly initialised decoder of this model's shape."""
+        return StyleDecoder(self.feature_dim, self.decoder_hidden, self.decoder_layers, self.mlp_backend)
 
-        With position-aware decoders but `position_original` off, or with pattern fields, the
-        `original` decoder, the one both scenes share, reads the style feature alone, as in the method.
-        """
-        if self.pattern_width and style != ORIGINAL:
-            return PatternDecoder(self.feature_dim, self.decoder_hidden, self.decoder_layers, self.pattern_width, self.pattern_cycles)
-        feature_only = (self.pattern_width or (self.position_octaves and not self.position_original)) and style == ORIGINAL
-        uses = self.feature_dim if feature_only else None
-        return StyleDecoder(self.decoder_inputs, self.decoder_hidden, self.decoder_layers, uses, self.mlp_backend)
-
-    def decoder_from_original(self, style: str | None = None) -> StyleDecoder:
-        """A new decoder for `style` that starts as a copy of the `original` decoder.
-
-        Where the new one sees the position code and the original does not, the code's
-        input weights start at zero, so that it still computes the original's colours; a
-        PatternDecoder's gate starts at zero for the same reason.
-        """
-        decoder = self.new_decoder(style).to(self.position_box.device)
-        state = self.decoders[ORIGINAL].net.state_dict()
-        first = decoder.net[0].weight
-        if state["0.weight"].shape != first.shape:
-            padded = torch.zeros_like(first)
-            padded[:, : state["0.weight"].shape[1]] = state["0.weight"]
-            state = {**state, "0.weight": padded}
-        decoder.net.load_state_dict(state)
+    def decoder_from_original(self) -> StyleDecoder:
+        """A new decoder that starts as a copy of the `original` decoder, on its device."""
+        original = self.decoders[ORIGINAL]
+        decoder = self.new_decoder().to(next(original.parameters()).device)
+        decoder.load_state_dict(original.state_dict())
         return decoder
-
-    def position_code(self, x: Tensor) -> Tensor:  # [N, 3] world -> [N, decoder_inputs - feature_dim]
-        """What the decoders see of a point's place p in the box, scaled to [-1, 1]^3: p itself
-        (pattern fields), or sin and cos of 2^k pi p for k < octaves."""
-        low, high = self.position_box[:3], self.position_box[3:]
-        p = (2.0 * (x - low) / (high - low) - 1.0).clamp(-1.0, 1.0)
-        if self.pattern_width:
-            return p
-        scales = math.pi * 2.0 ** torch.arange(self.position_octaves, device=x.device, dtype=x.dtype)
-        angles = (p[:, None, :] * scales[:, None]).flatten(1)  # [N, octaves * 3]
-        return torch.cat([angles.sin(), angles.cos()], dim=-1)
-
-    def style_feature(self, decoder_input: Tensor) -> Tensor:  # [N, decoder_inputs] -> [N, feature_dim]
-        """The style feature of what `features` returns (without the position code)."""
-        return decoder_input[:, : self.feature_dim]
-
-    def plane_inputs(self, feature: Tensor) -> Tensor:  # [N, feature_dim] -> [N, decoder_inputs]
-        """Decoder inputs for bare style features: with position-aware decoders, at the box's centre."""
-        if self.decoder_inputs == self.feature_dim:
-            return feature
-        centre = ((self.position_box[:3] + self.position_box[3:]) / 2).to(feature.device)
-        code = self.position_code(centre[None].expand(feature.shape[0], 3).to(feature.dtype))
-        return torch.cat([feature, code], dim=-1)
 
     def density(self, scene: str, x: Tensor) -> Tensor:  # [N, 3] -> [N]
         return self.encoders[scene].density(x)
 
     def features(self, scene: str, x: Tensor, d: Tensor) -> tuple[Tensor, Tensor]:
-        """The style-free part of a query: density [N] and the decoders' input [N, decoder_inputs]."""
-        sigma, feature = self.encoders[scene](x, d)
-        if self.decoder_inputs > self.feature_dim:
-            feature = torch.cat([feature, self.position_code(x)], dim=-1)
-        return sigma, feature
+        """The style-free part of a query: density [N] and the style feature [N, feature_dim]."""
+        return self.encoders[scene](x, d)
 
-    def decode(self, style: str, feature: Tensor) -> Tensor:  # [N, decoder_inputs] -> [N, 3]
+    def decode(self, style: str, feature: Tensor) -> Tensor:  # [N, feature_dim] -> [N, 3]
         return self.decoders[style](feature)
 
     def query(self, scene: str, style: str, x: Tensor, d: Tensor) -> QueryResult:

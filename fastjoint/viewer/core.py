@@ -174,14 +174,12 @@ def draw_strokes(image: np.ndarray, strokes: Sequence[Stroke]) -> np.ndarray:
 
 
 def require_feature_plane(run: LoadedRun) -> None:
-    """Refuses a run whose decoders are not functions of a 2-D feature alone (the plane cannot be painted)."""
+    """Refuses a run whose style feature is not 2-D (the plane cannot be painted)."""
     model = run.config.model
-    if model.feature_dim != 2 or model.decoder_position or model.pattern_field:
+    if model.feature_dim != 2:
         raise UserError(
-            f"{run.run_dir / 'config.toml'}: the viewer's feature plane needs model.feature_dim = 2, "
-            f"model.decoder_position = 0 and model.pattern_field = 0 "
-            f"(this run: {model.feature_dim}, {model.decoder_position} and {model.pattern_field}); "
-            "eval, render and restyle work on it"
+            f"{run.run_dir / 'config.toml'}: the viewer's feature plane needs model.feature_dim = 2 "
+            f"(this run: {model.feature_dim}); eval, render and restyle work on it"
         )
 
 
