@@ -449,7 +449,7 @@ def _background(text: str | None):
         return None
     import torch
 
-    from fastjoint.render.background import parse_colour
+    from fastjoint.colours import parse_colour
 
     return torch.tensor(parse_colour(text, "--background"))
 

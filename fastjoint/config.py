@@ -18,6 +18,7 @@ from typing import Any, Literal, Union
 
 import tomllib
 
+from fastjoint.colours import parse_background
 from fastjoint.errors import UserError
 from fastjoint.pairing import ORIGINAL, Pairing, Pairings, check_style_name
 
@@ -72,8 +73,6 @@ class DataConfig:
         for name, style in self.styles.items():
             check_style_name(name, f"data.styles.{name}")
             _check(bool(style.reference), f"data.styles.{name}.reference", "must name a dataset folder")
-        from fastjoint.render.background import parse_background  # here: fastjoint.render imports this module
-
         for pairing in self.pairings.trained:
             parse_background(self.background(pairing), self.background_key(pairing))
         _check(self.downscale >= 1, "data.downscale", "must be at least 1")

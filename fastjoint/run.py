@@ -14,6 +14,7 @@ from rich.markup import escape
 from torch import Tensor, nn
 
 from fastjoint.architecture import architecture, build_model
+from fastjoint.colours import LEARNED, RANDOM, Background, from_json, resolve_background, to_json
 from fastjoint.config import Config, DataConfig, load_config
 from fastjoint.data import Camera, detect_format, image_rays
 from fastjoint.data.blender import transforms_path
@@ -25,7 +26,7 @@ from fastjoint.ops import Backends, resolve_backends
 from fastjoint.ops._torch_impl import _ray_aabb
 from fastjoint.pairing import ORIGINAL, SCENES, Pairing, Pairings
 from fastjoint.render import Field, RenderResult, SampleCache, Sampler, cache_samples, concat_caches, make_estimators, render_rays
-from fastjoint.render.background import LEARNED, RANDOM, Background, EnvironmentMap, from_json, resolve_background, to_json
+from fastjoint.render.background import EnvironmentMap
 from fastjoint.styles import StoredStyle, run_styles, stored_styles, style_path
 
 CHECKPOINT = Path("checkpoints") / "latest.pt"

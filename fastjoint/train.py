@@ -22,13 +22,13 @@ from pathlib import Path
 import torch
 
 from fastjoint.architecture import architecture
+from fastjoint.colours import LEARNED, RANDOM
 from fastjoint.config import Config, changed_keys, load_config, to_dict, to_toml
 from fastjoint.data import RaySampler, load_split
 from fastjoint.errors import Interrupted, UserError
 from fastjoint.files import RunLock, remove_partials, write_text
 from fastjoint.pairing import SCENES, Pairing
 from fastjoint.render import update_occupancy
-from fastjoint.render.background import LEARNED, RANDOM
 from fastjoint.rng import capture_rng, restore_rng, seed_everything
 from fastjoint.run import (
     CHECKPOINT,

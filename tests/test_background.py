@@ -10,18 +10,11 @@ import torch
 
 from benchmarks.backgrounds import fit_psnr
 from conftest import FIXTURES, run_cli, tiny_config
+from fastjoint.colours import LEARNED, RANDOM, parse_background, resolve_background
 from fastjoint.config import DataConfig, StyleData, load_config
 from fastjoint.errors import UserError
 from fastjoint.model.encoding import spherical_harmonics
-from fastjoint.render.background import (
-    LEARNED,
-    RANDOM,
-    EnvironmentMap,
-    bilinear_wrapped,
-    direction_uv,
-    parse_background,
-    resolve_background,
-)
+from fastjoint.render.background import EnvironmentMap, bilinear_wrapped, direction_uv
 from fastjoint.scenes import make_datasets
 
 
