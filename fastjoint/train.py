@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from fastjoint.architecture import architecture
+from fastjoint.checkpoints import CHECKPOINT, PREVIOUS, first_line, load_latest, save_checkpoint
 from fastjoint.colours import LEARNED, RANDOM
 from fastjoint.config import Config, changed_keys, load_config, to_dict, to_toml
 from fastjoint.data import RaySampler, load_split
@@ -30,18 +31,7 @@ from fastjoint.files import RunLock, remove_partials, write_text
 from fastjoint.pairing import SCENES, Pairing
 from fastjoint.render import update_occupancy
 from fastjoint.rng import capture_rng, restore_rng, seed_everything
-from fastjoint.run import (
-    CHECKPOINT,
-    PREVIOUS,
-    Built,
-    check_test_splits,
-    ensure_datasets,
-    first_line,
-    load_latest,
-    resolve_backgrounds,
-    resolve_device,
-    save_checkpoint,
-)
+from fastjoint.run import Built, check_test_splits, ensure_datasets, resolve_backgrounds, resolve_device
 from fastjoint.trainlog import MetricsLog, StepStats, TrainProgress
 
 TARGET_SAMPLES_CUDA = 2**18  # train.target_samples = "auto" on CUDA: nerfacc's batch
