@@ -24,13 +24,12 @@ import torch
 from torch import Tensor
 
 from fastjoint.data import Split, load_split, pixel_rays
-from fastjoint.errors import UserError
-from fastjoint.evaluate import TransferScores, check_same_views, load_test_views, score_transfer
 from fastjoint.metrics import psnr_from_mse
-from fastjoint.pairing import ORIGINAL, Pairing, check_style_name
+from fastjoint.pairing import ORIGINAL, Pairing
 from fastjoint.render import SampleCache, composite_cached, ray_offsets, select_rays
 from fastjoint.run import LoadedRun, load_run
-from fastjoint.styles import StoredStyle, run_styles, save_style, style_path
+from fastjoint.scoring import TransferScores, check_same_views, load_test_views, score_transfer
+from fastjoint.styles import StoredStyle, save_style
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
 
@@ -61,14 +60,6 @@ class RestyleResult(NamedTuple):
     train_psnr: float  # on the cached rays, on the render background
     transfer: TransferScores | None  # against --target-truth, when given
     run: LoadedRun  # the run with the new style
-
-
-def check_new_style(run: LoadedRun, name: str, force: bool, key: str = "STYLE") -> None:
-    """A new style's name is a style name the run does not have yet (unless `force`)."""
-    check_style_name(name, key)
-    if name in run.pairings.styles and not force:
-        where = "a stored style, " + str(style_path(run.run_dir, name)) if name in run.stored else "a style of its config"
-        raise UserError(f"{key}: '{name}' is already a style of {run.run_dir} ({where}); pass --force to replace it")
 
 
 def cache_reference(run: LoadedRun, split: Split, n_rays: int, generator: torch.Generator) -> tuple[SampleCache, Tensor]:
@@ -121,15 +112,6 @@ def fit_decoder(
     return decoder, psnr_from_mse(mse)
 
 
-def with_style(run: LoadedRun, style: StoredStyle) -> LoadedRun:
-    """The run with one more stored style (its decoder set on the run's model)."""
-    stored = {**run.stored, style.name: style}
-    config, pairings = run_styles(run.config, stored)
-    run.built.set_decoder(style.name, style.decoder)
-    run.built.config = config
-    return run._replace(config=config, pairings=pairings, stored=stored)
-
-
 def restyle(
     run_dir: str | Path,
     name: str,
@@ -146,7 +128,7 @@ def restyle(
     the target in that style, seen from the target's test cameras) when given.
     """
     run = load_run(run_dir, device)
-    check_new_style(run, name, force)
+    run.check_new_style(name, force)
     reference, downscale = Path(reference), run.config.data.downscale
     split = load_split(reference, "train", downscale)
     truth = None
@@ -181,7 +163,7 @@ def restyle(
         info=info,
     )
     path = save_style(run.run_dir, style)
-    run = with_style(run, style)
+    run = run.with_style(style)
     transfer = None
     if truth is not None:
         if progress is not None:

@@ -23,7 +23,7 @@ from fastjoint.log import console
 from fastjoint.model import JointModel
 from fastjoint.ops import Backends, resolve_backends
 from fastjoint.ops._torch_impl import _ray_aabb
-from fastjoint.pairing import ORIGINAL, SCENES, Pairing, Pairings
+from fastjoint.pairing import ORIGINAL, SCENES, Pairing, Pairings, check_style_name
 from fastjoint.render import Field, RenderResult, SampleCache, Sampler, cache_samples, concat_caches, make_estimators, render_rays
 from fastjoint.render.background import EnvironmentMap
 from fastjoint.scenes import make_datasets
@@ -258,6 +258,21 @@ class LoadedRun(NamedTuple):
     def render(self, pairing: Pairing, poses: Tensor, camera: Camera, background: Tensor | None = None) -> list[Tensor]:
         """Views of a pairing from `poses`, [H, W, 3] each, on the CPU."""
         return self.built.render(pairing, poses, camera, background)
+
+    def check_new_style(self, name: str, force: bool, key: str = "STYLE") -> None:
+        """A new style's name is a style name the run does not have yet (unless `force`); UserError naming `key`."""
+        check_style_name(name, key)
+        if name in self.pairings.styles and not force:
+            where = "a stored style, " + str(style_path(self.run_dir, name)) if name in self.stored else "a style of its config"
+            raise UserError(f"{key}: '{name}' is already a style of {self.run_dir} ({where}); pass --force to replace it")
+
+    def with_style(self, style: StoredStyle) -> LoadedRun:
+        """The run with one more stored style (its decoder set on the run's model)."""
+        stored = {**self.stored, style.name: style}
+        config, pairings = run_styles(self.config, stored)
+        self.built.set_decoder(style.name, style.decoder)
+        self.built.config = config
+        return self._replace(config=config, pairings=pairings, stored=stored)
 
 
 def load_run(run_dir: str | Path, device_name: str | None = None) -> LoadedRun:

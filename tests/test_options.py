@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from conftest import run_cli, tiny_config, write_config
-from fastjoint.analyze import FeaturePlane
 from fastjoint.config import RETIRED_AT, RETIRED_OPTIONS, load_config, retired_message
 from fastjoint.errors import UserError
+from fastjoint.plane import FeaturePlane
 
 
 def test_desired_styles_can_read_the_features_without_shaping_them():

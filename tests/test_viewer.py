@@ -253,7 +253,7 @@ def _settled(page: browser.Page, unlike: np.ndarray | None = None, tries: int = 
 
 def test_the_feature_plane_shows_the_decoder_the_scatter_and_the_paint(view):
     """The panel's plane: the current decoder's map (as analyze draws it), the scenes' features as dots, strokes outlined."""
-    from fastjoint.analyze import plane_image
+    from fastjoint.plane import plane_image
 
     run, pose, camera, core = view
     bare = core.feature_plane(64)

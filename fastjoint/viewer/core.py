@@ -19,10 +19,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from fastjoint.analyze import PLANE_PIXELS, SurfaceSamples, plane_image, plane_points, scatter, surface_samples
 from fastjoint.data import Camera, image_rays
 from fastjoint.errors import UserError
 from fastjoint.pairing import ORIGINAL, SCENES
+from fastjoint.plane import PLANE_PIXELS, SurfaceSamples, plane_image, plane_points, scatter, surface_samples
 from fastjoint.render import SampleCache, composite_cached
 from fastjoint.run import Built, LoadedRun
 from fastjoint.styles import StoredStyle, save_style, style_path
@@ -264,12 +264,10 @@ class ViewerCore:
 
     def save_painted(self, name: str, force: bool = False) -> Path:
         """Saves the painted decoder as the run's style `name` (RUN/styles/<name>.pt)."""
-        from fastjoint.restyle import check_new_style
-
         with self.lock:
             if PAINTED not in self.decoders:
                 raise UserError("nothing painted yet: paint a region of the feature plane first")
-            check_new_style(self.run, name, force, key="style name")
+            self.run.check_new_style(name, force, key="style name")
             if name in self.decoders and not force:
                 raise UserError(f"style name: '{name}' is already a style of this viewer")
             decoder = self.decoders[PAINTED]
