@@ -21,9 +21,9 @@ from pathlib import Path
 from rich.table import Table
 
 from benchmarks.common import RESULTS, console, write_results
+from fastjoint.data.formats import FORMATS
 
 REPO = Path(__file__).resolve().parents[1]
-FORMATS = ("blender", "nerfstudio", "colmap")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,11 +24,13 @@ import tyro
 
 from fastjoint import __version__
 from fastjoint.config import RETIRED_OPTIONS, Config, checked, load_config, retired_message
+from fastjoint.data.formats import DEFAULT_FORMAT, FORMATS
 from fastjoint.errors import Interrupted, UserError, raise_interrupted
 from fastjoint.files import ENVIRONMENT_ERRNOS
 
 DEFAULT_CONFIG = Path("configs") / "demo.toml"
 Device = Optional[Literal["auto", "cpu", "cuda"]]
+FormatName = Literal[tuple(FORMATS)]  # the format table's names: tyro checks them and --help lists them
 RunFolder = Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="RUN", help="the run folder, e.g. runs/demo")]
 
 
@@ -267,8 +269,8 @@ class ScenesMake:
     """Write again even when the output is current."""
     out: str = "data/generated"
     """Folder for the datasets."""
-    format: Literal["blender", "nerfstudio", "colmap"] = "blender"
-    """Dataset format to write: Blender's transforms_<split>.json, nerfstudio's transforms.json, or COLMAP's sparse/0."""
+    format: FormatName = DEFAULT_FORMAT
+    """Dataset format to write (every format fastjoint reads; see fastjoint/data/formats.py)."""
 
     def __call__(self) -> int:
         _check(self.size is None or self.size >= 8, "--size", "must be at least 8 pixels")

@@ -1,26 +1,46 @@
 """The configuration schema: frozen dataclasses, TOML files and command-line overrides.
 
 Every field carries a docstring below it; tyro turns them into `--help`. A config is read
-from a TOML file (unknown keys and wrong types are one-line errors naming the key), then
-overridden from the command line, then frozen.
+from a TOML file (unknown keys and wrong types are one-line errors naming the key, by the
+validator of `schema.py`), then overridden from the command line, then frozen. A section
+refuses keys that no longer exist with its own message: its `__refused__` (key -> why).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
 import math
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, ClassVar, Literal
 
 import tomllib
 
 from fastjoint.colours import parse_background
 from fastjoint.errors import UserError
 from fastjoint.pairing import ORIGINAL, Pairing, Pairings, check_style_name
+from fastjoint.schema import coerce, describe, from_dict, to_dict, to_toml
+
+__all__ = [  # the schema's reading and writing are re-exported: config.from_dict etc. keep working
+    "BackendConfig",
+    "Config",
+    "DataConfig",
+    "MlpConfig",
+    "ModelConfig",
+    "RETIRED_AT",
+    "RETIRED_OPTIONS",
+    "RenderConfig",
+    "StyleData",
+    "TrainConfig",
+    "changed_keys",
+    "checked",
+    "coerce",
+    "describe",
+    "from_dict",
+    "load_config",
+    "retired_message",
+    "to_dict",
+    "to_toml",
+]
 
 Box = tuple[float, float, float, float, float, float]
 Colour = tuple[float, float, float]
@@ -38,6 +58,41 @@ class StyleData:
     """Background of the reference in this style: "auto", "random", "learned", "white", "black" or "#rrggbb" (see data.target_background)."""
 
 
+_OLD_DATA_KEYS = ("target_original", "reference_original", "reference_desired", "target_desired")
+_NEW_DATA_FORM = (
+    'the [data] section now reads target = "...", reference = "..." and one [data.styles.<name>] table '
+    'per desired style with reference = "..." (and target = "..." for ground truth); see configs/demo.toml'
+)
+
+RETIRED_OPTIONS = {
+    "train.align": "off",
+    "train.align_weight": 0.05,
+    "train.align_warmup_steps": 250,
+    "model.decoder_position": 0,
+    "model.decoder_position_original": True,
+    "model.pattern_field": 0,
+    "model.pattern_cycles": 4.0,
+}
+"""Options that were measured, lost and left the code, with the value that meant off (which the
+config.toml of a run trained before their retirement holds)."""
+RETIRED_AT = "233ffe5"
+"""The last commit with the retired options' code."""
+_RETIRED_WHY = (
+    'retired: measured on both kit targets, it lost to the method (results in benchmarks/README.md, "Retired options"; '
+    f"the code is at commit {RETIRED_AT}); remove the key"
+)
+
+
+def retired_message(key: str) -> str:
+    """The one line that refuses a retired option (as the schema's `__refused__` words it)."""
+    return f"'{key}': {_RETIRED_WHY}"
+
+
+def _retired(section: str) -> dict[str, str]:
+    """A section's `__refused__` entries for its retired options."""
+    return {key.split(".")[1]: _RETIRED_WHY for key in RETIRED_OPTIONS if key.startswith(section + ".")}
+
+
 @dataclass(frozen=True, kw_only=True)
 class DataConfig:
     """Where the datasets of an analogy live: each scene in its original style, and each desired style.
@@ -45,6 +100,8 @@ class DataConfig:
     Every path is a dataset folder (Blender format). There are no defaults: a config names
     its own data (configs/demo.toml names the scene kit's demo).
     """
+
+    __refused__: ClassVar[dict[str, str]] = dict.fromkeys(_OLD_DATA_KEYS, _NEW_DATA_FORM)
 
     kit: str = ""
     """Scene-kit recipe (a name for data/<kit>.toml, or a .toml path) that writes the datasets below when they are missing; "" for none."""
@@ -116,6 +173,8 @@ class DataConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     """Per-scene hash grids, a shared feature head and one tiny decoder per style."""
+
+    __refused__: ClassVar[dict[str, str]] = _retired("model")
 
     encoder: Literal["hashgrid", "mlp"] = "hashgrid"
     """Scene encoder: fastjoint's hash grids, or "mlp", the research code's networks and schedule (see [mlp])."""
@@ -244,6 +303,8 @@ class RenderConfig:
 class TrainConfig:
     """The joint optimisation of the trained pairings."""
 
+    __refused__: ClassVar[dict[str, str]] = _retired("train")
+
     steps: int = 1500
     """Optimisation steps; every step trains every trained pairing."""
     rays_per_pairing: int = 1024
@@ -348,36 +409,6 @@ def _check(ok: bool, key: str, problem: str) -> None:
 # --- reading and writing -------------------------------------------------------------
 
 
-_OLD_DATA_KEYS = ("target_original", "reference_original", "reference_desired", "target_desired")
-_NEW_DATA_FORM = (
-    'the [data] section now reads target = "...", reference = "..." and one [data.styles.<name>] table '
-    'per desired style with reference = "..." (and target = "..." for ground truth); see configs/demo.toml'
-)
-
-
-RETIRED_OPTIONS = {
-    "train.align": "off",
-    "train.align_weight": 0.05,
-    "train.align_warmup_steps": 250,
-    "model.decoder_position": 0,
-    "model.decoder_position_original": True,
-    "model.pattern_field": 0,
-    "model.pattern_cycles": 4.0,
-}
-"""Options that were measured, lost and left the code, with the value that meant off (which the
-config.toml of a run trained before their retirement holds)."""
-RETIRED_AT = "233ffe5"
-"""The last commit with the retired options' code."""
-
-
-def retired_message(key: str) -> str:
-    """The one line that refuses a retired option."""
-    return (
-        f"'{key}': retired: measured on both kit targets, it lost to the method (results in benchmarks/README.md, "
-        f'"Retired options"; the code is at commit {RETIRED_AT}); remove the key'
-    )
-
-
 def load_config(path: str | Path, saved: bool = False) -> Config:
     """Reads a TOML config; every problem is a UserError naming the file and key.
 
@@ -413,146 +444,6 @@ def _drop_retired(table: dict[str, Any]) -> None:
 def checked(config: Config) -> Config:
     """The config rebuilt through the TOML checks: command-line values get the same validation."""
     return from_dict(Config, to_dict(config))
-
-
-def from_dict(cls: type, table: dict[str, Any], prefix: str = "") -> Any:
-    """Builds dataclass `cls` from a nested dict, checking every key and type."""
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    hints = typing.get_type_hints(cls)
-    values = {}
-    for key, value in table.items():
-        dotted = f"{prefix}{key}"
-        if key not in fields:
-            if cls is DataConfig and key in _OLD_DATA_KEYS:
-                raise UserError(f"'{dotted}': {_NEW_DATA_FORM}")
-            if dotted in RETIRED_OPTIONS:
-                raise UserError(retired_message(dotted))
-            raise UserError(f"unknown key '{dotted}'{_suggest(key, fields, prefix)}")
-        hint = hints[key]
-        if dataclasses.is_dataclass(hint):
-            values[key] = from_dict(hint, _table(value, dotted), prefix=f"{dotted}.")
-        elif typing.get_origin(hint) is dict:
-            item = typing.get_args(hint)[1]
-            values[key] = {
-                name: from_dict(item, _table(entry, f"{dotted}.{name}"), prefix=f"{dotted}.{name}.")
-                for name, entry in _table(value, dotted).items()
-            }
-        else:
-            values[key] = coerce(hint, value, dotted)
-    for name, f in fields.items():
-        if name not in values and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            what = f"[{prefix}{name}] table" if dataclasses.is_dataclass(hints[name]) else "key"
-            raise UserError(f"missing {what} '{prefix}{name}'")
-    return cls(**values)
-
-
-def _table(value: Any, key: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise UserError(f"'{key}' must be a table ([{key}])")
-    return value
-
-
-def coerce(hint: Any, value: Any, key: str) -> Any:
-    """Checks a TOML value against a field's type; returns it in the field's type."""
-    origin = typing.get_origin(hint)
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-    elif hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-            return float(value)
-    elif hint is str:
-        if isinstance(value, str):
-            return value
-    elif origin is Literal:
-        if value in typing.get_args(hint):
-            return value
-    elif origin is tuple:
-        items = typing.get_args(hint)
-        if isinstance(value, (list, tuple)) and len(value) == len(items):
-            return tuple(coerce(item, v, key) for item, v in zip(items, value))
-    elif origin in (Union, types.UnionType):
-        for option in typing.get_args(hint):
-            if option is type(None) and value is None:
-                return None
-            try:
-                return coerce(option, value, key)
-            except UserError:
-                continue
-    raise UserError(f"'{key}' must be {describe(hint)}, got {value!r}")
-
-
-def describe(hint: Any) -> str:
-    """A type as a user reads it: 'an integer', 'one of "a", "b"', ..."""
-    origin = typing.get_origin(hint)
-    if hint is bool:
-        return "true or false"
-    if hint is int:
-        return "an integer"
-    if hint is float:
-        return "a number"
-    if hint is str:
-        return "a string"
-    if origin is Literal:
-        return "one of " + ", ".join(f'"{v}"' for v in typing.get_args(hint))
-    if origin is tuple:
-        items = typing.get_args(hint)
-        return f"{len(items)} {'numbers' if items[0] is float else 'values'}"
-    if origin in (Union, types.UnionType):
-        options = [describe(o) for o in typing.get_args(hint) if o is not type(None)]
-        return " or ".join(options + (["None"] if type(None) in typing.get_args(hint) else []))
-    return str(hint)
-
-
-def _suggest(key: str, fields: dict, prefix: str) -> str:
-    close = difflib.get_close_matches(key, list(fields), n=1)
-    return f" (did you mean '{prefix}{close[0]}'?)" if close else ""
-
-
-def to_dict(config: Any) -> dict[str, Any]:
-    """The config as nested plain dicts (tuples become lists), as TOML holds it."""
-    if isinstance(config, dict):
-        return {key: to_dict(value) for key, value in config.items()}
-    out = {}
-    for f in dataclasses.fields(config):
-        value = getattr(config, f.name)
-        if dataclasses.is_dataclass(value) or isinstance(value, dict):
-            out[f.name] = to_dict(value)
-        elif isinstance(value, tuple):
-            out[f.name] = list(value)
-        else:
-            out[f.name] = value
-    return out
-
-
-def to_toml(config: Config) -> str:
-    """Writes a fully resolved config as TOML that `load_config` reads back equal."""
-    return "\n".join(_toml_lines(to_dict(config), "")) + "\n"
-
-
-def _toml_lines(table: dict[str, Any], prefix: str) -> list[str]:
-    lines = [f"{key} = {_toml_value(value)}" for key, value in table.items() if not isinstance(value, dict)]
-    for key, value in table.items():
-        if isinstance(value, dict):
-            if not value or not all(isinstance(v, dict) for v in value.values()):
-                lines.append(f"\n[{prefix}{key}]")  # a table of tables needs no header of its own
-            lines.extend(_toml_lines(value, f"{prefix}{key}."))
-    return lines
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise TypeError(f"cannot write {value!r} as TOML")
 
 
 def changed_keys(old: Config, new: Config, keys: tuple[str, ...]) -> list[str]:

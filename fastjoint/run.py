@@ -16,8 +16,7 @@ from fastjoint.architecture import architecture, build_model
 from fastjoint.checkpoints import first_line, load_latest
 from fastjoint.colours import LEARNED, RANDOM, Background, from_json, resolve_background, to_json
 from fastjoint.config import Config, DataConfig, load_config
-from fastjoint.data import Camera, detect_format, image_rays
-from fastjoint.data.blender import transforms_path
+from fastjoint.data import FORMATS, Camera, detect_format, image_rays
 from fastjoint.errors import UserError
 from fastjoint.log import console
 from fastjoint.model import JointModel
@@ -322,16 +321,17 @@ def check_test_splits(data: DataConfig) -> None:
     """The test split that evaluation needs exists for every trained pairing and every ground truth.
 
     Checked before training, so that a missing split is found in seconds, not after the run.
-    Only Blender format keeps a file per split; nerfstudio and COLMAP datasets hold out their
-    test views from the one set of frames.
+    Only formats that keep a file per split (Blender's) are checked: the others (nerfstudio,
+    COLMAP) hold out their test views from the one set of frames.
     """
     for pairing in data.pairings.all:
         path = data.dataset(pairing)
-        if path is None or detect_format(path) != "blender":
+        split_file = None if path is None else FORMATS[detect_format(path)].split_file
+        if split_file is None:
             continue
-        if not transforms_path(path, "test").is_file():
+        if not split_file(path, "test").is_file():
             raise UserError(
-                f"{transforms_path(path, 'test')}: not found ({data.dataset_key(pairing)} needs a test split "
+                f"{split_file(path, 'test')}: not found ({data.dataset_key(pairing)} needs a test split "
                 "for evaluation; train with --no-eval --no-render to go without)"
             )
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from typing import Annotated, ClassVar
 
 import pytest
 
+from fastjoint import config, schema
 from fastjoint.config import Config, DataConfig, ModelConfig, StyleData, load_config, to_toml
 from fastjoint.errors import UserError
+from fastjoint.schema import Invalid, Range, from_dict
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -88,3 +92,51 @@ def test_missing_file():
 def test_per_level_scale_spans_base_to_max():
     model = ModelConfig()
     assert model.grid_base_resolution * model.per_level_scale ** (model.grid_levels - 1) == pytest.approx(model.grid_max_resolution)
+
+
+# --- the shared validator (fastjoint.schema), as any section or recipe table uses it -------
+
+
+@dataclasses.dataclass(frozen=True)
+class _Part:
+    width: Annotated[float, Range(0.5, 2.0)] = 1.0
+
+    def __post_init__(self) -> None:
+        if self.width == 1.5:
+            raise Invalid("width", "must not be 1.5")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Section:
+    __refused__: ClassVar[dict[str, str]] = {"old_width": "retired; its results are in benchmarks/README.md"}
+
+    parts: tuple[_Part, ...] = ()
+    named: dict[str, _Part] = dataclasses.field(default_factory=dict)
+    spare: _Part | None = None
+
+
+@pytest.mark.parametrize(
+    "table, message",
+    [
+        ({"old_width": 3}, r"^'section.old_width': retired; its results are in benchmarks/README.md$"),
+        ({"partz": []}, r"^unknown key 'section.partz' \(did you mean 'section.parts'\?\)$"),
+        ({"parts": [{}, {"width": 3}]}, r"^'section.parts\[1\].width' must be a number in \[0.5, 2\], got 3$"),
+        ({"parts": {"width": 1}}, r"^'section.parts' must be a list of tables \(\[\[section.parts\]\]\)$"),
+        ({"named": {"a": {"width": 1.5}}}, r"^'section.named.a.width' must not be 1.5$"),
+        ({"spare": {"width": "wide"}}, r"^'section.spare.width' must be a number in \[0.5, 2\], got 'wide'$"),
+    ],
+)
+def test_shared_validator_names_the_key(table, message):
+    with pytest.raises(UserError, match=message):
+        from_dict(_Section, table, prefix="section.")
+
+
+def test_shared_validator_reads_nested_tables():
+    section = from_dict(_Section, {"parts": [{}, {"width": 2}], "spare": {"width": 0.5}})
+    assert section == _Section(parts=(_Part(), _Part(2.0)), spare=_Part(0.5)) and isinstance(section.parts[1].width, float)
+    assert from_dict(_Section, {}).spare is None
+
+
+def test_config_reexports_the_shared_validator():
+    assert config.from_dict is from_dict and config.coerce is schema.coerce and config.describe is schema.describe
+    assert config.to_toml is schema.to_toml

@@ -3,9 +3,11 @@ kit's datasets written in all three formats loading to the same rays and pixels.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
+import typing
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -13,8 +15,15 @@ import numpy as np
 import pytest
 import torch
 
+from fastjoint.cli import ScenesMake
+from fastjoint.config import DataConfig, StyleData
 from fastjoint.data import (
+    DEFAULT_FORMAT,
+    FORMATS,
+    SPLITS,
     Camera,
+    DatasetFormat,
+    WrittenViews,
     detect_format,
     image_rays,
     load_split,
@@ -32,6 +41,7 @@ from fastjoint.data.colmap import (
 )
 from fastjoint.data.recentre import CAMERA_RADIUS, scene_transform
 from fastjoint.errors import UserError
+from fastjoint.run import check_test_splits
 from fastjoint.scenes import make_datasets
 from fastjoint.train import RaySampler
 
@@ -321,7 +331,7 @@ def test_format_detection(tmp_path):
 @pytest.fixture(scope="module")
 def kit_formats(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("formats")
-    return {f: make_datasets(str(FIXTURES / "tiny.toml"), root=root, format=f) for f in ("blender", "nerfstudio", "colmap")}
+    return {f: make_datasets(str(FIXTURES / "tiny.toml"), root=root, format=f) for f in FORMATS}
 
 
 def test_kit_formats_load_the_same_pixels_and_rays(kit_formats):
@@ -369,3 +379,91 @@ def test_colmap_binary_from_the_kit(kit_formats, tmp_path):
     for split in ("train", "test"):
         a, b = load_split(source, split), load_split(copy, split)
         assert torch.equal(a.poses, b.poses) and torch.equal(a.pixels, b.pixels) and a.camera == b.camera
+
+
+# --- the table of formats --------------------------------------------------------------
+
+
+def write_views(record: DatasetFormat, folder: Path, seed: int = 0) -> WrittenViews:
+    """A small dataset written by a format's record: random RGBA images, an orbit per split."""
+    rng = np.random.default_rng(seed)
+    counts = {"train": 5, "val": 2, "test": 3}
+    poses = {split: orbit(n, seed=seed + i) for i, (split, n) in enumerate(counts.items())}
+    names = {split: [record.image_name(split, i) for i in range(n)] for split, n in counts.items()}
+    for split in SPLITS:
+        for name in names[split]:
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            iio.imwrite(folder / name, rng.integers(0, 256, (6, 10, 4), dtype=np.uint8))
+    views = WrittenViews(10, 6, rng.uniform(0.5, 1.2), poses, names)
+    record.write(folder, views)
+    return views
+
+
+@pytest.mark.parametrize("name", list(FORMATS))
+def test_every_format_round_trips_through_its_record(tmp_path, name):
+    """What a record writes, detection finds (in table order) and loading reads back: the same
+    images, camera and views."""
+    record = FORMATS[name]
+    assert record.name == name
+    views = write_views(record, tmp_path)
+    assert detect_format(tmp_path) == name and record.detect(tmp_path)
+    assert [other for other in FORMATS.values() if other.detect(tmp_path)][0] is record
+    for split in SPLITS:
+        loaded = load_split(tmp_path, split)
+        assert loaded.names == tuple(views.names[split]) and loaded.camera == views.camera
+        for i, image in enumerate(views.names[split]):
+            assert np.array_equal(loaded.pixels[i].numpy(), iio.imread(tmp_path / image))
+        # The same poses, up to the loader's recentring.
+        transform = loaded.transform.numpy()
+        moved = np.einsum("ij,njk->nik", transform, views.poses[split])
+        np.testing.assert_allclose(loaded.poses[:, :3, 3].numpy(), moved[:, :3, 3], atol=1e-5)
+        rotation = moved[:, :3, :3] / np.cbrt(np.linalg.det(transform[:3, :3]))
+        np.testing.assert_allclose(loaded.poses[:, :3, :3].numpy(), rotation, atol=1e-5)
+        if record.split_file is not None:
+            assert record.split_file(tmp_path, split).is_file()
+
+
+def test_the_cli_offers_the_table_of_formats():
+    hint = typing.get_type_hints(ScenesMake)["format"]
+    assert typing.get_origin(hint) is typing.Literal and typing.get_args(hint) == tuple(FORMATS)
+    assert ScenesMake.format == DEFAULT_FORMAT in FORMATS
+
+
+@pytest.fixture
+def toy_first():
+    """The table with a toy format first: Blender's files plus a marker, detected before Blender's."""
+
+    def write(root: Path, views: WrittenViews) -> None:
+        FORMATS["blender"].write(root, views)
+        (root / "toy.txt").write_text("toy\n")
+
+    toy = dataclasses.replace(
+        FORMATS["blender"], name="toy", expected="toy.txt for the toy format", detect=lambda root: (root / "toy.txt").is_file(), write=write
+    )
+    saved = dict(FORMATS)
+    FORMATS.clear()
+    FORMATS.update({"toy": toy, **saved})
+    yield toy
+    FORMATS.clear()
+    FORMATS.update(saved)
+
+
+def test_a_new_format_is_one_line_in_the_table(toy_first, tmp_path):
+    """Detection, loading, the kit's writer and the test-split check follow the table."""
+    with pytest.raises(
+        UserError, match=r"not a dataset \(expected toy.txt for the toy format, transforms_train.json for Blender format, .*, or sparse/0/"
+    ):
+        detect_format(tmp_path)
+    folder = make_datasets(str(FIXTURES / "tiny.toml"), root=tmp_path, format="toy", size=8)
+    dataset = folder / "target" / "original"
+    assert folder.name == "tiny-toy-8px" and detect_format(dataset) == "toy"
+    assert len(load_split(dataset, "test")) == 3
+    data = DataConfig(target=str(dataset), reference=str(dataset), styles={"s": StyleData(reference=str(dataset))})
+    check_test_splits(data)
+    (dataset / "transforms_test.json").unlink()
+    with pytest.raises(UserError, match=r"transforms_test.json: not found \(data.target needs a test split"):
+        check_test_splits(data)
+    shutil.rmtree(dataset)
+    folder = make_datasets(str(FIXTURES / "tiny.toml"), root=tmp_path, format="nerfstudio", size=8)
+    dataset = folder / "target" / "original"
+    check_test_splits(DataConfig(target=str(dataset), reference=str(dataset), styles={"s": StyleData(reference=str(dataset))}))

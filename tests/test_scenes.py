@@ -90,12 +90,15 @@ def test_test_views_ring_the_scene():
 @pytest.mark.parametrize(
     "change, message",
     [
-        (lambda t: t.replace("size = 24", "size = 2"), r"'camera.size' must be an integer of at least 8"),
+        (lambda t: t.replace("size = 24", "size = 2"), r"'camera.size' must be an integer of at least 8, got 2$"),
         (
             lambda t: t.replace('material = "grey"', 'material = "gray"'),
             r"'scenes.reference\[2\].material' names an unknown material 'gray'",
         ),
-        (lambda t: t.replace('kind = "box"', 'kind = "cone"'), r"'scenes.target\[0\].kind' must be one of sphere, box, cylinder"),
+        (
+            lambda t: t.replace('kind = "box"', 'kind = "cone"'),
+            r"'scenes.target\[0\].kind' must be one of \"sphere\", \"box\", \"cylinder\", got 'cone'$",
+        ),
         (
             lambda t: t.replace("[styles.recolour.materials.yellow]", "[styles.recolour.materials.blue]"),
             r"'styles.recolour.materials.blue' changes a material",
@@ -103,12 +106,34 @@ def test_test_views_ring_the_scene():
         (lambda t: t.replace("specular = 0.2", "specular = 0.2\nshine = 3"), r"unknown key 'materials.yellow.shine'"),
         (
             lambda t: t.replace("colour = [0.85, 0.12, 0.1]", "colour = [2, 0, 0]"),
-            r"'materials.red.colour' must be a list of 3 numbers in \[0, 1\]",
+            r"'materials.red.colour' must be 3 numbers in \[0, 1\], got \[2, 0, 0\]$",
         ),
         (
             lambda t: t.replace("specular = 0.2", 'specular = 0.2\npattern = { kind = "stripes", frame = "object" }', 1),
-            r"'materials.yellow.pattern.frame' must be one of world, local, got 'object'",
+            r"'materials.yellow.pattern.frame' must be one of \"world\", \"local\", got 'object'$",
         ),
+        (
+            lambda t: t.replace("radius = 0.7\n", ""),
+            r"'scenes.reference\[0\].radius' must be given, at least 0.001, for a sphere, got 0.0$",
+        ),
+        (
+            lambda t: t.replace("radius = 0.7\n", "radius = 0.7\nheight = 1.0\n"),
+            r"'scenes.reference\[0\].height' is not a field of a sphere$",
+        ),
+        (
+            lambda t: t.replace("direction = [0.6, -0.5, 0.8]", "direction = [0, 0, 0]"),
+            r"'lights.directional\[0\].direction' must not be zero$",
+        ),
+        (
+            lambda t: t.replace("[[lights.directional]]", "[lights.directional]"),
+            r"'lights.directional' must be a list of tables \(\[\[lights.directional\]\]\)$",
+        ),
+        (
+            lambda t: t.replace("seed = 1\n", "seed = 1\nmin_elevation = 80.0\n"),
+            r"'views.min_elevation' and 'max_elevation' need -90 <= min < max <= 90$",
+        ),
+        (lambda t: t.replace("test = 3", "test = 3.5"), r"'views.test' must be an integer of at least 1, got 3.5$"),
+        (lambda t: t.replace("[styles.original]", "[styles.plain]"), r"'styles' must be a table that includes \[styles.original\]$"),
     ],
 )
 def test_recipe_mistakes_name_the_key(tmp_path, change, message):
@@ -253,8 +278,8 @@ def replace_clouds(backdrop, clouds):
             lambda t: t.replace('scenes = ["reference"]', 'scenes = ["robot"]'),
             r"'styles.original.backdrop.scenes' names an unknown scene 'robot'",
         ),
-        (lambda t: t.replace('kind = "sky"', 'kind = "room"'), r"'styles.original.backdrop.kind' must be one of sky"),
-        (lambda t: t.replace("clouds = 0.45", "clouds = 1.5"), r"'styles.original.backdrop.clouds' must be in \[0, 1\]"),
+        (lambda t: t.replace('kind = "sky"', 'kind = "room"'), r"'styles.original.backdrop.kind' must be one of \"sky\", got 'room'$"),
+        (lambda t: t.replace("clouds = 0.45", "clouds = 1.5"), r"'styles.original.backdrop.clouds' must be a number in \[0, 1\], got 1.5$"),
         (lambda t: t.replace("seed = 0\nscenes", "seeds = 0\nscenes"), r"unknown key 'styles.original.backdrop.seeds'"),
     ],
 )

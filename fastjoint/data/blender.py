@@ -1,11 +1,13 @@
 """Blender-format datasets: transforms_{train,val,test}.json and their images.
 
 The poses are used as they are (no recentring): Blender-format scenes are made for the
-box (NeRF-synthetic: cameras at radius 4, objects inside +-1.5).
+box (NeRF-synthetic: cameras at radius 4, objects inside +-1.5). The writer (the scene
+kit's) puts a split's images in <split>/r_<i>.png.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -15,7 +17,9 @@ import torch
 from fastjoint.data.cameras import Camera
 from fastjoint.data.split import (
     SPLITS,
+    DatasetFormat,
     Split,
+    WrittenViews,
     is_number,
     read_frame_pose,
     read_images,
@@ -23,7 +27,7 @@ from fastjoint.data.split import (
 )
 from fastjoint.errors import UserError
 
-__all__ = ["SPLITS", "Split", "is_blender", "load_blender", "transforms_path"]
+__all__ = ["BLENDER", "SPLITS", "Split", "is_blender", "load_blender", "transforms_path", "write_blender"]
 
 
 def transforms_path(root: Path, split: str) -> Path:
@@ -31,7 +35,7 @@ def transforms_path(root: Path, split: str) -> Path:
 
 
 def is_blender(root: Path) -> bool:
-    return transforms_path(root, "train").is_file()
+    return any(transforms_path(root, split).is_file() for split in SPLITS)
 
 
 def load_blender(root: Path, split: str, downscale: int = 1) -> Split:
@@ -71,3 +75,30 @@ def image_path(root: Path, frame: dict, where: str) -> Path:
         if candidate.is_file():
             return candidate
     raise UserError(f"{candidates[0]}: image not found ({where}.file_path is '{file_path}')")
+
+
+def write_blender(root: Path, views: WrittenViews) -> None:
+    """transforms_<split>.json for every split; file_path without the .png, as Blender's exporter writes it."""
+    for split in SPLITS:
+        frames = [
+            {"file_path": "./" + name.removesuffix(".png"), "transform_matrix": pose.tolist()}
+            for name, pose in zip(views.names[split], views.poses[split])
+        ]
+        meta = {"camera_angle_x": views.camera_angle_x, "frames": frames}
+        transforms_path(root, split).write_text(json.dumps(meta, indent=1))
+
+
+def image_name(split: str, index: int) -> str:
+    """Where the writer's view `index` of `split` goes, relative to the dataset folder."""
+    return f"{split}/r_{index}.png"
+
+
+BLENDER = DatasetFormat(
+    name="blender",
+    expected="transforms_train.json for Blender format",
+    detect=is_blender,
+    load=load_blender,
+    write=write_blender,
+    image_name=image_name,
+    split_file=transforms_path,
+)

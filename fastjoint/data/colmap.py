@@ -8,11 +8,13 @@ optionally `points3D`, as `.bin` (preferred when both exist) or `.txt`, and the 
 an optional `splits.json` beside `sparse/` with `train_filenames`, `val_filenames`,
 `test_filenames` (image names as in the model), else every 8th image by name is held out.
 The scene is recentred into the box (see `recentre.py`, which uses the 3-D points for
-forward-facing captures).
+forward-facing captures). The writer (the scene kit's) writes a text model of one PINHOLE
+camera without 3-D points, splits.json, and the images as images/<split>_r_<i>.png.
 """
 
 from __future__ import annotations
 
+import json
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +25,10 @@ import torch
 from fastjoint.data.cameras import Camera
 from fastjoint.data.recentre import apply_transform, scene_transform
 from fastjoint.data.split import (
+    SPLITS,
+    DatasetFormat,
     Split,
+    WrittenViews,
     read_images,
     read_json,
     select_views,
@@ -421,3 +426,32 @@ def write_model(
     lines = ["# 3D point list with one line of data per point:", "#   POINT3D_ID, X, Y, Z, R, G, B, ERROR, TRACK[]"]
     lines += [f"{i + 1} {p[0]!r} {p[1]!r} {p[2]!r} 128 128 128 0.0" for i, p in enumerate(points.tolist())]
     (folder / "points3D.txt").write_text("\n".join(lines) + "\n")
+
+
+def write_colmap(root: Path, views: WrittenViews) -> None:
+    """sparse/0/{cameras,images,points3D}.txt (one PINHOLE camera, no 3-D points) and splits.json."""
+    camera = views.camera
+    cameras = [ColmapCamera(1, "PINHOLE", camera.width, camera.height, (camera.focal, camera.focal_y, camera.cx, camera.cy))]
+    images = []
+    for split in SPLITS:
+        for name, pose in zip(views.names[split], views.poses[split]):
+            qvec, tvec = from_pose(pose)
+            images.append(ColmapImage(len(images) + 1, qvec, tvec, 1, name.removeprefix("images/")))
+    write_model(root / "sparse" / "0", cameras, images)
+    lists = {f"{split}_filenames": [name.removeprefix("images/") for name in views.names[split]] for split in SPLITS}
+    (root / "splits.json").write_text(json.dumps(lists, indent=1))
+
+
+def image_name(split: str, index: int) -> str:
+    """Where the writer's view `index` of `split` goes, relative to the dataset folder."""
+    return f"images/{split}_r_{index}.png"
+
+
+COLMAP = DatasetFormat(
+    name="colmap",
+    expected="sparse/0/cameras.bin|txt for COLMAP",
+    detect=is_colmap,
+    load=load_colmap,
+    write=write_colmap,
+    image_name=image_name,
+)

@@ -8,11 +8,13 @@ relative to the folder. The poses already include `applied_transform` (nerfstudi
 there what it applied to the original, e.g. COLMAP, frame); it is checked, not applied.
 Splits: the optional `train_filenames`, `val_filenames`, `test_filenames` lists, else
 every 8th view held out (see `select_views`). The scene is recentred into the box (see
-`recentre.py`).
+`recentre.py`). The writer (the scene kit's) writes an OPENCV camera without distortion,
+the split lists, and puts the images in images/<split>_r_<i>.png.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +23,10 @@ import torch
 from fastjoint.data.cameras import NO_DISTORTION, Camera
 from fastjoint.data.recentre import apply_transform, scene_transform
 from fastjoint.data.split import (
+    SPLITS,
+    DatasetFormat,
     Split,
+    WrittenViews,
     is_number,
     read_frame_pose,
     read_images,
@@ -121,3 +126,43 @@ def _camera(meta: dict, frame: dict, path: Path, where: str) -> Camera:
             coefficients.append(float(number))
         distortion = tuple(coefficients)
     return Camera(int(numbers["w"]), int(numbers["h"]), numbers["fl_x"], numbers["fl_y"], numbers["cx"], numbers["cy"], distortion)
+
+
+def write_nerfstudio(root: Path, views: WrittenViews) -> None:
+    """transforms.json: the camera at the top of the file, every split's frames, and the split lists."""
+    camera = views.camera
+    meta = {
+        "camera_model": "OPENCV",
+        "fl_x": camera.focal,
+        "fl_y": camera.focal_y,
+        "cx": camera.cx,
+        "cy": camera.cy,
+        "w": camera.width,
+        "h": camera.height,
+        "k1": 0.0,
+        "k2": 0.0,
+        "p1": 0.0,
+        "p2": 0.0,
+        "frames": [
+            {"file_path": name, "transform_matrix": pose.tolist()}
+            for split in SPLITS
+            for name, pose in zip(views.names[split], views.poses[split])
+        ],
+        **{f"{split}_filenames": views.names[split] for split in SPLITS},
+    }
+    (root / TRANSFORMS).write_text(json.dumps(meta, indent=1))
+
+
+def image_name(split: str, index: int) -> str:
+    """Where the writer's view `index` of `split` goes, relative to the dataset folder."""
+    return f"images/{split}_r_{index}.png"
+
+
+NERFSTUDIO = DatasetFormat(
+    name="nerfstudio",
+    expected="transforms.json for nerfstudio",
+    detect=is_nerfstudio,
+    load=load_nerfstudio,
+    write=write_nerfstudio,
+    image_name=image_name,
+)

@@ -1,4 +1,5 @@
-"""What every format's loader returns: the images, poses and camera of one split.
+"""What every format's loader returns (the images, poses and camera of one split), and what
+every format is: a `DatasetFormat` record (its detection, loader, writer and file layout).
 
 Images are held as 8-bit RGBA ([n, H, W, 4] uint8, straight alpha) and turned into float
 only where they are used (`Split.float_images`, a batch of pixels in training), so an
@@ -12,8 +13,10 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import imageio.v3 as iio
 import numpy as np
@@ -57,6 +60,42 @@ class Split:
         images = self.float_images(index)
         alpha = images[..., 3:]
         return images[..., :3] * alpha + background * (1.0 - alpha)
+
+
+class WrittenViews(NamedTuple):
+    """What a format's writer writes: every split's views of one centred pinhole camera
+    (square pixels, principal point at the image centre, no distortion; the scene kit's)."""
+
+    width: int  # pixels
+    height: int  # pixels
+    camera_angle_x: float  # horizontal field of view, radians
+    poses: dict[str, np.ndarray]  # split -> [n, 4, 4] float64 camera-to-world, OpenGL camera axes
+    names: dict[str, list[str]]  # split -> each view's image file, relative to the dataset folder
+
+    @property
+    def camera(self) -> Camera:
+        return Camera.from_angle(self.width, self.height, self.camera_angle_x)
+
+
+@dataclass(frozen=True)
+class DatasetFormat:
+    """One dataset format: everything the rest of fastjoint knows about it.
+
+    `fastjoint.data.formats.FORMATS` holds one per format, in the order they are detected;
+    loading, the scene kit's writer, the CLI's `--format` choices and the up-front check of
+    test splits all read it. A new format is its module (which defines its record) and one
+    line in that table.
+    """
+
+    name: str  # as the CLI and the scene kit's stamp spell it
+    expected: str  # what marks a folder as this format, for "not a dataset" (e.g. "transforms.json for nerfstudio")
+    detect: Callable[[Path], bool]  # whether a folder holds a dataset of this format
+    load: Callable[[Path, str, int], Split]  # (folder, split, downscale) -> the split; UserError naming the file
+    write: Callable[[Path, WrittenViews], None]  # writes the description files (images are written by the caller)
+    image_name: Callable[[str, int], str]  # (split, index) -> where the writer's images go, relative to the folder
+    # The file a dataset must hold for each split, (folder, split) -> path; None for formats
+    # that hold every split in one set of files (the splits are chosen from its frames).
+    split_file: Callable[[Path, str], Path] | None = None
 
 
 def to_float(pixels: Tensor) -> Tensor:  # uint8 [...] -> float32 [...]

@@ -2,6 +2,10 @@
 
 `auto` takes the fastest backend available on the device and, when it has to fall back,
 says so in one line. Naming a backend that cannot run is a UserError saying how to get it.
+
+Each op is one `OpChoice` record in `CHOICES` (its backends' checks, the order `auto` tries
+them, whether the CPU takes the reference quietly) and one field of `Backends`: a new op
+is those two lines here and its `backend.<op>` field in the config.
 """
 
 from __future__ import annotations
@@ -19,13 +23,15 @@ from fastjoint.ops.tcnn import tcnn_mlp_problem, tcnn_problem
 
 
 class Backends(NamedTuple):
+    """The resolved backend of every op (the keys of CHOICES)."""
+
     grid: str
     march: str
     composite: str
     mlp: str
 
 
-PURE_TORCH = Backends(grid="torch", march="torch", composite="torch", mlp="torch")
+PURE_TORCH = Backends(**dict.fromkeys(Backends._fields, "torch"))
 """The PyTorch references of every op: what runs anywhere."""
 
 
@@ -71,6 +77,37 @@ def _usable() -> None:
     return None
 
 
+class OpChoice(NamedTuple):
+    """What `backend.<op>` may name, for one op."""
+
+    # (device, mlp_shapes) -> each backend's check, giving None (usable) or why not; "torch",
+    # the reference, is always usable.
+    problems: Callable[[torch.device, Mapping[str, tuple[int, int]]], dict[str, Callable[[], str | None]]]
+    fastest_first: tuple[str, ...]  # what `auto` tries, in order; the last is "torch"
+    # On the CPU, `auto` is "torch" without a word: the reference is the design there, not a fallback.
+    torch_on_cpu: bool = False
+
+
+CHOICES: dict[str, OpChoice] = {  # resolved in this order (named ones first)
+    "march": OpChoice(
+        lambda device, _: {"nerfacc": nerfacc_cuda_problem if device.type == "cuda" else (lambda: "needs CUDA"), "torch": _usable},
+        ("nerfacc", "torch"),
+        torch_on_cpu=True,
+    ),
+    "grid": OpChoice(
+        lambda device, _: {"native": lambda: native.problem_on(device), "tcnn": lambda: tcnn_problem(device), "torch": _usable},
+        ("native", "torch"),
+    ),
+    "composite": OpChoice(lambda device, _: {"fused": lambda: native.problem_on(device), "torch": _usable}, ("fused", "torch")),
+    "mlp": OpChoice(
+        lambda device, mlp_shapes: {"tcnn": lambda: tcnn_mlp_problem(device, mlp_shapes), "torch": _usable},
+        ("tcnn", "torch"),
+        torch_on_cpu=True,
+    ),
+}
+assert set(CHOICES) == set(Backends._fields), "every op has one record in CHOICES and one field in Backends"
+
+
 def resolve_backends(config, device: torch.device, mlp_shapes: Mapping[str, tuple[int, int]] | None = None) -> Backends:
     """Resolves `config` (a BackendConfig) for `device`.
 
@@ -81,31 +118,13 @@ def resolve_backends(config, device: torch.device, mlp_shapes: Mapping[str, tupl
         mlp_shapes: config key -> (hidden units, hidden layers) of each network the MLP
             backend would run (`Architecture.mlp_shapes`); None: not checked.
     """
-    on_cuda = device.type == "cuda"
-    mlp_problems = {"tcnn": lambda: tcnn_mlp_problem(device, mlp_shapes or {}), "torch": _usable}
-    march_problems = {
-        "nerfacc": nerfacc_cuda_problem if on_cuda else (lambda: "needs CUDA"),
-        "torch": _usable,
-    }
-    grid_problems = {
-        "native": lambda: native.problem_on(device),
-        "tcnn": lambda: tcnn_problem(device),
-        "torch": _usable,
-    }
-    composite_problems = {"fused": lambda: native.problem_on(device), "torch": _usable}
-    choices = {  # field -> (problems, fastest first for auto)
-        "march": (march_problems, ["nerfacc", "torch"]),
-        "grid": (grid_problems, ["native", "torch"]),
-        "composite": (composite_problems, ["fused", "torch"]),
-        "mlp": (mlp_problems, ["tcnn", "torch"]),
-    }
-    order = sorted(choices, key=lambda field: getattr(config, field) == "auto")  # stable: named first
+    order = sorted(CHOICES, key=lambda field: getattr(config, field) == "auto")  # stable: named first
     resolved = {}
     for field in order:
-        requested = getattr(config, field)
-        if field in ("march", "mlp") and not on_cuda and requested == "auto":
-            resolved[field] = "torch"  # on the CPU our marcher and PyTorch's MLPs are the design, not a fallback: no warning
+        requested, choice = getattr(config, field), CHOICES[field]
+        if choice.torch_on_cpu and device.type != "cuda" and requested == "auto":
+            resolved[field] = "torch"
             continue
-        problems, fastest_first = choices[field]
-        resolved[field] = _resolve(f"backend.{field}", requested, problems, fastest_first)
+        problems = choice.problems(device, mlp_shapes or {})
+        resolved[field] = _resolve(f"backend.{field}", requested, problems, list(choice.fastest_first))
     return Backends(**resolved)

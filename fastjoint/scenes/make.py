@@ -1,11 +1,10 @@
-"""Writes a recipe's scenes, in every style, as datasets in Blender, nerfstudio or COLMAP format.
+"""Writes a recipe's scenes, in every style, as datasets in any format of the table
+`fastjoint.data.formats.FORMATS` (Blender, nerfstudio, COLMAP).
 
-Output: <out>/<scene>/<style>/ holding, by format,
-- blender: transforms_{train,val,test}.json and {train,val,test}/r_<i>.png;
-- nerfstudio: transforms.json (OPENCV camera without distortion, the kit's OpenGL poses,
-  `train_filenames`/`val_filenames`/`test_filenames`) and images/<split>_r_<i>.png;
-- colmap: sparse/0/{cameras,images,points3D}.txt (one PINHOLE camera, no 3-D points),
-  splits.json with the same lists, and images/<split>_r_<i>.png.
+Output: <out>/<scene>/<style>/ holding the format's files, written by its record's writer
+(blender: transforms_{train,val,test}.json and {train,val,test}/r_<i>.png; nerfstudio:
+transforms.json with the split lists and images/<split>_r_<i>.png; colmap: sparse/0/ as
+text, splits.json and images/<split>_r_<i>.png; see each format's module).
 PNGs are RGBA (straight alpha), or RGB where the recipe gives the scene an opaque backdrop
 in that style; they are the same bytes in every format. Every scene and style shares the
 same cameras, so a restyled target's ground truth lines up view for view with the target
@@ -27,9 +26,8 @@ import numpy as np
 import torch
 
 from fastjoint.data.cameras import look_at
-from fastjoint.data.colmap import ColmapCamera, ColmapImage, from_pose, write_model
-from fastjoint.data.formats import FORMATS
-from fastjoint.data.split import SPLITS
+from fastjoint.data.formats import DEFAULT_FORMAT, FORMATS
+from fastjoint.data.split import SPLITS, WrittenViews
 from fastjoint.errors import UserError
 from fastjoint.scenes.raytrace import sky, trace
 from fastjoint.scenes.recipe import Recipe, find_recipe, load_recipe, with_size
@@ -91,16 +89,16 @@ def render_view(recipe: Recipe, scene: str, style: str, pose: np.ndarray) -> np.
     return np.round(np.clip(rgba, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
-def output_folder(recipe: Recipe, size: int | None, root: Path, format: str = "blender") -> Path:
-    """data/generated/<name>[-<format>][-<size>px]: the format unless Blender, the size
-    unless the recipe's."""
-    name = recipe.name if format == "blender" else f"{recipe.name}-{format}"
+def output_folder(recipe: Recipe, size: int | None, root: Path, format: str = DEFAULT_FORMAT) -> Path:
+    """data/generated/<name>[-<format>][-<size>px]: the format unless the default (Blender),
+    the size unless the recipe's."""
+    name = recipe.name if format == DEFAULT_FORMAT else f"{recipe.name}-{format}"
     if size is None or size == recipe.camera.size:
         return root / name
     return root / f"{name}-{size}px"
 
 
-def is_current(folder: Path, recipe: Recipe, format: str = "blender") -> bool:
+def is_current(folder: Path, recipe: Recipe, format: str = DEFAULT_FORMAT) -> bool:
     """Whether `folder` holds this recipe's datasets at this size and in this format,
     written by this renderer."""
     try:
@@ -126,10 +124,10 @@ def make_datasets(
     size: int | None = None,
     force: bool = False,
     progress=None,
-    format: str = "blender",
+    format: str = DEFAULT_FORMAT,
 ) -> Path:
-    """Writes every scene x style of recipe `name` in `format` (blender, nerfstudio,
-    colmap); returns the output folder.
+    """Writes every scene x style of recipe `name` in `format` (a key of FORMATS: blender,
+    nerfstudio, colmap); returns the output folder.
 
     Skips the work when the folder already holds the same recipe's output (unless `force`).
     `progress`, if given, is called with (done, total) after each image.
@@ -143,7 +141,10 @@ def make_datasets(
     if not force and is_current(folder, recipe, format):
         return folder
 
+    record = FORMATS[format]
     poses = view_poses(recipe)
+    names = {split: [record.image_name(split, i) for i in range(len(poses[split]))] for split in SPLITS}
+    views = WrittenViews(recipe.camera.size, recipe.camera.size, recipe.camera.angle_x, poses, names)
     total = len(recipe.scenes) * len(recipe.styles) * sum(len(p) for p in poses.values())
     done = 0
     staging = folder.with_name(folder.name + ".partial")
@@ -151,7 +152,6 @@ def make_datasets(
     for scene in recipe.scenes:
         for style in recipe.styles:
             dataset = staging / scene / style
-            names = {split: [_image_name(format, split, i) for i in range(len(poses[split]))] for split in SPLITS}
             for split in SPLITS:
                 for i, pose in enumerate(poses[split]):
                     path = dataset / names[split][i]
@@ -160,68 +160,10 @@ def make_datasets(
                     done += 1
                     if progress is not None:
                         progress(done, total)
-            WRITERS[format](dataset, recipe, poses, names)
+            record.write(dataset, views)
     (staging / STAMP).write_text(json.dumps(_stamp(recipe, format), indent=1))
     if folder.exists():
         shutil.rmtree(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     os.replace(staging, folder)
     return folder
-
-
-def _image_name(format: str, split: str, index: int) -> str:
-    return f"{split}/r_{index}.png" if format == "blender" else f"images/{split}_r_{index}.png"
-
-
-def _write_blender(dataset: Path, recipe: Recipe, poses: dict[str, np.ndarray], names: dict[str, list[str]]) -> None:
-    for split in SPLITS:
-        frames = [
-            {"file_path": "./" + name.removesuffix(".png"), "transform_matrix": pose.tolist()}
-            for name, pose in zip(names[split], poses[split])
-        ]
-        meta = {"camera_angle_x": recipe.camera.angle_x, "frames": frames}
-        (dataset / f"transforms_{split}.json").write_text(json.dumps(meta, indent=1))
-
-
-def _intrinsics(recipe: Recipe) -> tuple[int, float, float]:
-    """Image size, focal length and principal point (the image centre) in pixels."""
-    size = recipe.camera.size
-    return size, 0.5 * size / math.tan(0.5 * recipe.camera.angle_x), 0.5 * size
-
-
-def _write_nerfstudio(dataset: Path, recipe: Recipe, poses: dict[str, np.ndarray], names: dict[str, list[str]]) -> None:
-    size, focal, centre = _intrinsics(recipe)
-    meta = {
-        "camera_model": "OPENCV",
-        "fl_x": focal,
-        "fl_y": focal,
-        "cx": centre,
-        "cy": centre,
-        "w": size,
-        "h": size,
-        "k1": 0.0,
-        "k2": 0.0,
-        "p1": 0.0,
-        "p2": 0.0,
-        "frames": [
-            {"file_path": name, "transform_matrix": pose.tolist()} for split in SPLITS for name, pose in zip(names[split], poses[split])
-        ],
-        **{f"{split}_filenames": names[split] for split in SPLITS},
-    }
-    (dataset / "transforms.json").write_text(json.dumps(meta, indent=1))
-
-
-def _write_colmap(dataset: Path, recipe: Recipe, poses: dict[str, np.ndarray], names: dict[str, list[str]]) -> None:
-    size, focal, centre = _intrinsics(recipe)
-    camera = ColmapCamera(1, "PINHOLE", size, size, (focal, focal, centre, centre))
-    images = []
-    for split in SPLITS:
-        for name, pose in zip(names[split], poses[split]):
-            qvec, tvec = from_pose(pose)
-            images.append(ColmapImage(len(images) + 1, qvec, tvec, 1, name.removeprefix("images/")))
-    write_model(dataset / "sparse" / "0", [camera], images)
-    lists = {f"{split}_filenames": [name.removeprefix("images/") for name in names[split]] for split in SPLITS}
-    (dataset / "splits.json").write_text(json.dumps(lists, indent=1))
-
-
-WRITERS = {"blender": _write_blender, "nerfstudio": _write_nerfstudio, "colmap": _write_colmap}
