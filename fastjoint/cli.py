@@ -24,13 +24,26 @@ import tyro
 
 from fastjoint import __version__
 from fastjoint.config import RETIRED_OPTIONS, Config, checked, load_config, retired_message
-from fastjoint.data.formats import DEFAULT_FORMAT, FORMATS
 from fastjoint.errors import Interrupted, UserError, raise_interrupted
 from fastjoint.files import ENVIRONMENT_ERRNOS
 
 DEFAULT_CONFIG = Path("configs") / "demo.toml"
 Device = Optional[Literal["auto", "cpu", "cuda"]]
-FormatName = Literal[tuple(FORMATS)]  # the format table's names: tyro checks them and --help lists them
+
+
+def _format_names() -> type:
+    """The dataset-format table's names as a type: tyro checks --format against them and --help lists them.
+
+    Read when tyro builds `scenes make`'s parser, not when this module loads: the table's
+    loaders import torch, which the other verbs' mistakes and --help can do without.
+    """
+    from fastjoint.data.formats import FORMATS
+
+    return Literal[tuple(FORMATS)]  # type: ignore[return-value]
+
+
+DEFAULT_FORMAT = "blender"  # fastjoint.data.formats.DEFAULT_FORMAT, named here so that --help loads no torch
+FormatName = Annotated[str, tyro.conf.arg(constructor_factory=_format_names, help_behavior_hint=f"(default: {DEFAULT_FORMAT})")]
 RunFolder = Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="RUN", help="the run folder, e.g. runs/demo")]
 
 

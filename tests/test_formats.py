@@ -7,7 +7,6 @@ import dataclasses
 import json
 import math
 import shutil
-import typing
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -15,7 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from fastjoint.cli import ScenesMake
+from fastjoint import cli
+from fastjoint.cli import _parse
 from fastjoint.config import DataConfig, StyleData
 from fastjoint.data import (
     DEFAULT_FORMAT,
@@ -424,9 +424,11 @@ def test_every_format_round_trips_through_its_record(tmp_path, name):
 
 
 def test_the_cli_offers_the_table_of_formats():
-    hint = typing.get_type_hints(ScenesMake)["format"]
-    assert typing.get_origin(hint) is typing.Literal and typing.get_args(hint) == tuple(FORMATS)
-    assert ScenesMake.format == DEFAULT_FORMAT in FORMATS
+    for name in FORMATS:
+        assert _parse(["scenes", "make", "demo", "--format", name]).action.format == name
+    assert _parse(["scenes", "make", "demo"]).action.format == cli.DEFAULT_FORMAT == DEFAULT_FORMAT
+    with pytest.raises(UserError, match="invalid choice 'xyz' for argument '--format'"):
+        _parse(["scenes", "make", "demo", "--format", "xyz"])
 
 
 @pytest.fixture
@@ -449,7 +451,8 @@ def toy_first():
 
 
 def test_a_new_format_is_one_line_in_the_table(toy_first, tmp_path):
-    """Detection, loading, the kit's writer and the test-split check follow the table."""
+    """Detection, loading, the kit's writer, the CLI's --format and the test-split check follow the table."""
+    assert _parse(["scenes", "make", "tiny", "--format", "toy"]).action.format == "toy"
     with pytest.raises(
         UserError, match=r"not a dataset \(expected toy.txt for the toy format, transforms_train.json for Blender format, .*, or sparse/0/"
     ):
