@@ -1,6 +1,5 @@
 """What training, evaluation and rendering share: building a run's model for its config,
-rendering a pairing, loading a finished run (its checkpoints: fastjoint.checkpoints), and
-finding the datasets.
+rendering a pairing, and loading a finished run (its checkpoints: fastjoint.checkpoints).
 """
 
 from __future__ import annotations
@@ -15,17 +14,15 @@ from torch import Tensor, nn
 from fastjoint.architecture import architecture, build_model
 from fastjoint.checkpoints import first_line, load_latest
 from fastjoint.colours import LEARNED, RANDOM, Background, from_json, resolve_background, to_json
-from fastjoint.config import Config, DataConfig, load_config
-from fastjoint.data import FORMATS, Camera, detect_format, image_rays
+from fastjoint.config import Config, load_config
+from fastjoint.data import Camera, image_rays
 from fastjoint.errors import UserError
-from fastjoint.log import console
 from fastjoint.model import JointModel
 from fastjoint.ops import Backends, resolve_backends
 from fastjoint.ops._torch_impl import _ray_aabb
 from fastjoint.pairing import ORIGINAL, SCENES, Pairing, Pairings, check_style_name
 from fastjoint.render import Field, RenderResult, SampleCache, Sampler, cache_samples, concat_caches, make_estimators, render_rays
 from fastjoint.render.background import EnvironmentMap
-from fastjoint.scenes import make_datasets
 from fastjoint.styles import StoredStyle, run_styles, stored_styles, style_path
 
 
@@ -303,47 +300,3 @@ def load_run(run_dir: str | Path, device_name: str | None = None) -> LoadedRun:
     built.config = config
     built.train(False)
     return LoadedRun(run_dir, config, built, int(checkpoint["step"]), float(checkpoint["train_seconds"]), pairings, stored)
-
-
-# --- datasets -----------------------------------------------------------------------
-
-
-def check_datasets(data: DataConfig, with_truth: bool = True) -> None:
-    """Every dataset folder the config names exists (after the kit has written its own)."""
-    pairings = data.pairings.trained + (data.pairings.transfers if with_truth else ())
-    for pairing in pairings:
-        path = data.dataset(pairing)
-        if path is not None and not path.is_dir():
-            raise UserError(f"{data.dataset_key(pairing)}: dataset folder not found: {path}")
-
-
-def check_test_splits(data: DataConfig) -> None:
-    """The test split that evaluation needs exists for every trained pairing and every ground truth.
-
-    Checked before training, so that a missing split is found in seconds, not after the run.
-    Only formats that keep a file per split (Blender's) are checked: the others (nerfstudio,
-    COLMAP) hold out their test views from the one set of frames.
-    """
-    for pairing in data.pairings.all:
-        path = data.dataset(pairing)
-        split_file = None if path is None else FORMATS[detect_format(path)].split_file
-        if split_file is None:
-            continue
-        if not split_file(path, "test").is_file():
-            raise UserError(
-                f"{split_file(path, 'test')}: not found ({data.dataset_key(pairing)} needs a test split "
-                "for evaluation; train with --no-eval --no-render to go without)"
-            )
-
-
-def ensure_datasets(data: DataConfig) -> None:
-    """Writes the scene kit's datasets when the config names a kit and a dataset is missing."""
-    missing = [p for p in data.pairings.all if (path := data.dataset(p)) is not None and not path.is_dir()]
-    if missing and data.kit:
-        with console.status(f"[bold]Writing the scene kit's '{data.kit}' datasets (once)...") as status:
-
-            def progress(done: int, total: int) -> None:
-                status.update(f"[bold]Writing the scene kit's '{data.kit}' datasets (once): {done}/{total} images")
-
-            make_datasets(data.kit, progress=progress)
-    check_datasets(data)

@@ -26,12 +26,13 @@ from fastjoint.checkpoints import CHECKPOINT, PREVIOUS, first_line, load_latest,
 from fastjoint.colours import LEARNED, RANDOM
 from fastjoint.config import Config, changed_keys, load_config, to_dict, to_toml
 from fastjoint.data import RaySampler, load_split
+from fastjoint.datasets import check_test_splits, ensure_datasets
 from fastjoint.errors import Interrupted, UserError
 from fastjoint.files import RunLock, remove_partials, write_text
 from fastjoint.pairing import SCENES, Pairing
 from fastjoint.render import update_occupancy
 from fastjoint.rng import capture_rng, restore_rng, seed_everything
-from fastjoint.run import Built, check_test_splits, ensure_datasets, resolve_backgrounds, resolve_device
+from fastjoint.run import Built, resolve_backgrounds, resolve_device
 from fastjoint.trainlog import MetricsLog, StepStats, TrainProgress
 
 TARGET_SAMPLES_CUDA = 2**18  # train.target_samples = "auto" on CUDA: nerfacc's batch

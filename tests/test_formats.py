@@ -40,8 +40,8 @@ from fastjoint.data.colmap import (
     write_model,
 )
 from fastjoint.data.recentre import CAMERA_RADIUS, scene_transform
+from fastjoint.datasets import check_test_splits
 from fastjoint.errors import UserError
-from fastjoint.run import check_test_splits
 from fastjoint.scenes import make_datasets
 from fastjoint.train import RaySampler
 
