@@ -5,7 +5,8 @@ evaluates, analyses the feature space, and renders the transfer; then it writes 
 (markdown + JSON): per style, the PSNR of the three trained pairings, the transfer's PSNR
 against ground truth, the no-transfer baseline, the gain, the KL divergence between the two
 scenes' features, and the training time; and per style a contact sheet PNG (rows: the
-target in its original style, the desired style's ground truth, our transfer).
+target in its original style, the desired style's ground truth, our transfer) and the
+feature scatter, in <results>/pictures/ (git ignores it).
 
 With `--together`, it also trains the chosen styles in one run (shared encoders and head,
 a decoder per style; the config is the single-style configs' data merged) and reports each
@@ -27,8 +28,6 @@ import argparse
 import dataclasses
 import json
 import re
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -38,11 +37,10 @@ import numpy as np
 from PIL import Image, ImageDraw
 from rich.table import Table
 
-from benchmarks.common import RESULTS, machine_slug, write_results
+from benchmarks.common import REPO, RESULTS, fastjoint, machine_slug, pictures, train_and_score, write_results
 from benchmarks.common import console as make_console
-from fastjoint.config import load_config, to_toml
+from fastjoint.config import load_config
 
-REPO = Path(__file__).resolve().parents[1]
 STYLES = ("recolour", "relight", "pattern", "stripes")
 # The options measured against the method (benchmarks/README.md): `fastjoint train` arguments.
 VARIANTS = {
@@ -60,10 +58,6 @@ METHOD = "method"  # the label of runs without options
 PAIRINGS = ("target:original", "reference:original", "reference:style")
 SHEET_SCALE = 3
 LABEL_WIDTH = 150
-
-
-def fastjoint(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "fastjoint", *args], cwd=REPO, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def on_white(path: Path) -> np.ndarray:
@@ -97,19 +91,17 @@ def run_style(
     config = REPO / "configs" / f"{target}-{style}.toml"
     name = f"{target}-{style}"
     options = [arg for variant in variants for arg in VARIANTS[variant]] + (["--train.seed", str(seed)] if seed else [])
-    start = time.time()
-    fastjoint("train", str(config), "--output-dir", str(output_dir), "--name", name, "--no-render", *options)
-    seconds = time.time() - start
-    run_dir = output_dir / name
+    scored = train_and_score(config, output_dir, name, options)
+    run_dir = scored.run_dir
     fastjoint("analyze", str(run_dir))
     fastjoint("render", str(run_dir), "--pairing", f"target:{style}")
-    result = json.loads((run_dir / "eval.json").read_text())
+    result = scored.eval
     analysis = json.loads((run_dir / "analysis.json").read_text())
 
     data = REPO / "data" / "generated" / "paper" / target
     label = label_of(list(variants), seed)
     tag = "" if label == METHOD else f"-{label}"
-    sheet = results / f"{machine_slug()}-{date}-experiments-{target}{tag}-{style}.png"
+    sheet = pictures(results) / f"{machine_slug()}-{date}-experiments-{target}{tag}-{style}.png"
     contact_sheet(
         [
             (f"{target}, original", [on_white(data / "original" / "test" / f"r_{v}.png") for v in views]),
@@ -118,7 +110,7 @@ def run_style(
         ],
         sheet,
     )
-    features = results / f"{machine_slug()}-{date}-experiments-{target}{tag}-{style}-features.png"
+    features = pictures(results) / f"{machine_slug()}-{date}-experiments-{target}{tag}-{style}-features.png"
     features.write_bytes((run_dir / "analysis" / "features.png").read_bytes())
     transfer = result["transfers"][f"target:{style}"]
     trained = ("target:original", "reference:original", f"reference:{style}")
@@ -135,7 +127,7 @@ def run_style(
         "kl_target_reference": analysis["kl"]["target||reference"] if analysis["kl"] else None,
         "kl_reference_target": analysis["kl"]["reference||target"] if analysis["kl"] else None,
         "train_seconds": result["train_seconds"],
-        "command_seconds": seconds,
+        "command_seconds": scored.command_seconds,
         "contact_sheet": sheet.name,
         "features": features.name,
     }
@@ -160,18 +152,13 @@ def run_together(target: str, styles: list[str], output_dir: Path) -> dict:
     """The styles trained in one run; returns each transfer's scores and the run's training time."""
     configs = [load_config(REPO / "configs" / f"{target}-{style}.toml") for style in styles]
     merged = dataclasses.replace(
-        configs[0],
-        name=f"{target}-together",
-        output_dir=str(output_dir),
-        data=dataclasses.replace(configs[0].data, styles={s: c.data.styles[s] for s, c in zip(styles, configs)}),
+        configs[0], data=dataclasses.replace(configs[0].data, styles={s: c.data.styles[s] for s, c in zip(styles, configs)})
     )
-    path = output_dir / f"{merged.name}.toml"
-    path.write_text(to_toml(merged))
-    fastjoint("train", str(path), "--no-render")
-    result = json.loads((merged.run_dir / "eval.json").read_text())
+    scored = train_and_score(merged, output_dir, f"{target}-together")
+    result = scored.eval
     return {
         "styles": styles,
-        "psnr": {name: scores["psnr"] for name, scores in result["pairings"].items()},
+        "psnr": scored.psnr,
         "transfers": {name: {k: t[k] for k in ("psnr", "ssim", "baseline_psnr", "gain_db")} for name, t in result["transfers"].items()},
         "train_seconds": result["train_seconds"],
     }
@@ -309,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         text += "\n" + together_markdown(args.target, rows, together)
         console.print(together_markdown(args.target, rows, together))
     path.with_suffix(".md").write_text(text)
-    console.print(f"results: {path} (+ .md, contact sheets beside it)")
+    console.print(f"results: {path} (+ .md; contact sheets and feature scatters in {pictures(args.results)})")
     return 0
 
 
