@@ -12,13 +12,13 @@ With `--together`, it also trains the chosen styles in one run (shared encoders 
 a decoder per style; the config is the single-style configs' data merged) and reports each
 transfer trained together beside the same transfer trained alone.
 
-With `--variant`, every run takes the options of the named variants (VARIANTS: the
-pattern-transfer options, off by default in fastjoint), and the results are labelled with
-them; `--summary` then gathers one target's variants of one date into one table.
+With `--variant`, every run takes the options of the named variants (VARIANTS: options
+measured against the method's defaults), and the results are labelled with them; `--summary`
+then gathers one target's variants of one date into one table.
 
     python -m benchmarks.experiments --target digger
     python -m benchmarks.experiments --target digger --styles recolour relight --together
-    python -m benchmarks.experiments --target robot --variant position align
+    python -m benchmarks.experiments --target robot --variant read-only wide
     python -m benchmarks.experiments --summary --target robot
 """
 
@@ -43,16 +43,12 @@ from fastjoint.config import load_config
 
 STYLES = ("recolour", "relight", "pattern", "stripes")
 # The options measured against the method (benchmarks/README.md): `fastjoint train` arguments.
+# (The retired options' variants, last at commit 233ffe5, are in benchmarks/README.md.)
 VARIANTS = {
-    "align": ("--train.align", "moments"),
-    "sliced": ("--train.align", "sliced"),
-    "position": ("--model.decoder-position", "4"),
-    "position-desired": ("--model.decoder-position", "4", "--model.no-decoder-position-original"),
     "read-only": ("--train.no-desired-shape-features",),
     "wide": ("--model.decoder-hidden", "128"),
     "dim3": ("--model.feature-dim", "3"),
     "dim4": ("--model.feature-dim", "4"),
-    "pattern-field": ("--model.pattern-field", "32"),
 }
 METHOD = "method"  # the label of runs without options
 PAIRINGS = ("target:original", "reference:original", "reference:style")
