@@ -18,37 +18,24 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import torch
 from rich.table import Table
 
-from benchmarks.common import RESULTS, write_results
+from benchmarks.common import REPO, RESULTS, train_and_score, write_results
 from benchmarks.common import console as make_console
 
-REPO = Path(__file__).resolve().parents[1]
 CONFIGS = {"sky": REPO / "configs" / "sky.toml", "demo": REPO / "configs" / "demo.toml"}
 
 
 def train_or_read(name: str, runs: Path) -> dict:
     """eval.json and samples per ray of `runs/<name>`, trained first when it has no eval.json."""
-    run_dir = runs / name
-    if not (run_dir / "eval.json").is_file():
-        command = [sys.executable, "-m", "fastjoint", "train", str(CONFIGS[name]), "--output-dir", str(runs), "--name", name, "--no-render"]
-        subprocess.run(command, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
-    result = json.loads((run_dir / "eval.json").read_text())
-    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    (transfer_name, transfer), *_ = result["transfers"].items()
+    scored = train_and_score(CONFIGS[name], runs, name, reuse=True)
+    lines = [json.loads(line) for line in (scored.run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     return {
-        "train_seconds": result["train_seconds"],
-        "psnr": {pairing: scores["psnr"] for pairing, scores in result["pairings"].items()},
-        "transfer": transfer_name,
-        "transfer_psnr": transfer["psnr"],
-        "baseline_psnr": transfer["baseline_psnr"],
-        "gain_db": transfer["gain_db"],
+        **scored.scores(),
         "samples_per_ray_last": lines[-1]["samples_per_ray"],
         "samples_per_ray_mean": sum(line["samples_per_ray"] for line in lines) / len(lines),
     }

@@ -10,39 +10,27 @@ command with its renders, and eval.json's PSNR per pairing and transfer gain.
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from rich.table import Table
 
-from benchmarks.common import RESULTS, median, write_results
+from benchmarks.common import RESULTS, median, train_and_score, write_results
 from benchmarks.common import console as make_console
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def run_once(config: Path, output_dir: Path, index: int) -> dict:
-    name = f"bench{index}"
-    command = [sys.executable, "-m", "fastjoint", "train", str(config), "--output-dir", str(output_dir), "--name", name]
-    start = time.time()
-    subprocess.run(command, cwd=REPO, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    total = time.time() - start
-    run_dir = output_dir / name
-    result = json.loads((run_dir / "eval.json").read_text())
-    (transfer_name, transfer), *_ = result["transfers"].items()
+    scored = train_and_score(config, output_dir, f"bench{index}", render=True)
+    scores = scored.scores()
     return {
-        "seconds_to_eval_json": (run_dir / "eval.json").stat().st_mtime - start,
-        "train_seconds": result["train_seconds"],
-        "command_seconds": total,
-        "psnr": {p: scores["psnr"] for p, scores in result["pairings"].items()},
-        "transfer": transfer_name,
-        "transfer_psnr": transfer["psnr"],
-        "baseline_psnr": transfer["baseline_psnr"],
-        "gain_db": transfer["gain_db"],
+        "seconds_to_eval_json": scored.seconds_to_eval_json,
+        "train_seconds": scores.pop("train_seconds"),
+        "command_seconds": scored.command_seconds,
+        **scores,
     }
 
 

@@ -5,19 +5,20 @@ evaluates, analyses the feature space, and renders the transfer; then it writes 
 (markdown + JSON): per style, the PSNR of the three trained pairings, the transfer's PSNR
 against ground truth, the no-transfer baseline, the gain, the KL divergence between the two
 scenes' features, and the training time; and per style a contact sheet PNG (rows: the
-target in its original style, the desired style's ground truth, our transfer).
+target in its original style, the desired style's ground truth, our transfer) and the
+feature scatter, in <results>/pictures/ (git ignores it).
 
 With `--together`, it also trains the chosen styles in one run (shared encoders and head,
 a decoder per style; the config is the single-style configs' data merged) and reports each
 transfer trained together beside the same transfer trained alone.
 
-With `--variant`, every run takes the options of the named variants (VARIANTS: the
-pattern-transfer options, off by default in fastjoint), and the results are labelled with
-them; `--summary` then gathers one target's variants of one date into one table.
+With `--variant`, every run takes the options of the named variants (VARIANTS: options
+measured against the method's defaults), and the results are labelled with them; `--summary`
+then gathers one target's variants of one date into one table.
 
     python -m benchmarks.experiments --target digger
     python -m benchmarks.experiments --target digger --styles recolour relight --together
-    python -m benchmarks.experiments --target robot --variant position align
+    python -m benchmarks.experiments --target robot --variant read-only wide
     python -m benchmarks.experiments --summary --target robot
 """
 
@@ -27,8 +28,6 @@ import argparse
 import dataclasses
 import json
 import re
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -38,32 +37,23 @@ import numpy as np
 from PIL import Image, ImageDraw
 from rich.table import Table
 
-from benchmarks.common import RESULTS, machine_slug, write_results
+from benchmarks.common import REPO, RESULTS, fastjoint, machine_slug, pictures, train_and_score, write_results
 from benchmarks.common import console as make_console
-from fastjoint.config import load_config, to_toml
+from fastjoint.config import load_config
 
-REPO = Path(__file__).resolve().parents[1]
 STYLES = ("recolour", "relight", "pattern", "stripes")
 # The options measured against the method (benchmarks/README.md): `fastjoint train` arguments.
+# (The retired options' variants, last at commit 233ffe5, are in benchmarks/README.md.)
 VARIANTS = {
-    "align": ("--train.align", "moments"),
-    "sliced": ("--train.align", "sliced"),
-    "position": ("--model.decoder-position", "4"),
-    "position-desired": ("--model.decoder-position", "4", "--model.no-decoder-position-original"),
     "read-only": ("--train.no-desired-shape-features",),
     "wide": ("--model.decoder-hidden", "128"),
     "dim3": ("--model.feature-dim", "3"),
     "dim4": ("--model.feature-dim", "4"),
-    "pattern-field": ("--model.pattern-field", "32"),
 }
 METHOD = "method"  # the label of runs without options
 PAIRINGS = ("target:original", "reference:original", "reference:style")
 SHEET_SCALE = 3
 LABEL_WIDTH = 150
-
-
-def fastjoint(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "fastjoint", *args], cwd=REPO, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def on_white(path: Path) -> np.ndarray:
@@ -97,19 +87,17 @@ def run_style(
     config = REPO / "configs" / f"{target}-{style}.toml"
     name = f"{target}-{style}"
     options = [arg for variant in variants for arg in VARIANTS[variant]] + (["--train.seed", str(seed)] if seed else [])
-    start = time.time()
-    fastjoint("train", str(config), "--output-dir", str(output_dir), "--name", name, "--no-render", *options)
-    seconds = time.time() - start
-    run_dir = output_dir / name
+    scored = train_and_score(config, output_dir, name, options)
+    run_dir = scored.run_dir
     fastjoint("analyze", str(run_dir))
     fastjoint("render", str(run_dir), "--pairing", f"target:{style}")
-    result = json.loads((run_dir / "eval.json").read_text())
+    result = scored.eval
     analysis = json.loads((run_dir / "analysis.json").read_text())
 
     data = REPO / "data" / "generated" / "paper" / target
     label = label_of(list(variants), seed)
     tag = "" if label == METHOD else f"-{label}"
-    sheet = results / f"{machine_slug()}-{date}-experiments-{target}{tag}-{style}.png"
+    sheet = pictures(results) / f"{machine_slug()}-{date}-experiments-{target}{tag}-{style}.png"
     contact_sheet(
         [
             (f"{target}, original", [on_white(data / "original" / "test" / f"r_{v}.png") for v in views]),
@@ -118,7 +106,7 @@ def run_style(
         ],
         sheet,
     )
-    features = results / f"{machine_slug()}-{date}-experiments-{target}{tag}-{style}-features.png"
+    features = pictures(results) / f"{machine_slug()}-{date}-experiments-{target}{tag}-{style}-features.png"
     features.write_bytes((run_dir / "analysis" / "features.png").read_bytes())
     transfer = result["transfers"][f"target:{style}"]
     trained = ("target:original", "reference:original", f"reference:{style}")
@@ -135,7 +123,7 @@ def run_style(
         "kl_target_reference": analysis["kl"]["target||reference"] if analysis["kl"] else None,
         "kl_reference_target": analysis["kl"]["reference||target"] if analysis["kl"] else None,
         "train_seconds": result["train_seconds"],
-        "command_seconds": seconds,
+        "command_seconds": scored.command_seconds,
         "contact_sheet": sheet.name,
         "features": features.name,
     }
@@ -160,18 +148,13 @@ def run_together(target: str, styles: list[str], output_dir: Path) -> dict:
     """The styles trained in one run; returns each transfer's scores and the run's training time."""
     configs = [load_config(REPO / "configs" / f"{target}-{style}.toml") for style in styles]
     merged = dataclasses.replace(
-        configs[0],
-        name=f"{target}-together",
-        output_dir=str(output_dir),
-        data=dataclasses.replace(configs[0].data, styles={s: c.data.styles[s] for s, c in zip(styles, configs)}),
+        configs[0], data=dataclasses.replace(configs[0].data, styles={s: c.data.styles[s] for s, c in zip(styles, configs)})
     )
-    path = output_dir / f"{merged.name}.toml"
-    path.write_text(to_toml(merged))
-    fastjoint("train", str(path), "--no-render")
-    result = json.loads((merged.run_dir / "eval.json").read_text())
+    scored = train_and_score(merged, output_dir, f"{target}-together")
+    result = scored.eval
     return {
         "styles": styles,
-        "psnr": {name: scores["psnr"] for name, scores in result["pairings"].items()},
+        "psnr": scored.psnr,
         "transfers": {name: {k: t[k] for k in ("psnr", "ssim", "baseline_psnr", "gain_db")} for name, t in result["transfers"].items()},
         "train_seconds": result["train_seconds"],
     }
@@ -309,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         text += "\n" + together_markdown(args.target, rows, together)
         console.print(together_markdown(args.target, rows, together))
     path.with_suffix(".md").write_text(text)
-    console.print(f"results: {path} (+ .md, contact sheets beside it)")
+    console.print(f"results: {path} (+ .md; contact sheets and feature scatters in {pictures(args.results)})")
     return 0
 
 

@@ -11,19 +11,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 from rich.table import Table
 
-from benchmarks.common import RESULTS, console, write_results
+from benchmarks.common import REPO, RESULTS, console, train_and_score, write_results
 from fastjoint.data.formats import FORMATS
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,8 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "formats", help="runs and datasets go here")
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
+    args.work = args.work.resolve()  # training runs from the checkout's root
 
-    from fastjoint.config import StyleData, load_config, to_toml
+    from fastjoint.config import StyleData, load_config
     from fastjoint.scenes import load_recipe, make_datasets
     from fastjoint.scenes.make import output_folder
     from fastjoint.scenes.recipe import find_recipe
@@ -69,26 +63,10 @@ def main(argv: list[str] | None = None) -> int:
             data=data,
             train=dataclasses.replace(base.train, steps=args.steps or base.train.steps),
         )
-        config_path = args.work / f"{config.name}.toml"
-        config_path.write_text(to_toml(config))
-        run_dir = Path(config.output_dir) / config.name
-        if (run_dir / "eval.json").is_file():  # a finished run of an earlier call
-            pass
-        else:
-            start = time.time()
-            done = subprocess.run(
-                [sys.executable, "-m", "fastjoint", "train", str(config_path), "--no-render"],
-                env=dict(os.environ, PYTHONPATH=str(REPO)),
-                capture_output=True,
-                text=True,
-                check=False,  # a failure is reported below with its stderr
-            )
-            if done.returncode != 0:
-                raise SystemExit(f"training on {fmt} failed:\n{done.stderr[-2000:]}")
-            print(f"{fmt}: trained and evaluated in {time.time() - start:.0f} s")
-        result = json.loads((run_dir / "eval.json").read_text())
-        rows[fmt] = {name: scores["psnr"] for name, scores in result["pairings"].items()}
-        rows[fmt].update({name: scores["psnr"] for name, scores in result["transfers"].items()})
+        scored = train_and_score(config, Path(config.output_dir), reuse=True)  # a finished run of an earlier call is read
+        if scored.command_seconds is not None:
+            print(f"{fmt}: trained and evaluated in {scored.command_seconds:.0f} s")
+        rows[fmt] = {**scored.psnr, **{name: scores["psnr"] for name, scores in scored.eval["transfers"].items()}}
 
     pairings = list(rows["blender"])
     table = Table(title=f"PSNR (dB) on the test views, {args.config.name}, by dataset format")

@@ -21,8 +21,6 @@ import argparse
 import dataclasses
 import json
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,28 +28,9 @@ from pathlib import Path
 import torch
 from rich.table import Table
 
-from benchmarks.common import RESULTS, median, write_results
+from benchmarks.common import REPO, RESULTS, fastjoint, median, train_and_score, write_results
 from benchmarks.common import console as make_console
-from fastjoint.config import Config, StyleData, load_config, to_toml
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def fastjoint(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
-    done = subprocess.run([sys.executable, "-m", "fastjoint", *args], cwd=cwd, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"fastjoint {' '.join(args)} failed:\n{done.stderr}")
-    return done
-
-
-def train(config: Config, folder: Path, name: str) -> Path:
-    """Trains `config` as run `name` under `folder` (with eval.json, without renders)."""
-    config = dataclasses.replace(config, name=name, output_dir=str(folder))
-    path = folder / f"{name}.toml"
-    folder.mkdir(parents=True, exist_ok=True)
-    path.write_text(to_toml(config))
-    fastjoint("train", str(path), "--no-render")
-    return folder / name
+from fastjoint.config import StyleData, load_config
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,14 +66,14 @@ def main(argv: list[str] | None = None) -> int:
         base = args.run
         if base is None:
             with console.status("training the base run (minutes)..."):
-                base = train(config, tmp / "runs", "base")
+                base = train_and_score(config, tmp / "runs", "base").run_dir
         joint = args.joint_run or (base if args.from_style else None)
         joint_style = args.from_style or args.style
         if joint is None:
             styles = {**config.data.styles, args.style: StyleData(reference=str(reference), target=str(truth))}
             with_style = dataclasses.replace(config, data=dataclasses.replace(config.data, styles=styles))
             with console.status(f"training the joint run with {args.style} (minutes)..."):
-                joint = train(with_style, tmp / "runs", "joint")
+                joint = train_and_score(with_style, tmp / "runs", "joint").run_dir
         joint_json = json.loads((joint / "eval.json").read_text())
         joint_eval = joint_json["transfers"][f"target:{joint_style}"]
 

@@ -5,7 +5,7 @@ process, one after the other, each for at most `--budget` seconds of training. E
 `--interval` seconds of training (the clock stops while it measures) the held-out PSNR of
 each trained pairing is measured on a fixed random set of test-view pixels. Reported: for
 each pairing, and for all trained pairings together, the training time each model needs to reach
-`--threshold` dB, and the ratio; both curves as a PNG.
+`--threshold` dB, and the ratio; both curves as a PNG in <results>/pictures/ (git ignores it).
 
     python -m benchmarks.time_to_quality [--budget 1200] [--interval 15] [--threshold 25]
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from rich.table import Table
 
-from benchmarks.common import RESULTS, write_results
+from benchmarks.common import RESULTS, pictures, write_results
 from benchmarks.common import console as make_console
 from benchmarks.plot import PALETTE, line_plot
 from fastjoint.config import Config, load_config
@@ -174,8 +174,9 @@ def run(config_path: Path, budget: float, interval: float, threshold: float, n_p
         "summary": rows,
     }
     path = write_results("time_to_quality", payload, results)
-    plot(runs, threshold, path.with_suffix(".png"))
-    console.print(f"results: {path} (+ .png)")
+    picture = pictures(results) / path.with_suffix(".png").name
+    plot(runs, threshold, picture)
+    console.print(f"results: {path} (+ {picture})")
     return payload
 
 

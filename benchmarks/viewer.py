@@ -9,7 +9,7 @@ a click) to the moment the status line of the frame that shows its effect arrive
 - style swap: from choosing a style in the dropdown to its first frame (median of `--swaps`);
 - painted style: from clicking Paint to the first frame in the painted style (median of `--paints`).
 
-Screenshots go to benchmarks/results/<machine>-<date>-viewer-*.png.
+Screenshots go to benchmarks/results/pictures/<machine>-<date>-viewer-*.png (git ignores the folder).
 
     python -m benchmarks.viewer --run runs/demo [--moving-size 64]
 """
@@ -25,7 +25,7 @@ from pathlib import Path
 from rich.table import Table
 
 from benchmarks.browser import Viewer, not_blank, open_viewer
-from benchmarks.common import RESULTS, machine_slug, write_results
+from benchmarks.common import RESULTS, machine_slug, pictures, write_results
 from benchmarks.common import console as make_console
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,13 +44,14 @@ def main(argv: list[str] | None = None) -> int:
     console = make_console()
     prefix = f"{machine_slug()}-{datetime.date.today().isoformat()}-viewer"
     shots = {}
+    folder = pictures(args.results)
     viewer = Viewer(args.run, "--moving-size", str(args.moving_size), "--resting-size", str(args.resting_size))
     try:
         with open_viewer(viewer.url()) as page:
             first = page.wait_status(lambda s: s.height == args.resting_size, "the first sharp frame")
             styles = [first.style]
             assert not_blank(page.scene_pixels()) > 0.01, "the 3D view is blank"
-            shots["first"] = args.results / f"{prefix}-{first.style}.png"
+            shots["first"] = folder / f"{prefix}-{first.style}.png"
             page.save_screenshot(shots["first"])
 
             # Frames per second while the camera moves.
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
                 styles.append(style)
                 time.sleep(0.3)
                 if style not in shots:
-                    shots[style] = args.results / f"{prefix}-{style}.png"
+                    shots[style] = folder / f"{prefix}-{style}.png"
                     page.save_screenshot(shots[style])
 
             # Painting: a disc around the middle of the plane, in three colours.
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
                 shown = page.wait_status(lambda s, last=last: s.frame > last and s.style == "painted", "the painted style", tries=1200)
                 paints.append(shown.at - clicked)
                 time.sleep(0.3)
-            shots["painted"] = args.results / f"{prefix}-painted.png"
+            shots["painted"] = folder / f"{prefix}-painted.png"
             page.save_screenshot(shots["painted"])
     finally:
         status = viewer.stop()

@@ -46,8 +46,10 @@ def test_suite_quick_run_writes_results(tiny_data, tmp_path):
         preexec_fn=default_signals,
     )
     assert done.returncode == 0, done.stderr
-    files = {p.name.split("-", 4)[-1] for p in results.iterdir()}
-    assert files == {"throughput.json", "composite-cpu.json", "hashgrid.json", "time_to_quality.json", "time_to_quality.png"}, files
+    files = {p.name.split("-", 4)[-1] for p in results.iterdir() if p.is_file()}
+    assert files == {"throughput.json", "composite-cpu.json", "hashgrid.json", "time_to_quality.json"}, files
+    pictures = {p.name.split("-", 4)[-1] for p in (results / "pictures").iterdir()}  # pictures apart: git ignores them
+    assert pictures == {"time_to_quality.png"}, pictures
 
     composite = json.loads(next(results.glob("*composite-cpu.json")).read_text())
     assert [row["implementation"] for row in composite["rows"]] == ["torch", "fused"]
@@ -79,7 +81,7 @@ def test_suite_quick_run_writes_results(tiny_data, tmp_path):
         assert seconds[0] == 0.0 and seconds == sorted(seconds) and len(seconds) >= 2
         assert set(run["curve"][-1]["psnr"]) == {"target:original", "reference:original", "reference:recolour"}
     assert [row["pairing"] for row in quality["summary"]][-1] == "all trained"
-    assert iio.imread(next(results.glob("*time_to_quality.png"))).shape[2] == 3
+    assert iio.imread(next(results.glob("pictures/*time_to_quality.png"))).shape[2] == 3
 
 
 def test_restyle_benchmark_quick_run(tiny_data, tmp_path):
@@ -126,3 +128,12 @@ def test_experiments_summary_gathers_variants_and_seeds(tmp_path):
     assert "| pattern | method-seed1 | 19.00 | +1.00 |" in text
     assert "| pattern | method | 0, 1 | 18.50 | 18.00 | 19.00 | +0.50 |" in text  # the seed spread: method only
     assert "| pattern | read-only | 0" not in text
+
+
+def test_results_keep_only_the_pictures_the_readme_shows():
+    """benchmarks/results/ holds numbers; its only pictures are the allow-list, each shown by benchmarks/README.md."""
+    from benchmarks.common import KEPT_PICTURES, RESULTS
+
+    assert sorted(p.name for p in RESULTS.glob("*.png")) == sorted(KEPT_PICTURES)
+    readme = (REPO / "benchmarks" / "README.md").read_text()
+    assert [name for name in KEPT_PICTURES if f"results/{name}" not in readme] == []
