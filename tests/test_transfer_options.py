@@ -157,6 +157,7 @@ def _check(x: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(albedo(WORLD_CHECK, x.numpy())[:, 0]).float() * 2 - 1
 
 
+@pytest.mark.slow  # 600 Adam steps
 def test_a_pattern_field_repeats_a_check_it_learned_on_a_sphere_on_a_box_inside_it():
     # The paper kit's experiment without the rendering: the reference's big sphere wears the
     # check, and a target's box (the digger's body) sits inside it. A field made of waves carries
@@ -198,6 +199,7 @@ def test_principal_plane_of_features_in_three_dimensions():
     assert torch.equal(two.project(flat[:, :2]), flat[:, :2])
 
 
+@pytest.mark.slow  # trains, and starts the CLI
 @pytest.mark.parametrize(
     ("model", "train", "refused"),
     [
@@ -241,6 +243,7 @@ def test_a_run_with_the_options_trains_analyses_restyles_and_the_viewer_says_no(
     ]
 
 
+@pytest.mark.slow  # starts the CLI
 @pytest.mark.parametrize(
     ("key", "value", "message"),
     [
@@ -262,6 +265,7 @@ def test_option_mistakes_are_one_line(tiny_data, tmp_path, key, value, message):
     assert message in result.stderr and not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow  # starts the CLI
 def test_pattern_fields_and_position_codes_are_one_or_the_other(tiny_data, tmp_path):
     path = write_config(tiny_config(tiny_data, tmp_path / "runs", model={"pattern_field": 8}), tmp_path / "both.toml")
     text, count = re.subn(r"^decoder_position = .*$", "decoder_position = 2", path.read_text(), count=1, flags=re.MULTILINE)
