@@ -47,6 +47,7 @@ def test_fit_matches_numpy():
     np.testing.assert_allclose(fit.cov.numpy(), np.cov(points.double().numpy().T) + 1e-6 * np.eye(2), rtol=1e-10)
 
 
+@pytest.mark.slow  # the session's trained run, and the CLI
 def test_analyze_writes_pictures_and_json(trained_run):
     run_dir, _, _ = trained_run
     result = run_cli("analyze", str(run_dir))

@@ -18,6 +18,7 @@ from fastjoint.render.background import EnvironmentMap, bilinear_wrapped, direct
 from fastjoint.scenes import make_datasets
 
 
+@pytest.mark.slow  # three fits of 400 Adam steps
 def test_environment_map_draws_clouds_that_low_order_functions_cannot():
     generator = torch.Generator().manual_seed(0)
     environment = EnvironmentMap()
@@ -92,6 +93,7 @@ def sky_data(tmp_path_factory):
     return make_datasets(str(recipe), root=tmp_path_factory.mktemp("kit"), size=16)
 
 
+@pytest.mark.slow  # trains, and starts the CLI
 def test_a_learned_background_trains_on_opaque_images_and_renders_on_white_on_request(sky_data, tmp_path):
     from fastjoint.evaluate import evaluate
     from fastjoint.run import load_run

@@ -504,6 +504,7 @@ def resume_a_run_that_never_started(w):
     return ["train", w.config(), "--resume"]
 
 
+@pytest.mark.slow  # starts the CLI (a fresh process importing torch, for each case)
 @pytest.mark.parametrize("name", list(CASES))
 def test_bad_input(name, tiny_data, tmp_path):
     """One mistake, one line naming it, exit status 2, and the case's folder unchanged."""
@@ -827,6 +828,7 @@ def test_a_read_only_folder_is_one_line(name, read_only_run):
     assert snapshot(run_dir) == before
 
 
+@pytest.mark.slow  # starts the CLI (a fresh process importing torch, for each case)
 @pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root ignores permission bits")
 def test_a_folder_without_write_permission_is_one_line(tiny_data, tmp_path):
     w = Workspace(tmp_path, tiny_data)

@@ -10,6 +10,8 @@ import pytest
 
 from conftest import FIXTURES, REPO, TINY_STEPS, run_cli, tiny_config, write_config
 
+pytestmark = pytest.mark.slow  # every test here starts the CLI (a fresh process importing torch)
+
 
 def test_train_writes_a_complete_run(trained_run):
     run_dir, result, _ = trained_run

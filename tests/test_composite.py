@@ -268,6 +268,7 @@ def test_fused_cuda_opcheck(fused):
 # --- building --------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # nvcc compiles each CUDA kernel (tens of seconds each)
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc")
 @pytest.mark.parametrize("source", [p for p in build.sources(with_cuda=True) if p.suffix == ".cu"], ids=lambda p: p.name)
 def test_cuda_source_compiles_with_nvcc(tmp_path, source):
@@ -307,6 +308,7 @@ def test_every_op_has_a_cuda_twin():
     assert cpu == cuda and {"composite", "hashgrid"} <= cpu, (cpu, cuda)
 
 
+@pytest.mark.slow  # builds the native kernels (tens of seconds to minutes on 2 cores)
 def test_failed_build_is_reported_in_one_line_and_remembered(tmp_path):
     csrc = tmp_path / "csrc"
     shutil.copytree(build.CSRC, csrc)
@@ -319,6 +321,7 @@ def test_failed_build_is_reported_in_one_line_and_remembered(tmp_path):
     assert again.startswith(problem) and "remembered" in again
 
 
+@pytest.mark.slow  # builds the native kernels (tens of seconds to minutes on 2 cores)
 @pytest.mark.skipif(importlib.util.find_spec("fastjoint._C") is not None, reason="an ahead-of-time build is installed")
 def test_fresh_build_clears_a_stale_lock(tmp_path):
     """A build killed mid-way leaves torch's lock file; the next build must not wait on it.
@@ -339,6 +342,7 @@ def test_fresh_build_clears_a_stale_lock(tmp_path):
     assert not stale.exists()
 
 
+@pytest.mark.slow  # builds the native kernels (tens of seconds to minutes on 2 cores)
 def test_ahead_of_time_build_is_used(tmp_path):
     """`FASTJOINT_BUILD_EXT=1` builds fastjoint._C with setup.py; the loader then builds nothing."""
     for name in ("setup.py", "README.md", "fastjoint", "cuda_ext"):

@@ -100,6 +100,7 @@ def test_restyle_adds_a_style_that_transfers(run_copy, tiny_data):
     assert_one_line_error(run_cli("render", str(run_copy), "--pairing", "target:blue"), "unknown pairing 'target:blue'")
 
 
+@pytest.mark.slow  # the session's trained run, and the CLI
 def test_stored_style_decoder_is_the_one_rendered(run_copy):
     """A stored style's decoder is loaded as saved, and renders as that decoder."""
     from fastjoint.styles import StoredStyle, save_style
@@ -127,6 +128,7 @@ def _fewer_test_views(dataset, copy):
     return copy
 
 
+@pytest.mark.slow  # the session's trained run, and the CLI
 @pytest.mark.parametrize(
     "args, fragments",
     [
@@ -148,6 +150,7 @@ def test_restyle_mistakes(run_copy, tiny_data, tmp_path, args, fragments):
     assert not (run_copy / "styles").exists()
 
 
+@pytest.mark.slow  # the session's trained run, and the CLI
 def test_a_broken_style_file_is_named(run_copy):
     (run_copy / "styles").mkdir()
     (run_copy / "styles" / "junk.pt").write_bytes(b"not a checkpoint")

@@ -290,6 +290,7 @@ def test_backdrop_mistakes_name_the_key(tmp_path, change, message):
         load_recipe(path)
 
 
+@pytest.mark.slow  # starts the CLI
 def test_scenes_make_format_option(tmp_path):
     from conftest import run_cli
 

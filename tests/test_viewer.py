@@ -65,6 +65,7 @@ def view(run_copy):
     return run, split.poses[1], split.camera, ViewerCore(run)
 
 
+@pytest.mark.slow  # the session's trained run
 def test_a_frame_composed_from_its_cache_is_the_render(view):
     """compose(render_frame(...), decoder) is render_image's picture, for every style of the run."""
     run, pose, camera, _ = view
@@ -75,6 +76,7 @@ def test_a_frame_composed_from_its_cache_is_the_render(view):
         assert np.abs(got - expected).max() <= 2.0, style  # rounding, and samples of weight < 1e-4 dropped
 
 
+@pytest.mark.slow  # the session's trained run
 def test_a_style_swap_neither_marches_nor_queries_the_grid(view, monkeypatch):
     run, pose, camera, core = view
     first = core.render(pose, camera)
@@ -94,6 +96,7 @@ def test_a_style_swap_neither_marches_nor_queries_the_grid(view, monkeypatch):
     assert 0.02 < changed.mean() < 0.9, changed.mean()
 
 
+@pytest.mark.slow  # the session's trained run
 def test_painting_fits_a_decoder_to_the_painted_map(view):
     run, pose, camera, core = view
     base = run.built.model.decoders[ORIGINAL]
@@ -126,6 +129,7 @@ def test_painting_fits_a_decoder_to_the_painted_map(view):
     assert core.clear_paint() is not None and core.style == "recolour" and PAINTED not in core.styles  # back to the base
 
 
+@pytest.mark.slow  # the session's trained run
 def test_a_painted_style_is_saved_as_a_style_of_the_run(view, run_copy):
     run, pose, camera, core = view
     with pytest.raises(Exception, match="nothing painted yet"):
@@ -146,6 +150,7 @@ def test_a_painted_style_is_saved_as_a_style_of_the_run(view, run_copy):
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.slow  # the session's trained run
 def test_view_without_viser_is_one_line(tmp_path, run_copy):
     (tmp_path / "viser.py").write_text("raise ImportError('no viser here')\n")
     env = dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{REPO}")
@@ -155,6 +160,7 @@ def test_view_without_viser_is_one_line(tmp_path, run_copy):
     assert_one_line_error(result, 'needs viser: pip install -e ".[viewer]"')
 
 
+@pytest.mark.slow  # starts the CLI
 def test_view_mistakes(tmp_path):
     assert_one_line_error(run_cli("view", str(tmp_path / "nothing")), "run folder not found")
     assert_one_line_error(run_cli("view", str(tmp_path), "--port", "0"), "--port: must be between 1 and 65535")
@@ -251,6 +257,7 @@ def _settled(page: browser.Page, unlike: np.ndarray | None = None, tries: int = 
     raise AssertionError(f"the 3D view did not settle on a new picture after {tries} screenshots")
 
 
+@pytest.mark.slow  # the session's trained run
 def test_the_feature_plane_shows_the_decoder_the_scatter_and_the_paint(view):
     """The panel's plane: the current decoder's map (as analyze draws it), the scenes' features as dots, strokes outlined."""
     from fastjoint.plane import plane_image
