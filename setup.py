@@ -59,7 +59,9 @@ setup(
         "viewer": ["viser>=1.0"],
         # The tests drive the viewer in headless Chromium (Debian's chromium package; see README)
         # and run ruff, pinned so that its formatting does not change under us.
-        "test": ["pytest>=7", "viser>=1.0", "playwright>=1.40", "ruff==0.17.6"],
+        # `fastjoint sweep`: many runs as tasks on Ray (a local cluster, or one by address).
+        "sweep": ["ray>=2.9"],
+        "test": ["pytest>=7", "viser>=1.0", "playwright>=1.40", "ruff==0.17.6", "ray>=2.9"],
     },
     entry_points={"console_scripts": ["fastjoint=fastjoint.cli:main"]},
     **_native_build(),

@@ -255,6 +255,55 @@ class View:
 
 
 @dataclass(frozen=True)
+class Sweep:
+    """Run a grid of runs (a sweep file: base configs x datasets x config values x seeds) as tasks on
+    Ray, each an ordinary run folder under the sweep's folder; then write summary.json and
+    summary.md (each eval.json figure as mean, lowest and highest over the seeds).
+
+    Started again, a sweep skips the finished runs, resumes the interrupted ones and reports the
+    failed ones (--retry-failed runs them again). Needs Ray: pip install -e ".[sweep]". Exit
+    status 0 when every run is done, 1 when some failed (each named with its error).
+    """
+
+    sweep_file: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="SWEEP", help="the sweep file (TOML)")]
+    summary: bool = False
+    """Only write summary.json and summary.md from the finished runs; start nothing."""
+    address: Optional[str] = None
+    """A running Ray cluster to join (e.g. auto, or ray://HEAD:10001); None: a local cluster sized to this machine."""
+    cpus_per_run: float = 1.0
+    """CPUs each run takes (Ray's num_cpus; its torch threads too)."""
+    gpus_per_run: float = 0.0
+    """GPUs each run takes (Ray's num_gpus)."""
+    retry_failed: bool = False
+    """Run the failed runs again."""
+
+    def __call__(self) -> int:
+        _check(self.cpus_per_run > 0, "--cpus-per-run", "must be positive")
+        _check(self.gpus_per_run >= 0, "--gpus-per-run", "must not be negative")
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        from fastjoint.log import console
+        from fastjoint.sweep import SweepSettings, sweep
+
+        settings = SweepSettings(self.address, self.cpus_per_run, self.gpus_per_run, self.retry_failed, self.summary)
+        columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[counts]}"), TimeRemainingColumn())
+        with Progress(*columns, console=console, transient=True) as bar:
+            task = bar.add_task("sweep", total=None, counts="starting Ray")
+
+            def progress(counts: dict[str, int]) -> None:
+                line = f"{counts['done']} done, {counts['running']} running, {counts['pending']} waiting, {counts['failed']} failed"
+                bar.update(task, total=counts["total"], completed=counts["done"] + counts["failed"], counts=line)
+
+            result = sweep(self.sweep_file, settings, progress)
+        summary = result.summary
+        print(f"sweep {result.folder}: {summary['done']} of {summary['runs']} runs done, {summary['failed']} failed")
+        for name, error in result.errors.items():
+            print(f"failed: {name}: {error}")
+        print(f"wrote {result.folder / 'summary.json'} and summary.md")
+        return 1 if result.errors else 0
+
+
+@dataclass(frozen=True)
 class ScenesList:
     """List the scene kit's recipes, their scenes and styles."""
 
@@ -319,6 +368,7 @@ def _commands(train_default: Train | None) -> type:
         Annotated[Analyze, tyro.conf.subcommand("analyze")],
         Annotated[Restyle, tyro.conf.subcommand("restyle")],
         Annotated[View, tyro.conf.subcommand("view")],
+        Annotated[Sweep, tyro.conf.subcommand("sweep")],
         Annotated[Scenes, tyro.conf.subcommand("scenes")],
     ]
 

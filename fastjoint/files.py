@@ -162,8 +162,14 @@ class RunLock:
 
     NAME = ".lock"
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(
+        self, run_dir: Path, writer: str = "fastjoint train", what: str = "run", advice: str = "train under another --name"
+    ) -> None:
+        """`writer`, `what` and `advice` word the refusal: who else holds the lock, what it writes, what to do instead."""
         self.path = Path(run_dir) / self.NAME
+        self.writer = writer
+        self.what = what
+        self.advice = advice
         self._fd: int | None = None
 
     def acquire(self, patience: float = 1.0) -> RunLock:
@@ -186,8 +192,8 @@ class RunLock:
                     if holder or time.monotonic() > give_up:
                         who = f"PID {holder}" if holder else "a process whose PID is not written yet"
                         raise UserError(
-                            f"{self.path.parent}: another fastjoint train ({who}) is writing this run; "
-                            "wait for it to end or stop it, or train under another --name"
+                            f"{self.path.parent}: another {self.writer} ({who}) is writing this {self.what}; "
+                            f"wait for it to end or stop it, or {self.advice}"
                         ) from None
                     time.sleep(0.05)
                     continue
