@@ -1,36 +1,52 @@
-"""The paper's three experiments (and the local-frame pattern) on one target, under the demo's budget, with ground truth.
+"""The paper's three experiments (and the local-frame pattern) on one or both targets, under the demo's budget, with ground truth, over seeds.
 
-For each style (recolour, relight, pattern, stripes) it trains `configs/<target>-<style>.toml`,
-evaluates, analyses the feature space, and renders the transfer; then it writes one table
-(markdown + JSON): per style, the PSNR of the three trained pairings, the transfer's PSNR
-against ground truth, the no-transfer baseline, the gain, the KL divergence between the two
-scenes' features, and the training time; and per style a contact sheet PNG (rows: the
-target in its original style, the desired style's ground truth, our transfer) and the
-feature scatter, in <results>/pictures/ (git ignores it).
+For each target and style (recolour, relight, pattern, stripes) and each seed it trains
+`configs/<target>-<style>.toml`, evaluates it and analyses its feature space. The runs are
+one sweep (`fastjoint sweep`, Ray tasks on a local cluster): the script writes the sweep file,
+`<work>/<name>.toml`, and runs it; the runs live in the sweep folder `<work>/<name>/`, so a
+stopped benchmark continues where it stopped when the same command is run again (finished
+runs are kept, interrupted ones resume). `benchmarks/sweeps/kit.toml` is the sweep of
+`--target digger robot --styles recolour relight --seeds 0 1 2`.
 
-With `--together`, it also trains the chosen styles in one run (shared encoders and head,
-a decoder per style; the config is the single-style configs' data merged) and reports each
-transfer trained together beside the same transfer trained alone.
+It then writes one table (markdown + JSON) made from the sweep's `summary.json`: per target
+and style, the PSNR of the three trained pairings, the transfer's PSNR against ground truth,
+the no-transfer baseline, the gain, and the KL divergence between the two scenes' features
+(from each run's analysis.json), each as the mean, lowest and highest over the seeds. With
+`--pictures`, per target and style a contact sheet PNG (rows: the target in its original style,
+the desired style's ground truth, our transfer) and the feature scatter of the first seed's
+run, in <results>/pictures/ (git ignores it).
 
-With `--variant`, every run takes the options of the named variants (VARIANTS: options
-measured against the method's defaults), and the results are labelled with them; `--summary`
-then gathers one target's variants of one date into one table.
+With `--variant`, every run takes the config values of the named variants (VARIANTS: options
+measured against the method's defaults): in the sweep file they are axes of one value each,
+so each run's name carries them (`digger-recolour,desired_shape_features=false,seed1`); the
+variant's runs are a sweep of their own (the sweep's name carries its label).
+
+With `--together`, it also trains the chosen styles of each target in one run at the first seed
+(shared encoders and head, a decoder per style; the config is the single-style configs' data
+merged; not part of the sweep) and reports each transfer trained together beside the same
+transfer trained alone.
 
     python -m benchmarks.experiments --target digger
+    python -m benchmarks.experiments --target digger robot --styles recolour relight --seeds 0 1 2
+    python -m benchmarks.experiments --target robot --variant read-only wide --seeds 0 1
     python -m benchmarks.experiments --target digger --styles recolour relight --together
-    python -m benchmarks.experiments --target robot --variant read-only wide
-    python -m benchmarks.experiments --summary --target robot
+    python -m benchmarks.experiments --target digger --summary   # the tables from the runs finished so far
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
-import re
-import tempfile
+import os
+import signal
+import subprocess
+import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import imageio.v3 as iio
 import numpy as np
@@ -40,20 +56,233 @@ from rich.table import Table
 from benchmarks.common import REPO, RESULTS, fastjoint, machine_slug, pictures, train_and_score, write_results
 from benchmarks.common import console as make_console
 from fastjoint.config import load_config
+from fastjoint.sweepfile import load_sweep
+from fastjoint.sweepsummary import spread
 
+TARGETS = ("digger", "robot")
 STYLES = ("recolour", "relight", "pattern", "stripes")
-# The options measured against the method (benchmarks/README.md): `fastjoint train` arguments.
+# The options measured against the method (benchmarks/README.md): config keys and their values.
 # (The retired options' variants, last at commit 233ffe5, are in benchmarks/README.md.)
-VARIANTS = {
-    "read-only": ("--train.no-desired-shape-features",),
-    "wide": ("--model.decoder-hidden", "128"),
-    "dim3": ("--model.feature-dim", "3"),
-    "dim4": ("--model.feature-dim", "4"),
+VARIANTS: dict[str, dict[str, Any]] = {
+    "read-only": {"train.desired_shape_features": False},
+    "wide": {"model.decoder_hidden": 128},
+    "dim3": {"model.feature_dim": 3},
+    "dim4": {"model.feature_dim": 4},
 }
 METHOD = "method"  # the label of runs without options
+AFTER = ("eval", "analyze")  # what each run of the sweep does once trained
+WORK = REPO / "runs" / "sweeps"  # where the sweep folders live by default (git ignores runs/)
 PAIRINGS = ("target:original", "reference:original", "reference:style")
 SHEET_SCALE = 3
 LABEL_WIDTH = 150
+
+
+# --- the sweep ---------------------------------------------------------------------------
+
+
+def label_of(variants: Sequence[str]) -> str:
+    """`method`, or the variants joined by +."""
+    return "+".join(variants) if variants else METHOD
+
+
+def variant_values(variants: Sequence[str]) -> dict[str, Any]:
+    """The config values of a set of variants, merged; two variants that set one key are refused."""
+    values: dict[str, Any] = {}
+    for variant in variants:
+        for key, value in VARIANTS[variant].items():
+            if key in values and values[key] != value:
+                raise SystemExit(f"--variant {' '.join(variants)}: two variants set {key}")
+            values[key] = value
+    return values
+
+
+def sweep_name(targets: Sequence[str], styles: Sequence[str], variants: Sequence[str]) -> str:
+    """The default sweep (folder) name: one per grid, so that the same command finds its runs again."""
+    return f"experiments-{'+'.join(targets)}-{'+'.join(styles)}" + (f"-{label_of(variants)}" if variants else "")
+
+
+def config_of(target: str, style: str) -> str:
+    """A target and style's config, as a sweep file run from the checkout names it."""
+    return f"configs/{target}-{style}.toml"
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return repr(value)
+
+
+def sweep_toml(
+    name: str,
+    work: Path,
+    configs: Sequence[str],
+    seeds: Sequence[int],
+    values: dict[str, Any],
+    after: Sequence[str] = AFTER,
+    comment: str = "",
+) -> str:
+    """A sweep file: the configs x the seeds, each run with the variant's `values` (axes of one value)."""
+    work = Path(work).resolve()
+    output_dir = work.relative_to(REPO).as_posix() if work.is_relative_to(REPO) else str(work)
+    lines = [f"# {line}" for line in comment.splitlines()]
+    lines += [
+        f"name = {_toml(name)}",
+        f"output_dir = {_toml(output_dir)}  # a relative path is read from the checkout, where the sweep runs",
+        "configs = [\n" + "".join(f"    {_toml(c)},\n" for c in configs) + "]",
+        f"seeds = {_toml(list(seeds))}",
+        f"after = {_toml(list(after))}",
+    ]
+    if values:
+        lines += ["", "[axes]  # the variant: one value each"] + [f"{_toml(key)} = [{_toml(value)}]" for key, value in values.items()]
+    return "\n".join(lines) + "\n"
+
+
+def run_sweep(sweep_file: Path, cpus_per_run: float = 1.0, summary_only: bool = False) -> int:
+    """`fastjoint sweep SWEEP_FILE` from the checkout, its progress and its failures on this terminal; its exit status.
+
+    Ctrl-C reaches the sweep too (it checkpoints its runs): this waits for it to end, as it does
+    on SIGTERM, which it passes on.
+    """
+    command = [sys.executable, "-m", "fastjoint", "sweep", str(sweep_file), "--cpus-per-run", str(cpus_per_run)]
+    command += ["--summary"] if summary_only else []
+    environment = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    child = subprocess.Popen(command, cwd=REPO, env=environment)
+    previous = signal.signal(signal.SIGTERM, lambda *_: child.send_signal(signal.SIGTERM))
+    try:
+        while True:
+            try:
+                return child.wait()
+            except KeyboardInterrupt:
+                continue  # the sweep got the Ctrl-C as well: it stops its runs, which checkpoint
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+
+
+@dataclasses.dataclass
+class Experiment:
+    """A sweep run and its table."""
+
+    sweep_file: Path
+    folder: Path
+    summary: dict
+    rows: list[dict]
+    exit_status: int  # fastjoint sweep's: 0 every run done, 1 some failed
+
+
+def experiment(
+    grid: dict[str, tuple[str, str]],
+    seeds: Sequence[int],
+    values: dict[str, Any],
+    work: Path,
+    name: str,
+    cpus_per_run: float = 1.0,
+    summary_only: bool = False,
+    comment: str = "",
+) -> Experiment:
+    """Writes the sweep file `<work>/<name>.toml` of `grid` (config path, as read from the checkout
+    -> (target, style)) at `seeds` with `values`, runs it (or, `summary_only`, only rewrites its
+    summary) and makes the table from its summary.json."""
+    work = Path(work).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    sweep_file = work / f"{name}.toml"
+    sweep_file.write_text(sweep_toml(name, work, list(grid), seeds, values, comment=comment))
+    code = run_sweep(sweep_file, cpus_per_run, summary_only)
+    if code in (130, 143):
+        raise SystemExit(code)  # the sweep said it stopped, and how to continue
+    if code not in (0, 1):
+        raise SystemExit(f"fastjoint sweep {sweep_file} failed (exit status {code})")
+    folder = work / name
+    summary = json.loads((folder / "summary.json").read_text())
+    return Experiment(sweep_file, folder, summary, rows_of(summary, sweep_file, grid), code)
+
+
+def rows_of(summary: dict, sweep_file: Path, grid: dict[str, tuple[str, str]]) -> list[dict]:
+    """The table from a sweep's summary.json: per target and style (a group with at least one
+    finished seed), each figure as {mean, low, high, n} over the seeds, and the KL divergence
+    from the finished runs' analysis.json, likewise."""
+    with contextlib.chdir(REPO):  # the sweep file names its configs from the checkout
+        sweep, points = load_sweep(sweep_file)
+    folder = REPO / sweep.folder  # output_dir is read from the checkout (an absolute one stays as it is)
+    names = {(p.group, p.config.train.seed): p.name for p in points}
+    rows = []
+    for group in summary["groups"]:
+        if not group["seeds"]:
+            continue
+        target, style = grid[group["values"]["config"]]
+        figures = group["figures"]
+        folders = [folder / names[group["group"], seed] for seed in group["seeds"]]
+        kl = {}
+        for direction in ("target||reference", "reference||target"):
+            analyses = [json.loads((run / "analysis.json").read_text()).get("kl") for run in folders]
+            kl[direction] = spread([a[direction] for a in analyses])._asdict() if all(analyses) else None
+        trained = ("target:original", "reference:original", f"reference:{style}")
+        rows.append(
+            {
+                "target": target,
+                "style": style,
+                "group": group["group"],
+                "seeds": group["seeds"],
+                "runs": [str(run) for run in folders],
+                "psnr": {pairing: figures[f"{name} psnr"] for pairing, name in zip(PAIRINGS, trained)},
+                "transfer_psnr": figures[f"target:{style} psnr"],
+                "transfer_ssim": figures[f"target:{style} ssim"],
+                "baseline_psnr": figures[f"target:{style} baseline_psnr"],
+                "gain_db": figures[f"target:{style} gain_db"],
+                "kl_target_reference": kl["target||reference"],
+                "kl_reference_target": kl["reference||target"],
+            }
+        )
+    return rows
+
+
+# --- the tables ----------------------------------------------------------------------------
+
+
+def cell(figure: dict | None, sign: bool = False) -> str:
+    """A figure over seeds: "mean (low to high)", or the value alone from one seed."""
+    if figure is None:
+        return "n/a"
+    form = "{:+.2f}" if sign else "{:.2f}"
+    if figure["n"] == 1:
+        return form.format(figure["mean"])
+    return f"{form.format(figure['mean'])} ({form.format(figure['low'])} to {form.format(figure['high'])})"
+
+
+COLUMNS = ("target", "style", "seeds", *PAIRINGS, "transfer vs truth", "no-transfer baseline", "gain", "KL(t‖r)")
+
+
+def cells(row: dict) -> list[str]:
+    return [
+        row["target"],
+        row["style"],
+        ", ".join(str(s) for s in row["seeds"]),
+        *(cell(row["psnr"][p]) for p in PAIRINGS),
+        cell(row["transfer_psnr"]),
+        cell(row["baseline_psnr"]),
+        cell(row["gain_db"], sign=True),
+        cell(row["kl_target_reference"]),
+    ]
+
+
+def markdown(rows: list[dict], label: str = METHOD) -> str:
+    lines = [
+        f"Variant: {label}. PSNR in dB on the test views; each figure the mean over the seeds (lowest to highest).",
+        "",
+        "| " + " | ".join(COLUMNS) + " |",
+        "|" + "---|" * len(COLUMNS),
+    ]
+    lines += ["| " + " | ".join(cells(row)) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+# --- pictures --------------------------------------------------------------------------------
 
 
 def on_white(path: Path) -> np.ndarray:
@@ -76,224 +305,148 @@ def contact_sheet(rows: list[tuple[str, list[np.ndarray]]], path: Path) -> None:
     iio.imwrite(path, np.concatenate(strips, axis=0))
 
 
-def label_of(variants: list[str], seed: int = 0) -> str:
-    """`method`, or the variants joined by +, with `-seedN` for a seed other than the configs' 0."""
-    return ("+".join(variants) if variants else METHOD) + (f"-seed{seed}" if seed else "")
-
-
-def run_style(
-    target: str, style: str, output_dir: Path, views: list[int], date: str, results: Path, variants: list[str] = (), seed: int = 0
-) -> dict:
-    config = REPO / "configs" / f"{target}-{style}.toml"
-    name = f"{target}-{style}"
-    options = [arg for variant in variants for arg in VARIANTS[variant]] + (["--train.seed", str(seed)] if seed else [])
-    scored = train_and_score(config, output_dir, name, options)
-    run_dir = scored.run_dir
-    fastjoint("analyze", str(run_dir))
-    fastjoint("render", str(run_dir), "--pairing", f"target:{style}")
-    result = scored.eval
-    analysis = json.loads((run_dir / "analysis.json").read_text())
-
-    data = REPO / "data" / "generated" / "paper" / target
-    label = label_of(list(variants), seed)
+def draw_pictures(row: dict, config: str, views: Sequence[int], results: Path, date: str, label: str = METHOD) -> None:
+    """The contact sheet and the feature scatter of a row's first seed's run, into <results>/pictures/
+    (the transfer's test views rendered first, if that run has not rendered them); their names go into `row`."""
+    run_dir = Path(row["runs"][0])
+    target, style = row["target"], row["style"]
+    renders = run_dir / "renders" / f"target_{style}"
+    if not all((renders / f"test_{v:03d}.png").is_file() for v in views):
+        fastjoint("render", str(run_dir), "--pairing", f"target:{style}")
+    data = load_config(REPO / config).data
+    original, truth = REPO / data.target, REPO / data.styles[style].target  # absolute paths stay as they are
     tag = "" if label == METHOD else f"-{label}"
     sheet = pictures(results) / f"{machine_slug()}-{date}-experiments-{target}{tag}-{style}.png"
     contact_sheet(
         [
-            (f"{target}, original", [on_white(data / "original" / "test" / f"r_{v}.png") for v in views]),
-            (f"{style}: ground truth", [on_white(data / style / "test" / f"r_{v}.png") for v in views]),
-            (f"{style}: fastjoint", [on_white(run_dir / "renders" / f"target_{style}" / f"test_{v:03d}.png") for v in views]),
+            (f"{target}, original", [on_white(original / "test" / f"r_{v}.png") for v in views]),
+            (f"{style}: ground truth", [on_white(truth / "test" / f"r_{v}.png") for v in views]),
+            (f"{style}: fastjoint", [on_white(renders / f"test_{v:03d}.png") for v in views]),
         ],
         sheet,
     )
     features = pictures(results) / f"{machine_slug()}-{date}-experiments-{target}{tag}-{style}-features.png"
     features.write_bytes((run_dir / "analysis" / "features.png").read_bytes())
-    transfer = result["transfers"][f"target:{style}"]
-    trained = ("target:original", "reference:original", f"reference:{style}")
-    return {
-        "style": style,
-        "variant": label,
-        "seed": seed,
-        "options": options,
-        "psnr": {p: result["pairings"][name]["psnr"] for p, name in zip(PAIRINGS, trained)},
-        "transfer_psnr": transfer["psnr"],
-        "transfer_ssim": transfer["ssim"],
-        "baseline_psnr": transfer["baseline_psnr"],
-        "gain_db": transfer["gain_db"],
-        "kl_target_reference": analysis["kl"]["target||reference"] if analysis["kl"] else None,
-        "kl_reference_target": analysis["kl"]["reference||target"] if analysis["kl"] else None,
-        "train_seconds": result["train_seconds"],
-        "command_seconds": scored.command_seconds,
-        "contact_sheet": sheet.name,
-        "features": features.name,
-    }
+    row["contact_sheet"], row["features"] = sheet.name, features.name
 
 
-def markdown(target: str, rows: list[dict]) -> str:
-    lines = [
-        f"| style ({target}) | target:original | reference:original | reference:style | transfer vs truth | no-transfer baseline | gain | KL(t‖r) | training |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        kl = f"{r['kl_target_reference']:.2f}" if r["kl_target_reference"] is not None else "n/a"
-        lines.append(
-            f"| {r['style']} | {r['psnr']['target:original']:.2f} | {r['psnr']['reference:original']:.2f} | "
-            f"{r['psnr']['reference:style']:.2f} | {r['transfer_psnr']:.2f} | {r['baseline_psnr']:.2f} | "
-            f"{r['gain_db']:+.2f} | {kl} | {r['train_seconds']:.0f} s |"
-        )
-    return "\n".join(lines) + "\n"
+# --- several styles in one run ------------------------------------------------------------------
 
 
-def run_together(target: str, styles: list[str], output_dir: Path) -> dict:
-    """The styles trained in one run; returns each transfer's scores and the run's training time."""
-    configs = [load_config(REPO / "configs" / f"{target}-{style}.toml") for style in styles]
+def run_together(target: str, styles: list[str], seed: int, values: dict[str, Any], output_dir: Path, label: str = METHOD) -> dict:
+    """The styles trained in one run (at `seed`, with the variant's `values`); returns each transfer's
+    scores and the run's training time. A run already there is read, not trained again."""
+    configs = [load_config(REPO / config_of(target, style)) for style in styles]
     merged = dataclasses.replace(
         configs[0], data=dataclasses.replace(configs[0].data, styles={s: c.data.styles[s] for s, c in zip(styles, configs)})
     )
-    scored = train_and_score(merged, output_dir, f"{target}-together")
+    for key, value in {**values, "train.seed": seed}.items():
+        section, field = key.split(".")
+        merged = dataclasses.replace(merged, **{section: dataclasses.replace(getattr(merged, section), **{field: value})})
+    scored = train_and_score(merged, output_dir, f"{target}-{'+'.join(styles)}-{label}-seed{seed}", reuse=True)
     result = scored.eval
     return {
+        "target": target,
         "styles": styles,
+        "seed": seed,
+        "run": str(scored.run_dir),
         "psnr": scored.psnr,
         "transfers": {name: {k: t[k] for k in ("psnr", "ssim", "baseline_psnr", "gain_db")} for name, t in result["transfers"].items()},
         "train_seconds": result["train_seconds"],
     }
 
 
-def together_markdown(target: str, rows: list[dict], together: dict) -> str:
-    alone = {r["style"]: r for r in rows}
+def together_markdown(rows: list[dict], together: dict) -> str:
+    target, seed = together["target"], together["seed"]
+    alone = {r["style"]: r for r in rows if r["target"] == target}
     lines = [
-        f"| style ({target}) | transfer alone | transfer together | difference | reference:style alone | together |",
+        f"| style ({target}) | transfer alone, mean over seeds | together, seed {seed} | difference | reference:style alone | together |",
         "|---|---|---|---|---|---|",
     ]
     for style in together["styles"]:
+        if style not in alone:
+            continue
         a, t = alone[style], together["transfers"][f"target:{style}"]
         lines.append(
-            f"| {style} | {a['transfer_psnr']:.2f} | {t['psnr']:.2f} | {t['psnr'] - a['transfer_psnr']:+.2f} | "
-            f"{a['psnr']['reference:style']:.2f} | {together['psnr'][f'reference:{style}']:.2f} |"
+            f"| {style} | {cell(a['transfer_psnr'])} | {t['psnr']:.2f} | {t['psnr'] - a['transfer_psnr']['mean']:+.2f} | "
+            f"{cell(a['psnr']['reference:style'])} | {together['psnr'][f'reference:{style}']:.2f} |"
         )
-    seconds = sum(alone[s]["train_seconds"] for s in together["styles"])
-    lines.append(f"\nTraining: {together['train_seconds']:.0f} s together, {seconds:.0f} s for the runs alone in all.")
+    lines.append(f"\nTraining together: {together['train_seconds']:.0f} s (one run).")
     return "\n".join(lines) + "\n"
 
 
-def seed_spread(target: str, runs: dict[str, dict[str, dict]]) -> str:
-    """Per style, each variant measured at more than one seed: the mean transfer, its range, the mean gain."""
-    seeds: dict[tuple[str, str], list[dict]] = {}  # (variant without its seed, style) -> rows
-    for label, styles in runs.items():
-        for style, row in styles.items():
-            seeds.setdefault((re.sub(r"-seed\d+$", "", label), style), []).append(row)
-    lines = [
-        f"| style ({target}) | variant | seeds | transfer vs truth, mean | lowest | highest | gain over no transfer, mean |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    order = sorted((STYLES.index(style), variant != METHOD, variant, style) for variant, style in seeds if style in STYLES)
-    for *_, variant, style in order:
-        rows = seeds[variant, style]
-        if len(rows) < 2:
-            continue
-        psnrs = [r["transfer_psnr"] for r in rows]
-        numbers = ", ".join(str(seed) for seed in sorted(r.get("seed") or 0 for r in rows))
-        lines.append(
-            f"| {style} | {variant} | {numbers} | {np.mean(psnrs):.2f} | {min(psnrs):.2f} | {max(psnrs):.2f} | "
-            f"{np.mean([r['gain_db'] for r in rows]):+.2f} |"
-        )
-    return "" if len(lines) == 2 else "\n" + "\n".join(lines) + "\n"
-
-
-def summary(target: str, date: str, results: Path) -> tuple[Path, str]:
-    """One table of every variant of `target` measured on `date` (this machine), against the method's runs."""
-    prefix = f"{machine_slug()}-{date}-experiments-{target}"
-    runs: dict[str, dict[str, dict]] = {}  # variant -> style -> row
-    for path in sorted(results.glob(f"{prefix}*.json")):
-        table = json.loads(path.read_text())
-        if table.get("together"):
-            continue
-        for row in table["styles"]:
-            runs.setdefault(row.get("variant", METHOD), {})[row["style"]] = row
-    if METHOD not in runs:
-        raise SystemExit(f"{results}/{prefix}.json: no run of the method on {date} to compare with")
-    method = runs[METHOD]
-    lines = [
-        f"| style ({target}) | variant | transfer vs truth | vs method | gain over no transfer | KL(t‖r) | target:original | reference:style |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    order = [METHOD] + sorted(v for v in runs if v != METHOD)
-    for style in STYLES:
-        for variant in order:
-            row = runs[variant].get(style)
-            if row is None:
-                continue
-            base = method.get(style)
-            versus = f"{row['transfer_psnr'] - base['transfer_psnr']:+.2f}" if base and variant != METHOD else ""
-            kl = f"{row['kl_target_reference']:.2f}" if row["kl_target_reference"] is not None else "n/a"
-            lines.append(
-                f"| {style} | {variant} | {row['transfer_psnr']:.2f} | {versus} | {row['gain_db']:+.2f} | {kl} | "
-                f"{row['psnr']['target:original']:.2f} | {row['psnr']['reference:style']:.2f} |"
-            )
-    text = "\n".join(lines) + "\n" + seed_spread(target, runs)
-    path = results / f"{prefix}-options.md"
-    path.write_text(text)
-    return path, text
+# --- the command ---------------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.experiments", description=__doc__.splitlines()[0])
-    parser.add_argument("--target", default="digger", choices=("digger", "robot"))
+    parser.add_argument("--target", nargs="+", default=["digger"], choices=TARGETS, help="one target or both")
     parser.add_argument("--styles", nargs="+", default=list(STYLES), choices=STYLES)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="train.seed of the runs: each target and style at each")
+    parser.add_argument("--variant", nargs="+", default=[], choices=sorted(VARIANTS), help="train every run with these config values")
+    parser.add_argument("--work", type=Path, default=WORK, help="the folder of the sweep file and the sweep folder (default: runs/sweeps)")
+    parser.add_argument("--name", help="the sweep's name (default: experiments-<targets>-<styles>[-<variants>])")
+    parser.add_argument("--cpus-per-run", type=float, default=1.0, help="CPUs each run takes (fastjoint sweep's)")
+    parser.add_argument("--summary", action="store_true", help="train nothing: the tables from the runs finished so far")
+    parser.add_argument("--pictures", action="store_true", help="contact sheets and feature scatters of each first seed's run")
     parser.add_argument("--views", type=int, nargs="+", default=[0, 2, 4, 6], help="test views on the contact sheets")
-    parser.add_argument("--together", action="store_true", help="also train the chosen styles in one run and compare")
-    parser.add_argument("--variant", nargs="+", default=[], choices=sorted(VARIANTS), help="train every run with these options")
-    parser.add_argument("--seed", type=int, default=0, help="train.seed of every run (the configs' is 0)")
-    parser.add_argument("--summary", action="store_true", help="only gather this date's variants of --target into one table")
-    parser.add_argument("--date", default=time.strftime("%Y-%m-%d"), help="the date whose results --summary gathers")
+    parser.add_argument("--together", action="store_true", help="also train each target's chosen styles in one run and compare")
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
+    targets, styles, seeds = list(dict.fromkeys(args.target)), list(dict.fromkeys(args.styles)), list(dict.fromkeys(args.seeds))
+    values, label = variant_values(args.variant), label_of(args.variant)
+    name = args.name or sweep_name(targets, styles, args.variant)
+    grid = {config_of(target, style): (target, style) for target in targets for style in styles}
+    argv_line = " ".join(["python -m benchmarks.experiments", *(sys.argv[1:] if argv is None else argv)])
     args.results.mkdir(parents=True, exist_ok=True)
     console = make_console()
-    if args.summary:
-        path, text = summary(args.target, args.date, args.results)
-        console.print(text)
-        console.print(f"results: {path}")
-        return 0
+    done = experiment(grid, seeds, values, args.work, name, args.cpus_per_run, args.summary, comment=f"Written by {argv_line}")
+    console.print(f"sweep file: {done.sweep_file}\nsweep folder: {done.folder}")
+    rows = done.rows
+    if not rows:
+        raise SystemExit(f"{done.folder}: no run has finished yet")
     date = time.strftime("%Y-%m-%d")
-    fastjoint("scenes", "make", "paper")  # once, untimed
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for style in args.styles:
-            with console.status(f"{args.target}: {style}..."):
-                rows.append(run_style(args.target, style, Path(tmp), args.views, date, args.results, args.variant, args.seed))
-            console.print(f"{style}: transfer {rows[-1]['transfer_psnr']:.2f} dB, baseline {rows[-1]['baseline_psnr']:.2f} dB")
-        together = None
-        if args.together:
-            with console.status(f"{args.target}: {', '.join(args.styles)} together..."):
-                together = run_together(args.target, args.styles, Path(tmp))
+    if args.pictures:
+        configs = {(t, s): c for c, (t, s) in grid.items()}
+        for row in rows:
+            with console.status(f"{row['target']}, {row['style']}: pictures..."):
+                draw_pictures(row, configs[row["target"], row["style"]], args.views, args.results, date, label)
+    together = []
+    if args.together and not args.summary:
+        for target in targets:
+            with console.status(f"{target}: {', '.join(styles)} together..."):
+                together.append(run_together(target, styles, seeds[0], values, args.work / "together", label))
 
-    table = Table(title=f"the paper's experiments on the {args.target} (PSNR in dB on the test views)")
-    for column in ("style", *PAIRINGS, "transfer", "baseline", "gain", "KL(t||r)", "training"):
-        table.add_column(column, justify="left" if column == "style" else "right")
-    for r in rows:
-        kl = f"{r['kl_target_reference']:.2f}" if r["kl_target_reference"] is not None else "n/a"
-        table.add_row(
-            r["style"],
-            *(f"{r['psnr'][p]:.2f}" for p in PAIRINGS),
-            f"{r['transfer_psnr']:.2f}",
-            f"{r['baseline_psnr']:.2f}",
-            f"{r['gain_db']:+.2f}",
-            kl,
-            f"{r['train_seconds']:.0f} s",
-        )
+    table = Table(title=f"the paper's experiments, {label} (PSNR in dB on the test views; mean over the seeds, lowest to highest)")
+    for column in COLUMNS:
+        table.add_column(column, justify="left" if column in ("target", "style", "seeds") else "right")
+    for row in rows:
+        table.add_row(*cells(row))
     console.print(table)
-    label = label_of(args.variant, args.seed)
-    kind = f"experiments-{args.target}" + (f"-{label}" if label != METHOD else "") + ("-together" if together else "")
-    path = write_results(kind, {"target": args.target, "variant": label, "styles": rows, "together": together}, args.results)
-    text = markdown(args.target, rows)
-    if together:
-        text += "\n" + together_markdown(args.target, rows, together)
-        console.print(together_markdown(args.target, rows, together))
+    kind = f"experiments-{'+'.join(targets)}" + (f"-{label}" if label != METHOD else "") + ("-together" if together else "")
+    payload = {
+        "targets": targets,
+        "styles": styles,
+        "seeds": seeds,
+        "variant": label,
+        "values": values,
+        "sweep_file": str(done.sweep_file),
+        "sweep": str(done.folder),
+        "runs": {key: done.summary[key] for key in ("runs", "done", "failed", "pending")},
+        "rows": rows,
+        "together": together or None,
+    }
+    path = write_results(kind, payload, args.results)
+    text = markdown(rows, label)
+    for one in together:
+        console.print(together_markdown(rows, one))
+        text += "\n" + together_markdown(rows, one)
     path.with_suffix(".md").write_text(text)
-    console.print(f"results: {path} (+ .md; contact sheets and feature scatters in {pictures(args.results)})")
-    return 0
+    where = f"; contact sheets and feature scatters in {pictures(args.results)}" if args.pictures else ""
+    console.print(f"results: {path} (+ .md{where})")
+    if done.exit_status:
+        console.print(f"{done.summary['failed']} of {done.summary['runs']} runs failed (named above); the table holds the others")
+    return done.exit_status
 
 
 if __name__ == "__main__":

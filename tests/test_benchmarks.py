@@ -106,28 +106,73 @@ def test_restyle_benchmark_quick_run(tiny_data, tmp_path):
     assert summary["difference_db"] == summary["restyle_psnr"] - summary["joint_psnr"]
 
 
-def test_experiments_summary_gathers_variants_and_seeds(tmp_path):
-    from benchmarks.common import machine_slug
-    from benchmarks.experiments import label_of, summary
+def test_the_kit_sweep_file_is_the_experiments_sweep(monkeypatch, tmp_path):
+    """benchmarks/sweeps/kit.toml is the sweep `experiments --target digger robot --styles recolour relight --seeds 0 1 2` runs."""
+    from benchmarks.experiments import WORK, config_of, sweep_name, sweep_toml
+    from fastjoint.sweepfile import load_sweep
 
-    assert label_of([]) == "method" and label_of([], 2) == "method-seed2" and label_of(["read-only", "wide"], 1) == "read-only+wide-seed1"
+    monkeypatch.chdir(REPO)  # both name their configs from the checkout
+    targets, styles = ["digger", "robot"], ["recolour", "relight"]
+    kit, kit_points = load_sweep(REPO / "benchmarks" / "sweeps" / "kit.toml")
+    written = tmp_path / "ours.toml"
+    written.write_text(sweep_toml(sweep_name(targets, styles, []), WORK, [config_of(t, s) for t in targets for s in styles], [0, 1, 2], {}))
+    ours, our_points = load_sweep(written)
+    assert ours == kit and (REPO / kit.folder).resolve() == (WORK / kit.name).resolve()
+    assert [p.name for p in our_points] == [p.name for p in kit_points] and len(kit_points) == 12
+    assert kit.after == ("eval", "analyze") and kit.seeds == (0, 1, 2) and not kit.axes
 
-    def row(style, variant, seed, psnr):
-        pairings = {"target:original": 31.0, "reference:original": 32.0, "reference:style": 30.0}
-        return {"style": style, "variant": variant, "seed": seed, "transfer_psnr": psnr, "gain_db": psnr - 18.0,
-                "kl_target_reference": 0.5, "psnr": pairings}  # fmt: skip
 
-    prefix = f"{machine_slug()}-2026-01-02-experiments-digger"
-    runs = {"": ("method", 0, 18.0), "-method-seed1": ("method-seed1", 1, 19.0), "-read-only": ("read-only", 0, 21.0)}
-    for suffix, (variant, seed, psnr) in runs.items():
-        table = {"variant": variant, "styles": [row("pattern", variant, seed, psnr)], "together": None}
-        (tmp_path / f"{prefix}{suffix}.json").write_text(json.dumps(table))
-    path, text = summary("digger", "2026-01-02", tmp_path)
-    assert path == tmp_path / f"{prefix}-options.md" and path.read_text() == text
-    assert "| pattern | read-only | 21.00 | +3.00 | +3.00 | 0.50 | 31.00 | 30.00 |" in text
-    assert "| pattern | method-seed1 | 19.00 | +1.00 |" in text
-    assert "| pattern | method | 0, 1 | 18.50 | 18.00 | 19.00 | +0.50 |" in text  # the seed spread: method only
-    assert "| pattern | read-only | 0" not in text
+def test_experiments_sweep_tables_come_from_the_summary(tiny_data, tmp_path):
+    """The experiments' sweep on the tiny analogy, 2 seeds, with a variant: its table is summary.json's
+    figures (and the runs' KL over the seeds); the same command again trains nothing."""
+    import time
+
+    from benchmarks.experiments import VARIANTS, draw_pictures, experiment, markdown
+
+    config = tiny_config(tiny_data, tmp_path / "runs", train={"steps": 150, "checkpoint_every": 50, "log_every": 25})
+    path = write_config(config, tmp_path / "tiny-recolour.toml")
+    grid = {str(path): ("tiny", "recolour")}
+    start = time.monotonic()
+    done = experiment(grid, [0, 1], VARIANTS["read-only"], tmp_path / "work", "tiny")
+    seconds = time.monotonic() - start
+    assert done.exit_status == 0 and done.summary["done"] == 2, done.summary
+    assert done.sweep_file == tmp_path / "work" / "tiny.toml" and '"train.desired_shape_features" = [false]' in done.sweep_file.read_text()
+    assert done.folder == tmp_path / "work" / "tiny" and json.loads((done.folder / "summary.json").read_text()) == done.summary
+
+    (group,) = done.summary["groups"]
+    (row,) = done.rows
+    figures = group["figures"]
+    assert group["group"] == "desired_shape_features=false" and row["seeds"] == group["seeds"] == [0, 1]
+    assert (row["target"], row["style"]) == ("tiny", "recolour")
+    assert row["psnr"] == {
+        "target:original": figures["target:original psnr"],
+        "reference:original": figures["reference:original psnr"],
+        "reference:style": figures["reference:recolour psnr"],
+    }
+    assert row["transfer_psnr"] == figures["target:recolour psnr"] and row["transfer_psnr"]["n"] == 2
+    assert row["baseline_psnr"] == figures["target:recolour baseline_psnr"] and row["gain_db"] == figures["target:recolour gain_db"]
+    runs = [done.folder / f"desired_shape_features=false,seed{seed}" for seed in (0, 1)]
+    assert row["runs"] == [str(run) for run in runs]
+    kl = [json.loads((run / "analysis.json").read_text())["kl"]["target||reference"] for run in runs]
+    assert row["kl_target_reference"] == {"mean": math.fsum(kl) / 2, "low": min(kl), "high": max(kl), "n": 2}
+
+    t = row["transfer_psnr"]
+    text = markdown(done.rows, "read-only")
+    assert f"| tiny | recolour | 0, 1 | {figures['target:original psnr']['mean']:.2f} (" in text
+    assert f"{t['mean']:.2f} ({t['low']:.2f} to {t['high']:.2f})" in text and text.startswith("Variant: read-only.")
+
+    results = tmp_path / "results"
+    draw_pictures(row, str(path), [0, 1, 2], results, "2026-01-02", "read-only")
+    assert row["contact_sheet"].endswith("-2026-01-02-experiments-tiny-read-only-recolour.png")
+    assert iio.imread(results / "pictures" / row["contact_sheet"]).shape[2] == 3
+    assert (results / "pictures" / row["features"]).is_file()
+
+    # The same command again: every run is done, so nothing trains, and the table is the same.
+    marks = {run: (run / "eval.json").stat().st_mtime_ns for run in runs}
+    again = experiment(grid, [0, 1], VARIANTS["read-only"], tmp_path / "work", "tiny")
+    assert again.exit_status == 0 and again.rows == [{k: v for k, v in row.items() if k not in ("contact_sheet", "features")}]
+    assert {run: (run / "eval.json").stat().st_mtime_ns for run in runs} == marks
+    print(f"the tiny sweep: {seconds:.0f} s")
 
 
 def test_results_keep_only_the_pictures_the_readme_shows():
