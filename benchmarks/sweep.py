@@ -1,7 +1,8 @@
 """What Ray costs a run: one short training through `fastjoint sweep` against `fastjoint train` alone.
 
-Both train the same config (the demo's data, `--steps` steps) and evaluate it, from a fresh
-run folder, timed from command start to exit (medians of `--runs`, alternating, in one
+Both train the same config (the demo's data, `--steps` steps) on the same threads (`--cpus`:
+the training alone's OMP_NUM_THREADS, the sweep's --cpus-per-run) and evaluate it, from a
+fresh run folder, timed from command start to exit (medians of `--runs`, alternating, in one
 session): `fastjoint train CONFIG --no-render`, and `fastjoint sweep` of a sweep file with
 that one config, one seed and `after = ["eval"]` (a local Ray cluster started and stopped
 each time). The difference is the overhead of a sweep per run on this machine; a sweep of
@@ -27,8 +28,10 @@ from benchmarks.common import REPO, console, median, write_results
 from fastjoint.config import load_config, to_toml
 
 
-def timed(args: list[str], cwd: Path) -> float:
+def timed(args: list[str], cwd: Path, threads: int | None = None) -> float:
     environment = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    if threads is not None:
+        environment["OMP_NUM_THREADS"] = str(threads)
     started = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "fastjoint", *args], cwd=cwd, env=environment, capture_output=True, text=True)
     seconds = time.perf_counter() - started
@@ -42,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, default=REPO / "configs" / "demo.toml")
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--cpus", type=int, default=os.cpu_count(), help="threads of the training alone, --cpus-per-run of the sweep's")
     args = parser.parse_args(argv)
     out = console()
     base = load_config(args.config)
@@ -62,9 +66,10 @@ def main(argv: list[str] | None = None) -> int:
             sweep_file = work / f"sweep{index}.toml"
             sweep_file.write_text(f'name = "one{index}"\noutput_dir = "{work / "sweeps"}"\nconfigs = ["{path}"]\nafter = ["eval"]\n')
             with out.status(f"run {index + 1}/{args.runs}: fastjoint sweep..."):
-                sweep_seconds.append(timed(["sweep", str(sweep_file)], REPO))
+                sweep_seconds.append(timed(["sweep", str(sweep_file), "--cpus-per-run", str(args.cpus)], REPO))
     alone, swept = median(train_seconds), median(sweep_seconds)
-    table = Table(title=f"one {args.steps}-step run of {args.config.name}, command start to exit (median of {args.runs})")
+    title = f"one {args.steps}-step run of {args.config.name} on {args.cpus} threads, command start to exit (median of {args.runs})"
+    table = Table(title=title)
     for column in ("how", "seconds", "each run"):
         table.add_column(column, justify="left" if column == "how" else "right")
     table.add_row("fastjoint train", f"{alone:.1f}", ", ".join(f"{s:.1f}" for s in train_seconds))
