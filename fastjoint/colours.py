@@ -6,7 +6,8 @@ A dataset's background is one of
   from RGBA images (renders and evaluation then use `render.background`);
 - `learned`: an environment map of the ray's direction (fastjoint.render.background), for
   opaque photographs;
-- `auto`: `learned` for opaque images, `random` for RGBA ones.
+- `auto`: `learned` for opaque images, `random` for images with transparency (an alpha
+  below 255 somewhere: RGBA images whose alpha is 255 everywhere are opaque photographs).
 """
 
 from __future__ import annotations
@@ -46,23 +47,24 @@ def parse_background(text: str, key: str) -> Background:
         raise UserError(f"{key}: expected {CHOICES}, got {text!r}") from None
 
 
-def resolve_background(text: str, key: str, has_alpha: bool, random_for_alpha: bool, fallback: Colour) -> Background:
+def resolve_background(text: str, key: str, transparent: bool, random_for_transparent: bool, fallback: Colour) -> Background:
     """What a dataset's setting means for its images: `auto` becomes `random` or `learned`.
 
     Args:
         text: the setting (see `parse_background`).
         key: its config key, for messages.
-        has_alpha: whether the dataset's images are RGBA.
-        random_for_alpha: `train.random_background`: whether `auto` picks `random` for RGBA
+        transparent: whether the dataset's images have transparency (an alpha below 255
+            somewhere; RGBA images opaque everywhere are opaque photographs).
+        random_for_transparent: `train.random_background`: whether `auto` picks `random` for transparent
             images (else `fallback`, the colour they were composited on before).
         fallback: `render.background`.
     """
     choice = parse_background(text, key)
     if choice != AUTO:
         return choice
-    if not has_alpha:
+    if not transparent:
         return LEARNED
-    return RANDOM if random_for_alpha else fallback
+    return RANDOM if random_for_transparent else fallback
 
 
 def to_json(background: Background) -> str | list[float]:

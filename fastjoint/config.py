@@ -111,7 +111,7 @@ class DataConfig:
     """The reference scene in its original style (trained as `reference:original`)."""
     target_background: str = "auto"
     """Background of the target's dataset, composited behind the scene: "auto" ("learned" for opaque images,
-    "random" for RGBA), "random" (a random colour per training ray; renders on render.background), "learned"
+    "random" for images with transparency: RGBA whose alpha is below 255 somewhere), "random" (a random colour per training ray; renders on render.background), "learned"
     (an environment map of the ray direction, trained with the pairing: skies, rooms), or a colour "white",
     "black", "#rrggbb". The transfers target:<style> are rendered on it too (a random one: on render.background)."""
     reference_background: str = "auto"
@@ -320,7 +320,7 @@ class TrainConfig:
     weight_decay: float = 1e-6
     """Weight decay of the networks (not of the hash grids)."""
     random_background: bool = True
-    """Whether a background "auto" of RGBA images means "random" (a random colour per training ray, so
+    """Whether a background "auto" of images with transparency means "random" (a random colour per training ray, so
     that alpha is learned); false: they are composited on render.background."""
     desired_shape_features: bool = True
     """Whether the desired styles' photos also shape the scenes' style features (the method); false: only the original style's photos do, and the desired styles' decoders (and the shared

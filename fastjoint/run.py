@@ -34,12 +34,12 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def resolve_backgrounds(config: Config, has_alpha: Mapping[Pairing, bool]) -> dict[Pairing, Background]:
+def resolve_backgrounds(config: Config, transparent: Mapping[Pairing, bool]) -> dict[Pairing, Background]:
     """Each trained pairing's background, `auto` decided by whether its images are RGBA."""
     data, render = config.data, config.render
     return {
         pairing: resolve_background(
-            data.background(pairing), data.background_key(pairing), has_alpha[pairing], config.train.random_background, render.background
+            data.background(pairing), data.background_key(pairing), transparent[pairing], config.train.random_background, render.background
         )
         for pairing in data.pairings.trained
     }

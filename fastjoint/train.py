@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from fastjoint.architecture import architecture
-from fastjoint.checkpoints import CHECKPOINT, PREVIOUS, first_line, load_latest, save_checkpoint
+from fastjoint.checkpoints import CHECKPOINT, PREVIOUS, first_line, load_checkpoint, load_latest, save_checkpoint
 from fastjoint.colours import LEARNED, RANDOM
 from fastjoint.config import Config, changed_keys, load_config, to_dict, to_toml
 from fastjoint.data import RaySampler, load_split
@@ -32,7 +32,7 @@ from fastjoint.files import RunLock, remove_partials, write_text
 from fastjoint.pairing import SCENES, Pairing
 from fastjoint.render import update_occupancy
 from fastjoint.rng import capture_rng, restore_rng, seed_everything
-from fastjoint.run import Built, resolve_backgrounds, resolve_device
+from fastjoint.run import Built, resolve_backgrounds, resolve_device, saved_backgrounds
 from fastjoint.trainlog import MetricsLog, StepStats, TrainProgress
 
 TARGET_SAMPLES_CUDA = 2**18  # train.target_samples = "auto" on CUDA: nerfacc's batch
@@ -76,7 +76,16 @@ class Trainer:
         if check_test:
             check_test_splits(data)
         splits = {p: load_split(data.dataset(p), "train", data.downscale) for p in self.pairings}
-        backgrounds = resolve_backgrounds(config, {p: s.has_alpha for p, s in splits.items()})
+        backgrounds = resolve_backgrounds(config, {p: s.transparent for p, s in splits.items()})
+        if resume:  # a resumed run keeps the backgrounds it was trained with (`auto` may decide otherwise today)
+            backgrounds = self._saved_backgrounds() or backgrounds
+        decided = [
+            f"{p.name} {choice if isinstance(choice, str) else 'render.background'} ({'transparent' if splits[p].transparent else 'opaque'} photos)"
+            for p, choice in backgrounds.items()
+            if data.background(p) == "auto"
+        ]
+        if decided:  # what `auto` made of each dataset's pixels, said once
+            print("background auto: " + ", ".join(decided))
 
         self.device = resolve_device(config.device)
         target = config.train.target_samples
@@ -114,6 +123,16 @@ class Trainer:
         except BaseException:
             self.lock.release()
             raise
+
+    def _saved_backgrounds(self) -> dict | None:
+        """The backgrounds in the run's checkpoint, or None (none there yet, an older checkpoint, or one
+        that cannot be read: resuming then reports it)."""
+        for path in (self.run_dir / CHECKPOINT, self.run_dir / PREVIOUS):  # as load_latest falls back, quietly
+            try:
+                return saved_backgrounds(self.config, load_checkpoint(path, torch.device("cpu")))
+            except UserError:
+                continue
+        return None
 
     def close(self) -> None:
         """Releases the run's lock (`run()` does; a caller that only steps calls it, or uses `with`)."""

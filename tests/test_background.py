@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import imageio.v3 as iio
+import numpy as np
 import pytest
 import torch
 
 from benchmarks.backgrounds import fit_psnr
-from conftest import FIXTURES, run_cli, tiny_config
+from conftest import FIXTURES, run_cli, tiny_config, write_config
 from fastjoint.colours import LEARNED, RANDOM, parse_background, resolve_background
 from fastjoint.config import DataConfig, StyleData, load_config
 from fastjoint.errors import UserError
@@ -52,10 +54,10 @@ def test_settings_and_auto():
     assert parse_background("white", "k") == (1.0, 1.0, 1.0)
     assert parse_background("#ff8000", "k") == (1.0, 128 / 255, 0.0)
     assert parse_background("learned", "k") == LEARNED
-    assert resolve_background("auto", "k", has_alpha=False, random_for_alpha=True, fallback=(1, 1, 1)) == LEARNED
-    assert resolve_background("auto", "k", has_alpha=True, random_for_alpha=True, fallback=(1, 1, 1)) == RANDOM
-    assert resolve_background("auto", "k", has_alpha=True, random_for_alpha=False, fallback=(0.5, 0.5, 0.5)) == (0.5, 0.5, 0.5)
-    assert resolve_background("black", "k", has_alpha=False, random_for_alpha=True, fallback=(1, 1, 1)) == (0.0, 0.0, 0.0)
+    assert resolve_background("auto", "k", transparent=False, random_for_transparent=True, fallback=(1, 1, 1)) == LEARNED
+    assert resolve_background("auto", "k", transparent=True, random_for_transparent=True, fallback=(1, 1, 1)) == RANDOM
+    assert resolve_background("auto", "k", transparent=True, random_for_transparent=False, fallback=(0.5, 0.5, 0.5)) == (0.5, 0.5, 0.5)
+    assert resolve_background("black", "k", transparent=False, random_for_transparent=True, fallback=(1, 1, 1)) == (0.0, 0.0, 0.0)
     data = DataConfig(target="t", reference="r", styles={"s": StyleData("rs", reference_background="#000000")})
     pairings = {p.name: p for p in data.pairings.all}
     assert data.background(pairings["reference:s"]) == "#000000"
@@ -81,16 +83,72 @@ def test_bad_settings_are_one_line_errors_naming_the_key(tmp_path, text, message
     assert str(path) in str(error.value) and "\n" not in str(error.value)
 
 
-@pytest.fixture(scope="module")
-def sky_data(tmp_path_factory):
-    """The tiny analogy with a sky behind the reference's original style (opaque), the rest RGBA, 16 px."""
+def _sky_kit(tmp_path_factory, alpha: bool) -> Path:
+    """The tiny analogy with a sky behind the reference's original style (opaque; written RGBA with
+    alpha 255 everywhere when `alpha`), the rest RGBA with transparency, 16 px."""
     recipe = tmp_path_factory.mktemp("recipe") / "tiny-sky.toml"
     recipe.write_text(
         (FIXTURES / "tiny.toml").read_text()
         + '\n[styles.original.backdrop]\nkind = "sky"\nzenith = [0.22, 0.42, 0.82]\nhorizon = [0.72, 0.82, 0.93]\n'
         'ground = [0.42, 0.4, 0.36]\nclouds = 0.45\ncloud_scale = 2.0\nseed = 0\nscenes = ["reference"]\n'
+        + ("alpha = true\n" if alpha else "")
     )
     return make_datasets(str(recipe), root=tmp_path_factory.mktemp("kit"), size=16)
+
+
+@pytest.fixture(scope="module")
+def sky_data(tmp_path_factory):
+    return _sky_kit(tmp_path_factory, alpha=False)
+
+
+@pytest.fixture(scope="module")
+def sky_rgba_data(tmp_path_factory):
+    """As sky_data, the sky's photos written as RGBA opaque everywhere (as the research project's spheres)."""
+    return _sky_kit(tmp_path_factory, alpha=True)
+
+
+def test_auto_takes_rgba_photos_opaque_everywhere_for_opaque_photographs(sky_data, sky_rgba_data):
+    from fastjoint.data import load_split
+
+    for kit in (sky_data, sky_rgba_data):
+        sky = load_split(kit / "reference" / "original", "train")
+        cut_out = load_split(kit / "reference" / "recolour", "train")
+        assert not sky.transparent and cut_out.transparent
+        assert resolve_background("auto", "k", sky.transparent, True, (1, 1, 1)) == LEARNED
+        assert resolve_background("auto", "k", cut_out.transparent, True, (1, 1, 1)) == RANDOM
+    on_disk = iio.imread(next((sky_rgba_data / "reference" / "original" / "train").glob("*.png")))
+    assert on_disk.shape[-1] == 4 and (on_disk[..., 3] == 255).all()  # RGBA, opaque everywhere
+    plain = iio.imread(next((sky_data / "reference" / "original" / "train").glob("*.png")))
+    assert plain.shape[-1] == 3 and np.array_equal(on_disk[..., :3], plain)  # the same photo
+
+
+@pytest.mark.slow  # trains, and starts the CLI
+def test_a_run_on_rgba_opaque_photos_learns_its_sky_and_a_resumed_run_keeps_its_backgrounds(sky_rgba_data, tmp_path):
+    config = tiny_config(sky_rgba_data, tmp_path / "runs", train={"steps": 20, "rays_per_pairing": 128, "checkpoint_every": 10})
+    path = write_config(config, tmp_path / "sky.toml")
+    result = run_cli("train", str(path), "--no-eval", "--no-render", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    said = [line for line in result.stdout.splitlines() if line.startswith("background auto: ")]
+    assert said == [
+        "background auto: target:original random (transparent photos), reference:original learned (opaque photos), "
+        "reference:recolour random (transparent photos)"
+    ]
+    # A run trained before `auto` looked at the pixels took these photos for cut-outs: it resumes as it was trained.
+    latest = config.run_dir / "checkpoints" / "latest.pt"
+    state = torch.load(latest, weights_only=True)
+    assert state["backgrounds"]["reference:original"] == LEARNED
+    state["backgrounds"]["reference:original"] = RANDOM
+    state["environments"] = {}
+    state["optimizer"]["param_groups"] = state["optimizer"]["param_groups"][:2]
+    kept = {index for group in state["optimizer"]["param_groups"] for index in group["params"]}
+    state["optimizer"]["state"] = {index: moments for index, moments in state["optimizer"]["state"].items() if index in kept}
+    torch.save(state, latest)
+    (config.run_dir / "checkpoints" / "previous.pt").unlink()
+    resumed = run_cli("train", str(path), "--resume", "--train.steps", "30", "--no-eval", "--no-render", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "reference:original random (opaque photos)" in resumed.stdout
+    state = torch.load(latest, weights_only=True)
+    assert state["step"] == 30 and state["backgrounds"]["reference:original"] == RANDOM and not state["environments"]
 
 
 @pytest.mark.slow  # trains, and starts the CLI

@@ -34,7 +34,7 @@ def write_dataset(root, n=3, size=(8, 6), channels=4, extension=False, seed=0):
 def test_loads_rgba_with_or_without_png_ending(tmp_path, extension):
     write_dataset(tmp_path, extension=extension)
     split = load_split(tmp_path, "train")
-    assert split.images.shape == (3, 6, 8, 4) and split.has_alpha
+    assert split.images.shape == (3, 6, 8, 4) and split.transparent
     stored = iio.imread(tmp_path / "train" / "r_1.png")
     torch.testing.assert_close(split.images[1], torch.from_numpy(stored).float() / 255)
     assert split.camera == Camera(8, 6, 0.5 * 8 / math.tan(0.345))
@@ -46,7 +46,21 @@ def test_loads_rgba_with_or_without_png_ending(tmp_path, extension):
 def test_rgb_images_get_opaque_alpha(tmp_path):
     write_dataset(tmp_path, channels=3)
     split = load_split(tmp_path, "train")
-    assert not split.has_alpha and torch.all(split.images[..., 3] == 1)
+    assert not split.transparent and torch.all(split.images[..., 3] == 1)
+
+
+@pytest.mark.parametrize("transparent_pixel", [False, True])
+def test_rgba_images_opaque_everywhere_are_opaque_photographs(tmp_path, transparent_pixel):
+    write_dataset(tmp_path)
+    for i, path in enumerate(sorted((tmp_path / "train").glob("*.png"))):
+        image = iio.imread(path)
+        image[..., 3] = 255
+        if transparent_pixel and i == 2:
+            image[5, 7, 3] = 254  # one pixel of one image, barely transparent, makes the set transparent
+        iio.imwrite(path, image)
+        assert iio.imread(path).shape[-1] == 4  # still RGBA on disk
+    split = load_split(tmp_path, "train")
+    assert split.transparent == transparent_pixel
 
 
 def test_downscale_averages_premultiplied_colour(tmp_path):

@@ -164,7 +164,7 @@ def test_nerfstudio_intrinsics_recentring_and_default_split(tmp_path):
     assert test.names == ("images/f_00.png", "images/f_08.png") and load_split(tmp_path, "val").names == test.names
     assert len(train) == 8 and "images/f_00.png" not in train.names
     assert np.array_equal(test.pixels[1, ..., :3].numpy(), iio.imread(tmp_path / "images/f_08.png"))
-    assert not test.has_alpha and torch.all(test.pixels[..., 3] == 255)
+    assert not test.transparent and torch.all(test.pixels[..., 3] == 255)
     # The cameras look at CENTRE from RADIUS: it becomes the origin, the radius 4.
     scale = CAMERA_RADIUS / RADIUS
     expected = np.diag([scale, scale, scale, 1.0])

@@ -54,7 +54,7 @@ def test_datasets_are_complete_and_deterministic(tmp_path):
         for style in ("original", "recolour"):
             for split, n in (("train", 24), ("val", 2), ("test", 3)):
                 loaded = load_split(first / scene / style, split)
-                assert len(loaded) == n and loaded.images.shape[1:3] == (24, 24) and loaded.has_alpha
+                assert len(loaded) == n and loaded.images.shape[1:3] == (24, 24) and loaded.transparent
             a = (first / scene / style / "test" / "r_1.png").read_bytes()
             assert a == (second / scene / style / "test" / "r_1.png").read_bytes()
     # Styles share cameras view for view, and the recolour changes only the yellow paint.

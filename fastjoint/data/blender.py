@@ -57,10 +57,10 @@ def load_blender(root: Path, split: str, downscale: int = 1) -> Split:
         poses.append(read_frame_pose(frame, where).astype(np.float32))
         paths.append(image_path(root, frame, where))
 
-    pixels, has_alpha = read_images(paths, downscale)
+    pixels, transparent = read_images(paths, downscale)
     camera = Camera.from_angle(pixels.shape[2], pixels.shape[1], float(angle))
     names = tuple(p.relative_to(root).as_posix() for p in paths)
-    return Split(pixels, torch.from_numpy(np.stack(poses)), camera, has_alpha, path, names=names)
+    return Split(pixels, torch.from_numpy(np.stack(poses)), camera, transparent, path, names=names)
 
 
 def image_path(root: Path, frame: dict, where: str) -> Path:

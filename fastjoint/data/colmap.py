@@ -135,14 +135,14 @@ def load_colmap(root: Path, split: str, downscale: int = 1) -> Split:
     poses = np.stack([to_pose(image.qvec, image.tvec) for image in model.images])
     transform = scene_transform(poses, model.points)
     moved = apply_transform(poses[chosen], transform)
-    pixels, has_alpha = read_images(paths, downscale, size=(camera.width, camera.height))
+    pixels, transparent = read_images(paths, downscale, size=(camera.width, camera.height))
     if downscale > 1:
         camera = camera.scaled(downscale)
     return Split(
         pixels,
         torch.from_numpy(moved.astype(np.float32)),
         camera,
-        has_alpha,
+        transparent,
         where,
         torch.from_numpy(transform),
         tuple(f"images/{model.images[i].name}" for i in chosen),

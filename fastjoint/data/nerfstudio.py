@@ -85,11 +85,11 @@ def load_nerfstudio(root: Path, split: str, downscale: int = 1) -> Split:
 
     transform = scene_transform(np.stack(poses))
     moved = apply_transform(np.stack([poses[i] for i in chosen]), transform)
-    pixels, has_alpha = read_images(paths, downscale, size=(camera.width, camera.height))
+    pixels, transparent = read_images(paths, downscale, size=(camera.width, camera.height))
     if downscale > 1:
         camera = camera.scaled(downscale)
     names_chosen = tuple(Path(names[i]).as_posix() for i in chosen)
-    return Split(pixels, torch.from_numpy(moved.astype(np.float32)), camera, has_alpha, path, torch.from_numpy(transform), names_chosen)
+    return Split(pixels, torch.from_numpy(moved.astype(np.float32)), camera, transparent, path, torch.from_numpy(transform), names_chosen)
 
 
 def _camera(meta: dict, frame: dict, path: Path, where: str) -> Camera:

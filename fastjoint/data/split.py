@@ -36,7 +36,7 @@ class Split:
     pixels: Tensor  # [n, H, W, 4] uint8 RGBA, straight alpha (alpha 255 for RGB images)
     poses: Tensor  # [n, 4, 4] float32 camera-to-world, OpenGL camera axes
     camera: Camera
-    has_alpha: bool
+    transparent: bool  # some image has an alpha below 255 somewhere (RGBA opaque everywhere is an opaque photo)
     source: Path  # the file that describes the views (transforms JSON, COLMAP images file)
     # Scene-from-file similarity [4, 4] float64: the loader's recentring and scaling
     # (identity for Blender format); a file's point x is at transform @ [x, 1] in the scene.
@@ -165,10 +165,11 @@ def read_image(path: Path) -> tuple[np.ndarray, bool]:  # [H, W, 4] uint8 straig
         if np.issubdtype(image.dtype, np.integer):
             image = image.astype(np.float64) / np.iinfo(image.dtype).max
         image = np.round(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
-    has_alpha = image.shape[-1] == 4
-    if not has_alpha:
-        image = np.concatenate([image, np.full_like(image[..., :1], 255)], axis=-1)
-    return image, has_alpha
+    if image.shape[-1] == 3:
+        return np.concatenate([image, np.full_like(image[..., :1], 255)], axis=-1), False
+    # An alpha channel that is opaque everywhere (as some cameras and tools write) makes an
+    # opaque photograph, not a cut-out: transparency is a property of the pixels.
+    return image, bool((image[..., 3] < 255).any())
 
 
 def read_images(paths: list[Path], downscale: int, size: tuple[int, int] | None = None) -> tuple[Tensor, bool]:
@@ -179,11 +180,11 @@ def read_images(paths: list[Path], downscale: int, size: tuple[int, int] | None 
     (width, height) is what the dataset's metadata says the images are, if it says.
     """
     stack: Tensor | None = None
-    has_alpha = False
+    transparent = False
     first: tuple[Path, tuple[int, int]] | None = None
     for i, path in enumerate(paths):
         image, alpha = read_image(path)
-        has_alpha |= alpha
+        transparent |= alpha
         height, width = image.shape[:2]
         if first is None:
             first = (path, (height, width))
@@ -200,7 +201,7 @@ def read_images(paths: list[Path], downscale: int, size: tuple[int, int] | None 
         pixels = torch.from_numpy(image)
         stack[i] = downscale_image(pixels, downscale) if downscale > 1 else pixels
     assert stack is not None, "read_images needs at least one path"
-    return stack, has_alpha
+    return stack, transparent
 
 
 def downscale_image(pixels: Tensor, factor: int) -> Tensor:  # [H, W, 4] uint8 -> [H/f, W/f, 4] uint8

@@ -6,7 +6,7 @@ Output: <out>/<scene>/<style>/ holding the format's files, written by its record
 transforms.json with the split lists and images/<split>_r_<i>.png; colmap: sparse/0/ as
 text, splits.json and images/<split>_r_<i>.png; see each format's module).
 PNGs are RGBA (straight alpha), or RGB where the recipe gives the scene an opaque backdrop
-in that style; they are the same bytes in every format. Every scene and style shares the
+in that style (RGBA with alpha 255 everywhere where the backdrop says `alpha = true`); they are the same bytes in every format. Every scene and style shares the
 same cameras, so a restyled target's ground truth lines up view for view with the target
 in its original style. Deterministic given the recipe. Written to a temporary folder and
 moved into place, so an interrupted run leaves no half-written dataset; a stamp with the
@@ -64,7 +64,8 @@ def view_poses(recipe: Recipe) -> dict[str, np.ndarray]:
 
 def render_view(recipe: Recipe, scene: str, style: str, pose: np.ndarray) -> np.ndarray:
     """One image, anti-aliased by supersampling: [H, W, 4] uint8 RGBA, or [H, W, 3] uint8
-    RGB where the scene has an opaque backdrop in this style."""
+    RGB where the scene has an opaque backdrop in this style ([H, W, 4] with alpha 255
+    everywhere when the backdrop says `alpha`)."""
     size, ss = recipe.camera.size, recipe.camera.supersample
     focal = 0.5 * size / math.tan(0.5 * recipe.camera.angle_x)
     offsets = (np.arange(ss) + 0.5) / ss
@@ -79,8 +80,8 @@ def render_view(recipe: Recipe, scene: str, style: str, pose: np.ndarray) -> np.
     backdrop = recipe.backdrop(scene, style)
     if backdrop is not None:  # opaque: the sky wherever the ray misses, averaged per pixel
         colour = np.where(coverage[:, None] > 0, colour, sky(backdrop, dirs))
-        rgb = colour.reshape(size, ss, size, ss, 3).mean(axis=(1, 3))
-        return np.round(np.clip(rgb, 0.0, 1.0) * 255.0).astype(np.uint8)
+        rgb = np.round(np.clip(colour.reshape(size, ss, size, ss, 3).mean(axis=(1, 3)), 0.0, 1.0) * 255.0).astype(np.uint8)
+        return np.concatenate([rgb, np.full_like(rgb[..., :1], 255)], axis=-1) if backdrop.alpha else rgb
     # Average premultiplied colour and coverage over each pixel's sub-samples.
     premultiplied = (colour * coverage[:, None]).reshape(size, ss, size, ss, 3).mean(axis=(1, 3))
     alpha = coverage.reshape(size, ss, size, ss).mean(axis=(1, 3))

@@ -84,6 +84,7 @@ class Backdrop:
     cloud_scale: Annotated[float, Range(0.01)] = 2.0  # cloud features per unit of the sky plane (larger: smaller clouds)
     seed: Annotated[int, Range(0)] = 0  # the cloud pattern
     scenes: tuple[str, ...] | None = None  # the scenes that have it in this style; None: all
+    alpha: bool = False  # write these opaque photos as RGBA whose alpha is 255 everywhere (as some tools do)
 
     def __post_init__(self) -> None:
         if self.scenes == ():
