@@ -91,10 +91,14 @@ def pictures(results: Path = RESULTS) -> Path:
     return folder
 
 
+def checkout_environment(**extra: str) -> dict[str, str]:
+    """This process's environment with the checkout first on PYTHONPATH (so `python -m fastjoint` runs its code)."""
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])), **extra)
+
+
 def fastjoint(*args: str) -> subprocess.CompletedProcess:
     """`python -m fastjoint ARGS` from the checkout, its output captured; a failure stops the benchmark with its stderr."""
-    environment = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
-    done = subprocess.run([sys.executable, "-m", "fastjoint", *args], cwd=REPO, env=environment, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "fastjoint", *args], cwd=REPO, env=checkout_environment(), capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"fastjoint {' '.join(args)} failed:\n{done.stderr[-4000:]}")
     return done

@@ -39,7 +39,6 @@ import argparse
 import contextlib
 import dataclasses
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -53,9 +52,10 @@ import numpy as np
 from PIL import Image, ImageDraw
 from rich.table import Table
 
-from benchmarks.common import REPO, RESULTS, fastjoint, machine_slug, pictures, train_and_score, write_results
+from benchmarks.common import REPO, RESULTS, checkout_environment, fastjoint, machine_slug, pictures, train_and_score, write_results
 from benchmarks.common import console as make_console
 from fastjoint.config import load_config
+from fastjoint.schema import toml_value
 from fastjoint.sweepfile import load_sweep
 from fastjoint.sweepsummary import spread
 
@@ -106,17 +106,7 @@ def config_of(target: str, style: str) -> str:
     return f"configs/{target}-{style}.toml"
 
 
-def _toml(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    return repr(value)
-
-
-def sweep_toml(
+def sweeptoml_value(
     name: str,
     work: Path,
     configs: Sequence[str],
@@ -130,14 +120,16 @@ def sweep_toml(
     output_dir = work.relative_to(REPO).as_posix() if work.is_relative_to(REPO) else str(work)
     lines = [f"# {line}" for line in comment.splitlines()]
     lines += [
-        f"name = {_toml(name)}",
-        f"output_dir = {_toml(output_dir)}  # a relative path is read from the checkout, where the sweep runs",
-        "configs = [\n" + "".join(f"    {_toml(c)},\n" for c in configs) + "]",
-        f"seeds = {_toml(list(seeds))}",
-        f"after = {_toml(list(after))}",
+        f"name = {toml_value(name)}",
+        f"output_dir = {toml_value(output_dir)}  # a relative path is read from the checkout, where the sweep runs",
+        "configs = [\n" + "".join(f"    {toml_value(c)},\n" for c in configs) + "]",
+        f"seeds = {toml_value(list(seeds))}",
+        f"after = {toml_value(list(after))}",
     ]
     if values:
-        lines += ["", "[axes]  # the variant: one value each"] + [f"{_toml(key)} = [{_toml(value)}]" for key, value in values.items()]
+        lines += ["", "[axes]  # the variant: one value each"] + [
+            f"{toml_value(key)} = [{toml_value(value)}]" for key, value in values.items()
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -149,8 +141,7 @@ def run_sweep(sweep_file: Path, cpus_per_run: float = 1.0, summary_only: bool = 
     """
     command = [sys.executable, "-m", "fastjoint", "sweep", str(sweep_file), "--cpus-per-run", str(cpus_per_run)]
     command += ["--summary"] if summary_only else []
-    environment = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
-    child = subprocess.Popen(command, cwd=REPO, env=environment)
+    child = subprocess.Popen(command, cwd=REPO, env=checkout_environment())
     previous = signal.signal(signal.SIGTERM, lambda *_: child.send_signal(signal.SIGTERM))
     try:
         while True:
@@ -192,7 +183,7 @@ def experiment(
     work = Path(work).resolve()
     work.mkdir(parents=True, exist_ok=True)
     sweep_file = work / f"{name}.toml"
-    sweep_file.write_text(sweep_toml(name, work, list(grid), seeds, values, comment=comment))
+    sweep_file.write_text(sweeptoml_value(name, work, list(grid), seeds, values, comment=comment))
     code = run_sweep(sweep_file, cpus_per_run, summary_only)
     if code in (130, 143):
         raise SystemExit(code)  # the sweep said it stopped, and how to continue

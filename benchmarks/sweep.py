@@ -24,14 +24,12 @@ from pathlib import Path
 
 from rich.table import Table
 
-from benchmarks.common import REPO, console, median, write_results
+from benchmarks.common import REPO, checkout_environment, console, median, write_results
 from fastjoint.config import load_config, to_toml
 
 
 def timed(args: list[str], cwd: Path, threads: int | None = None) -> float:
-    environment = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
-    if threads is not None:
-        environment["OMP_NUM_THREADS"] = str(threads)
+    environment = checkout_environment(**({} if threads is None else {"OMP_NUM_THREADS": str(threads)}))
     started = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "fastjoint", *args], cwd=cwd, env=environment, capture_output=True, text=True)
     seconds = time.perf_counter() - started

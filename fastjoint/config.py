@@ -13,12 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-import tomllib
-
 from fastjoint.colours import parse_background
 from fastjoint.errors import UserError
 from fastjoint.pairing import ORIGINAL, Pairing, Pairings, check_style_name
-from fastjoint.schema import coerce, describe, from_dict, to_dict, to_toml
+from fastjoint.schema import coerce, describe, from_dict, read_toml, to_dict, to_toml
 
 __all__ = [  # the schema's reading and writing are re-exported: config.from_dict etc. keep working
     "BackendConfig",
@@ -415,17 +413,7 @@ def load_config(path: str | Path, saved: bool = False) -> Config:
     `saved`: the file is a run's own config.toml, where a retired option at its off value (as
     runs trained before its retirement wrote it) is dropped instead of refused.
     """
-    path = Path(path)
-    if path.is_dir():
-        raise UserError(f"{path}: is a folder, not a config file")
-    if not path.is_file():
-        raise UserError(f"{path}: config file not found")
-    try:
-        table = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as error:
-        raise UserError(f"{path}: not valid TOML ({error})") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not a text file") from None
+    table = read_toml(path, "config file")
     if saved:
         _drop_retired(table)
     try:

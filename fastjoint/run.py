@@ -35,7 +35,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def resolve_backgrounds(config: Config, transparent: Mapping[Pairing, bool]) -> dict[Pairing, Background]:
-    """Each trained pairing's background, `auto` decided by whether its images are RGBA."""
+    """Each trained pairing's background, `auto` decided by whether its images have transparency."""
     data, render = config.data, config.render
     return {
         pairing: resolve_background(

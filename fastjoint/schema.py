@@ -24,7 +24,10 @@ import math
 import types
 import typing
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any, Literal, Union
+
+import tomllib
 
 from fastjoint.errors import UserError
 
@@ -234,7 +237,7 @@ def to_toml(instance: Any) -> str:
 
 
 def _toml_lines(table: dict[str, Any], prefix: str) -> list[str]:
-    lines = [f"{key} = {_toml_value(value)}" for key, value in table.items() if not isinstance(value, dict)]
+    lines = [f"{key} = {toml_value(value)}" for key, value in table.items() if not isinstance(value, dict)]
     for key, value in table.items():
         if isinstance(value, dict):
             if not value or not all(isinstance(v, dict) for v in value.values()):
@@ -243,13 +246,30 @@ def _toml_lines(table: dict[str, Any], prefix: str) -> list[str]:
     return lines
 
 
-def _toml_value(value: Any) -> str:
+def toml_value(value: Any) -> str:
+    """One value as TOML writes it (booleans, numbers, strings, lists and tuples of them)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
         return repr(value)
     if isinstance(value, str):
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
     raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def read_toml(path: str | Path, what: str) -> dict[str, Any]:
+    """A TOML file's table; UserError naming the file (`what` it should be: "config file", ...)
+    when it is missing, a folder, not text or not valid TOML."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder, not a {what}")
+    if not path.is_file():
+        raise UserError(f"{path}: {what} not found")
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as error:
+        raise UserError(f"{path}: not valid TOML ({error})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a text file") from None

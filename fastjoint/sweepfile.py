@@ -26,6 +26,7 @@ Paths are read from the working folder, as `fastjoint train` reads them.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import itertools
 import re
@@ -33,11 +34,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import tomllib
-
 from fastjoint.config import Config, DataConfig, load_config
 from fastjoint.errors import UserError
-from fastjoint.schema import Invalid, from_dict, to_dict
+from fastjoint.schema import Invalid, from_dict, read_toml, to_dict, toml_value
 
 AFTER = ("eval", "render", "analyze")
 """What a run can do once trained, in this order."""
@@ -109,17 +108,7 @@ class GridPoint:
 def load_sweep(path: str | Path) -> tuple[SweepFile, list[GridPoint]]:
     """Reads a sweep file and builds every point's config; every problem is one UserError
     naming the file and the key (or the axis value) at fault, before any run starts."""
-    path = Path(path)
-    if path.is_dir():
-        raise UserError(f"{path}: is a folder, not a sweep file")
-    if not path.is_file():
-        raise UserError(f"{path}: sweep file not found")
-    try:
-        table = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as error:
-        raise UserError(f"{path}: not valid TOML ({error})") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not a text file") from None
+    table = read_toml(path, "sweep file")
     try:
         axes = _axes(table.pop("axes", {}))
         datasets = _datasets(table.pop("datasets", []))
@@ -187,18 +176,18 @@ def grid(sweep: SweepFile) -> list[GridPoint]:
         group = ",".join(parts)
         for seed in sweep.seeds:
             name = f"{group},seed{seed}" if group else f"seed{seed}"
-            table = _copy(bases[config_path])
+            table = copy.deepcopy(bases[config_path])
             if dataset is not None:
                 table["data"] = to_dict(dataset.data)
             for key, value in zip(keys, values, strict=True):
-                _set(table, key, value, f'axes."{key}" = {_toml_repr(value)}')
+                _set(table, key, value, f'axes."{key}" = {toml_value(value)}')
             table["train"] = {**table.get("train", {}), "seed": seed}
             table["output_dir"] = str(sweep.folder)
             table["name"] = name
             try:
                 config = from_dict(Config, table)
             except UserError as error:
-                where = f"axes ({', '.join(f'{k} = {_toml_repr(v)}' for k, v in zip(keys, values, strict=True))})" if keys else "point"
+                where = f"axes ({', '.join(f'{k} = {toml_value(v)}' for k, v in zip(keys, values, strict=True))})" if keys else "point"
                 raise UserError(f"{where} with {config_path}: {error}") from None
             point_values = {
                 "config": config_path,
@@ -222,14 +211,6 @@ def _set(table: dict[str, Any], dotted: str, value: Any, where: str) -> None:
     node[key] = value
 
 
-def _copy(table: Any) -> Any:
-    if isinstance(table, dict):
-        return {k: _copy(v) for k, v in table.items()}
-    if isinstance(table, list):
-        return [_copy(v) for v in table]
-    return table
-
-
 def _short_names(keys: list[str]) -> dict[str, str]:
     """Each axis key by its last part, or in full where two axes share it."""
     last = [k.split(".")[-1] for k in keys]
@@ -237,16 +218,8 @@ def _short_names(keys: list[str]) -> dict[str, str]:
 
 
 def _slug(value: Any) -> str:
-    text = _toml_repr(value).strip('"')
+    text = toml_value(value).strip('"')
     return re.sub(r"[^A-Za-z0-9.+-]+", "-", text).strip("-") or "empty"
-
-
-def _toml_repr(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return f'"{value}"'
-    return repr(value)
 
 
 def _is_plain_label(label: str) -> bool:

@@ -15,6 +15,7 @@ from conftest import run_cli, tiny_config, write_config
 from fastjoint.config import RETIRED_AT, RETIRED_OPTIONS, load_config, retired_message
 from fastjoint.errors import UserError
 from fastjoint.plane import FeaturePlane
+from fastjoint.schema import toml_value
 
 
 def test_desired_styles_can_read_the_features_without_shaping_them():
@@ -111,16 +112,10 @@ def test_a_config_naming_a_retired_option_is_refused_in_one_line(tiny_data, tmp_
     # one that used an option does not.
     with pytest.raises(UserError, match="retired"):
         load_config(path, saved=True)
-    off = _with_key(write_config(tiny_config(tiny_data, tmp_path / "runs"), tmp_path / "saved.toml"), key, _toml(RETIRED_OPTIONS[key]))
+    off = _with_key(write_config(tiny_config(tiny_data, tmp_path / "runs"), tmp_path / "saved.toml"), key, toml_value(RETIRED_OPTIONS[key]))
     assert load_config(off, saved=True) == tiny_config(tiny_data, tmp_path / "runs")
     with pytest.raises(UserError, match="retired"):
         load_config(off)
-
-
-def _toml(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return f'"{value}"' if isinstance(value, str) else repr(value)
 
 
 @pytest.mark.slow
