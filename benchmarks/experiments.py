@@ -106,7 +106,7 @@ def config_of(target: str, style: str) -> str:
     return f"configs/{target}-{style}.toml"
 
 
-def sweeptoml_value(
+def sweep_toml(
     name: str,
     work: Path,
     configs: Sequence[str],
@@ -183,7 +183,7 @@ def experiment(
     work = Path(work).resolve()
     work.mkdir(parents=True, exist_ok=True)
     sweep_file = work / f"{name}.toml"
-    sweep_file.write_text(sweeptoml_value(name, work, list(grid), seeds, values, comment=comment))
+    sweep_file.write_text(sweep_toml(name, work, list(grid), seeds, values, comment=comment))
     code = run_sweep(sweep_file, cpus_per_run, summary_only)
     if code in (130, 143):
         raise SystemExit(code)  # the sweep said it stopped, and how to continue
