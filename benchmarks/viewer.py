@@ -11,7 +11,7 @@ a click) to the moment the status line of the frame that shows its effect arrive
 
 Screenshots go to benchmarks/results/pictures/<machine>-<date>-viewer-*.png (git ignores the folder).
 
-    python -m benchmarks.viewer --run runs/demo [--moving-size 64]
+    python -m benchmarks.viewer --run runs/demo [--moving-size 256] [--renderer fast|exact]
 """
 
 from __future__ import annotations
@@ -34,8 +34,9 @@ REPO = Path(__file__).resolve().parents[1]
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.viewer", description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, required=True, help="a trained run (e.g. runs/demo)")
-    parser.add_argument("--moving-size", type=int, default=64)
-    parser.add_argument("--resting-size", type=int, default=128)
+    parser.add_argument("--moving-size", type=int, default=256)
+    parser.add_argument("--resting-size", type=int, default=512)
+    parser.add_argument("--renderer", choices=("fast", "exact"), default="fast")
     parser.add_argument("--moves", type=int, default=150, help="mouse moves of the orbit (about 20 ms apart)")
     parser.add_argument("--swaps", type=int, default=6)
     parser.add_argument("--paints", type=int, default=3)
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     prefix = f"{machine_slug()}-{datetime.date.today().isoformat()}-viewer"
     shots = {}
     folder = pictures(args.results)
-    viewer = Viewer(args.run, "--moving-size", str(args.moving_size), "--resting-size", str(args.resting_size))
+    viewer = Viewer(args.run, "--moving-size", str(args.moving_size), "--resting-size", str(args.resting_size), "--renderer", args.renderer)
     try:
         with open_viewer(viewer.url()) as page:
             first = page.wait_status(lambda s: s.height == args.resting_size, "the first sharp frame")

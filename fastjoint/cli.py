@@ -100,11 +100,13 @@ class Eval:
     background: Optional[str] = None
     """Render every pairing (and composite RGBA ground truth) on this colour: white, black or #rrggbb; None: each pairing's own background."""
 
-    def __call__(self) -> int:
-        from fastjoint.run import load_run
+    renderer: Literal["exact", "fast"] = "exact"
+    """exact: the trained model at every sample (the scores of record); fast: the scenes baked first, each
+    style a lookup table (within about 0.1 dB, see the README's "Fast rendering")."""
 
+    def __call__(self) -> int:
         background = _background(self.background)
-        _evaluate(load_run(self.run, self.device), background)
+        _evaluate(_load(self.run, self.device, self.renderer), background)
         return 0
 
 
@@ -125,13 +127,13 @@ class Render:
     """Where to render; None: the run's own device."""
     background: Optional[str] = None
     """Render on this colour: white, black or #rrggbb; None: the pairing's own background (its dataset's)."""
+    renderer: Literal["fast", "exact"] = "fast"
+    """fast: the scenes baked first (a few seconds), each style a lookup table; exact: the trained model at every sample."""
 
     def __call__(self) -> int:
         _check(self.orbit >= 0, "--orbit", "must not be negative")
         background = _background(self.background)
-        from fastjoint.run import load_run
-
-        run = load_run(self.run, self.device)
+        run = _load(self.run, self.device, self.renderer)
         _render(run, self.pairing or run.pairings.transfers[0].name, self.split, self.orbit, self.video, background)
         return 0
 
@@ -236,12 +238,14 @@ class View:
     """Port to serve on (viser takes the next free one if it is taken)."""
     host: str = "127.0.0.1"
     """Address to serve on; 0.0.0.0 serves every network the machine is on."""
-    moving_size: int = 64
+    moving_size: int = 256
     """Image height in pixels while the camera moves."""
-    resting_size: int = 128
+    resting_size: int = 512
     """Image height once the camera rests."""
     device: Device = None
     """Where to render; None: the run's own device."""
+    renderer: Literal["fast", "exact"] = "fast"
+    """fast: the scenes baked once at start (a few seconds), each style a lookup table; exact: the trained model at every sample."""
 
     def __call__(self) -> int:
         _check(0 < self.port < 65536, "--port", "must be between 1 and 65535")
@@ -251,7 +255,7 @@ class View:
 
         import_viser()  # before loading the run: a missing viser is said at once
         settings = ViewSettings(host=self.host, port=self.port, moving=self.moving_size, resting=self.resting_size)
-        return serve(self.run, settings, self.device)
+        return serve(self.run, settings, self.device, self.renderer)
 
 
 @dataclass(frozen=True)
@@ -517,6 +521,17 @@ def _background(text: str | None):
     from fastjoint.colours import parse_colour
 
     return torch.tensor(parse_colour(text, "--background"))
+
+
+def _load(run_dir, device, renderer: str):
+    """A trained run, rendering with `renderer` (the bake behind a progress bar)."""
+    from fastjoint.log import progress_bar
+    from fastjoint.run import load_run
+
+    if renderer == "exact":
+        return load_run(run_dir, device)
+    with progress_bar("baking the scenes for the fast renderer") as progress:
+        return load_run(run_dir, device, renderer, progress)
 
 
 def _evaluate(run, background=None) -> None:

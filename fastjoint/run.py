@@ -4,7 +4,7 @@ rendering a pairing, and loading a finished run (its checkpoints: fastjoint.chec
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -18,12 +18,19 @@ from fastjoint.config import Config, load_config
 from fastjoint.data import Camera, image_rays
 from fastjoint.errors import UserError
 from fastjoint.model import JointModel
-from fastjoint.ops import Backends, resolve_backends
+from fastjoint.ops import Backends, native, resolve_backends
 from fastjoint.ops._torch_impl import _ray_aabb
 from fastjoint.pairing import ORIGINAL, SCENES, Pairing, Pairings, check_style_name
 from fastjoint.render import Field, RenderResult, SampleCache, Sampler, cache_samples, concat_caches, make_estimators, render_rays
 from fastjoint.render.background import EnvironmentMap
+from fastjoint.render.baked import BakedScene, DecoderTable, bake_scene, sub_cells
+from fastjoint.render.cached import composite_cached
 from fastjoint.styles import StoredStyle, run_styles, stored_styles, style_path
+
+RENDERERS = ("fast", "exact")
+"""How views are rendered: `exact` runs the hash grid and the feature head at every sample;
+`fast` reads the scene baked into bricks, each style as a lookup table (fastjoint.render.baked)."""
+FAST_CHUNK = 1 << 18  # rays marched at once by the fast renderer
 
 
 def resolve_device(name: str) -> torch.device:
@@ -71,6 +78,58 @@ class Built:
         self.environments: nn.ModuleDict = nn.ModuleDict(
             {p.slug: EnvironmentMap() for p, choice in self.backgrounds.items() if choice == LEARNED}
         ).to(device)
+        self.renderer = "exact"  # see RENDERERS; `use_renderer` changes it
+        self.baked: dict[str, BakedScene] = {}
+        self._tables: dict[str, tuple[nn.Module, DecoderTable]] = {}
+        self._baked_backend = "torch"
+
+    def use_renderer(self, renderer: str, progress: Callable[[int, int], None] | None = None) -> None:
+        """Renders with `renderer` from now on (see RENDERERS); `fast` bakes both scenes first.
+
+        Baking evaluates the trained model once, so it is done again after any further training.
+        `progress(done, total)` follows the bake. UserError where the run cannot be baked.
+        """
+        assert renderer in RENDERERS, renderer
+        if renderer == "fast":
+            arch = architecture(self.config)
+            if not arch.uses_occupancy:
+                raise UserError(
+                    f'--renderer fast: needs model.encoder = "hashgrid" (this run: "{self.config.model.encoder}"); use --renderer exact'
+                )
+            self._baked_backend = "native" if native.problem_on(self.device) is None else "torch"
+            render, model = self.config.render, self.config.model
+            sub = sub_cells(model.grid_max_resolution, render.occ_resolution)
+            total = sum(int(self.estimators[scene].binaries.sum()) for scene in SCENES)
+            done = 0
+
+            def scene_progress(cells: int, _: int) -> None:
+                if progress is not None:
+                    progress(done + cells, total)
+
+            for scene in SCENES:
+                estimator = self.estimators[scene]
+                self.baked[scene] = bake_scene(
+                    self.model.encoders[scene].baked_values, estimator.binaries, estimator.aabbs, render.step_size, sub, scene_progress
+                )
+                done += int(estimator.binaries.sum())
+            self._tables.clear()
+        self.renderer = renderer
+
+    def decoder(self, style: str) -> Callable[[Tensor], Tensor]:
+        """What turns a style's features into colour: its decoder, or under `fast` its lookup table."""
+        decoder = self.model.decoders[style]
+        return self.lookup(style, decoder)
+
+    def lookup(self, key: str, decoder: nn.Module) -> Callable[[Tensor], Tensor]:
+        """`decoder` under the current renderer: itself, or under `fast` its lookup table (kept under `key`
+        until the decoder under that key changes)."""
+        if self.renderer != "fast" or self.model.feature_dim != 2:
+            return decoder
+        kept = self._tables.get(key)
+        if kept is None or kept[0] is not decoder:
+            kept = (decoder, DecoderTable(decoder, self.device))
+            self._tables[key] = kept
+        return kept[1]
 
     def background(self, pairing: Pairing) -> Background:
         """A pairing's resolved background; a transfer target:<style> has the target's (target:original).
@@ -130,6 +189,8 @@ class Built:
     def render_chunked(self, pairing: Pairing, rays_o: Tensor, rays_d: Tensor, background: Tensor | None = None) -> RenderResult:
         """Any number of rays, `render.chunk` at a time, without gradients; on the pairing's backdrop by default."""
         chunk = self.config.render.chunk
+        if self.renderer == "fast":
+            return self._render_fast(pairing, rays_o, rays_d, background)
         parts = [
             self.render_rays(pairing, o, d, self.backdrop(pairing, d) if background is None else background)
             for o, d in zip(rays_o.split(chunk), rays_d.split(chunk), strict=True)
@@ -140,6 +201,21 @@ class Built:
             torch.cat([p.depth for p in parts]),
             sum(p.n_samples for p in parts),
         )
+
+    def _render_fast(self, pairing: Pairing, rays_o: Tensor, rays_d: Tensor, background: Tensor | None) -> RenderResult:
+        """`render_chunked` through the baked scene (FAST_CHUNK rays at a time) and the style's lookup table."""
+        decode = self.decoder(pairing.style)
+        baked = self.baked[pairing.scene]
+        rgbs, opacities, depths, n_samples = [], [], [], 0
+        for o, d in zip(rays_o.split(FAST_CHUNK), rays_d.split(FAST_CHUNK), strict=True):
+            out = baked.march(o, d, self._baked_backend)
+            cache = SampleCache(out.ray_indices, out.weights, out.features, out.opacity, int(o.shape[0]))
+            behind = self.backdrop(pairing, d) if background is None else background
+            rgbs.append(composite_cached(cache, decode(cache.features), behind))
+            opacities.append(out.opacity)
+            depths.append(out.depth)
+            n_samples += cache.n_samples
+        return RenderResult(torch.cat(rgbs), torch.cat(opacities), torch.cat(depths), n_samples)
 
     def render_image(self, pairing: Pairing, pose: Tensor, camera: Camera, background: Tensor | None = None) -> Tensor:
         """A whole view of a pairing [H, W, 3], on the CPU; on the pairing's backdrop by default (see `backdrop`)."""
@@ -168,6 +244,22 @@ class Built:
         their samples are the ones `render_rays` takes (samples are anchored at the origin).
         """
         chunk = self.config.render.chunk
+        if self.renderer == "fast":
+            parts = [
+                self.baked[scene].cache_samples(o, d, self._baked_backend)
+                for o, d in zip(rays_o.split(FAST_CHUNK), rays_d.split(FAST_CHUNK), strict=True)
+            ]
+            return (
+                concat_caches(parts)
+                if parts
+                else SampleCache(
+                    rays_o.new_zeros(0, dtype=torch.long),
+                    rays_o.new_zeros(0),
+                    rays_o.new_zeros(0, self.model.feature_dim),
+                    rays_o.new_zeros(0),
+                    0,
+                )
+            )
 
         def field(points: Tensor, dirs: Tensor) -> tuple[Tensor, Tensor]:
             return self.model.features(scene, points, dirs)
@@ -271,8 +363,13 @@ class LoadedRun(NamedTuple):
         return self._replace(config=config, pairings=pairings, stored=stored)
 
 
-def load_run(run_dir: str | Path, device_name: str | None = None) -> LoadedRun:
-    """The config and trained model of a run folder, from its latest checkpoint, with its stored styles."""
+def load_run(
+    run_dir: str | Path, device_name: str | None = None, renderer: str = "exact", progress: Callable[[int, int], None] | None = None
+) -> LoadedRun:
+    """The config and trained model of a run folder, from its latest checkpoint, with its stored styles.
+
+    `renderer` (RENDERERS): how it renders; `fast` bakes the scenes first, `progress(done, total)` following.
+    """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"{run_dir}: run folder not found")
@@ -299,4 +396,5 @@ def load_run(run_dir: str | Path, device_name: str | None = None) -> LoadedRun:
             raise UserError(f"{style_path(run_dir, name)}: its decoder does not fit this run's model") from None
     built.config = config
     built.train(False)
+    built.use_renderer(renderer, progress)
     return LoadedRun(run_dir, config, built, int(checkpoint["step"]), float(checkpoint["train_seconds"]), pairings, stored)

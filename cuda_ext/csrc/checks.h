@@ -128,3 +128,40 @@ inline int64_t check_grid_gradient(const at::Tensor& v_out, const at::Tensor& x,
 }
 
 }  // namespace fastjoint
+
+namespace fastjoint {
+
+// The inputs of baked_march (see baked.h): float32 rays, boxes and bricks, an int32 index.
+inline void check_baked(const at::Tensor& rays_o, const at::Tensor& rays_d, const at::Tensor& aabbs,
+                        const at::Tensor& index, const at::Tensor& bricks, const at::Tensor& bounds,
+                        const at::Tensor& blocks, int64_t factor) {
+  TORCH_CHECK(rays_o.dim() == 2 && rays_o.size(1) == 3 && rays_d.sizes() == rays_o.sizes(),
+              "rays_o and rays_d must be [n_rays, 3], got " + shape_of(rays_o) + " and " + shape_of(rays_d));
+  TORCH_CHECK(index.dim() == 4 && index.scalar_type() == at::kInt,
+              "index must be int32 [L, R, R, R], got " + shape_of(index) + " " + c10::toString(index.scalar_type()));
+  TORCH_CHECK(index.size(0) >= 1 && index.size(0) <= 8, "baked_march takes 1 to 8 levels, got " + shape_of(index));
+  TORCH_CHECK(aabbs.dim() == 2 && aabbs.size(0) == index.size(0) && aabbs.size(1) == 6,
+              "aabbs must be [L, 6] for the index's levels, got " + shape_of(aabbs));
+  TORCH_CHECK(bricks.dim() == 5 && bricks.size(1) >= 2 && bricks.size(1) == bricks.size(2) &&
+                  bricks.size(2) == bricks.size(3) && bricks.size(4) >= 2 && bricks.size(4) <= 16,
+              "bricks must be [n, B + 1, B + 1, B + 1, C] with 2 <= C <= 16, got " + shape_of(bricks));
+  TORCH_CHECK(bounds.dim() == 1 && bounds.size(0) == 6, "bounds must be [6], got " + shape_of(bounds));
+  TORCH_CHECK(factor == 4, "baked_march's kernel is built for factor 4, got " + std::to_string(factor));
+  TORCH_CHECK(blocks.scalar_type() == at::kByte && blocks.dim() == 4 && blocks.size(0) == index.size(0),
+              "blocks must be uint8 [L, R / factor, R / factor, R / factor], got " + shape_of(blocks));
+  for (int a = 1; a < 4; ++a) {
+    TORCH_CHECK(blocks.size(a) == (index.size(a) + factor - 1) / factor,
+                "blocks must be ceil(R / factor) per axis: index " + shape_of(index) + ", blocks " + shape_of(blocks) +
+                    ", factor " + std::to_string(factor));
+  }
+  for (const at::Tensor* t : {&rays_o, &rays_d, &aabbs, &bricks, &bounds}) {
+    TORCH_CHECK(t->scalar_type() == at::kFloat, std::string("baked_march takes float32, got ") +
+                                                    c10::toString(t->scalar_type()));
+  }
+  for (const at::Tensor* t : {&rays_o, &rays_d, &aabbs, &index, &bricks, &bounds, &blocks}) {
+    TORCH_CHECK(t->is_contiguous(), std::string("baked_march expects contiguous tensors"));
+    TORCH_CHECK(t->device() == rays_o.device(), "expected a tensor on " + rays_o.device().str());
+  }
+}
+
+}  // namespace fastjoint

@@ -33,4 +33,13 @@ TORCH_LIBRARY(fastjoint, m) {
   m.def(
       "hashgrid_backward(Tensor v_out, Tensor x, float[] scales, int[] resolutions, int[] sizes, int[] offsets,"
       " int[] hashed) -> Tensor v_table");
+  // A baked scene marched (see baked.h): rays [n_rays, 3], aabbs [L, 6], index int32 [L, R, R, R],
+  // bricks [n, B + 1, B + 1, B + 1, C], bounds [6], blocks uint8 [L, R / f, R / f, R / f] (f = factor)
+  // -> the kept samples (ray_indices [S] int64, sorted; weights [S]; features [S, C - 1]) and per ray
+  // the opacity and depth of every sample taken.
+  m.def(
+      "baked_march(Tensor rays_o, Tensor rays_d, Tensor aabbs, Tensor index, Tensor bricks, Tensor bounds,"
+      " Tensor blocks, int factor, float step_size,"
+      " float min_transmittance, float min_weight)"
+      " -> (Tensor ray_indices, Tensor weights, Tensor features, Tensor opacity, Tensor depth)");
 }

@@ -28,6 +28,21 @@ class FeatureHead(nn.Module):
         out = self.density_net(grid_features)
         return trunc_exp(out[:, 0]), out[:, 1:]
 
+    def density_logit(self, grid_features: Tensor) -> tuple[Tensor, Tensor]:  # [N, G] -> [N], [N, geo]
+        """The density before its exp activation (sigma = exp of it), and the geometry features."""
+        out = self.density_net(grid_features)
+        return out[:, 0], out[:, 1:]
+
+    def mean_feature(self, geometry: Tensor, dirs: Tensor) -> Tensor:  # [N, geo], [M, 3] -> [N, feature_dim]
+        """The style feature of each point averaged over the view directions `dirs` (the same as
+        averaging `feature` over them; the first layer's geometry part is computed once per point)."""
+        first, rest = self.feature_net[0], self.feature_net[1:]
+        n_geometry, hidden = geometry.shape[1], first.weight.shape[0]
+        from_geometry = geometry @ first.weight[:, :n_geometry].T + first.bias  # [N, hidden]
+        from_direction = spherical_harmonics(dirs, self.sh_degree) @ first.weight[:, n_geometry:].T  # [M, hidden]
+        features = rest((from_geometry[:, None, :] + from_direction[None, :, :]).reshape(-1, hidden)).tanh()
+        return features.reshape(geometry.shape[0], dirs.shape[0], -1).mean(dim=1)
+
     def feature(self, geometry: Tensor, dirs: Tensor) -> Tensor:  # [N, geo], [N, 3] -> [N, feature_dim]
         sh = spherical_harmonics(dirs, self.sh_degree)
         return self.feature_net(torch.cat([geometry, sh], dim=-1)).tanh()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
+import torch
 from torch import Tensor, nn
 
 from fastjoint.model.decoder import StyleDecoder
@@ -35,6 +36,12 @@ class HashGridEncoder(nn.Module):
     def density(self, x: Tensor) -> Tensor:  # [N, 3] world -> [N]
         sigma, _ = self.head.density(self._grid_features(x))
         return sigma
+
+    def baked_values(self, x: Tensor, dirs: Tensor) -> Tensor:  # [N, 3] world, [M, 3] unit -> [N, 1 + dim]
+        """What a baked scene stores at a point: the density before its exp activation, then the
+        style feature averaged over the view directions `dirs` (fastjoint.render.baked)."""
+        logit, geometry = self.head.density_logit(self._grid_features(x))
+        return torch.cat([logit[:, None], self.head.mean_feature(geometry, dirs)], dim=1)
 
     def forward(self, x: Tensor, d: Tensor) -> tuple[Tensor, Tensor]:  # -> sigma [N], feature [N, dim]
         sigma, geometry = self.head.density(self._grid_features(x))

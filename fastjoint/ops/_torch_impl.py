@@ -231,3 +231,84 @@ def _composite(
     opacity = torch.zeros(n_rays, dtype=sigmas.dtype, device=sigmas.device).index_add(0, ray_indices, weights)
     depth = torch.zeros(n_rays, dtype=sigmas.dtype, device=sigmas.device).index_add(0, ray_indices, weights * t_mids)
     return CompositeResult(rgb, opacity, depth)
+
+
+class BakedMarch(NamedTuple):
+    ray_indices: Tensor  # [S] int64, sorted: the kept samples' rays
+    weights: Tensor  # [S] their compositing weights
+    features: Tensor  # [S, C - 1] their style features
+    opacity: Tensor  # [n_rays] the sum of the weights of every sample taken (kept or not)
+    depth: Tensor  # [n_rays] the sum of weight * midpoint of every sample taken
+
+
+def _baked_lookup(
+    points: Tensor,  # [N, 3] world
+    level: Tensor,  # [N] int64, the occupancy level of each point
+    aabbs: Tensor,  # [L, 6]
+    index: Tensor,  # [L, R, R, R] int32, brick of each cell or -1
+    bricks: Tensor,  # [n, B + 1, B + 1, B + 1, C]
+) -> tuple[Tensor, Tensor]:  # brick [N] int64 (-1: empty cell), values [N, C] (zeros in empty cells)
+    """The brick of each point's cell and the trilinear interpolation of its sub-cell's corners."""
+    lo, hi = aabbs[level, :3], aabbs[level, 3:]
+    resolution = torch.tensor(index.shape[1:], device=points.device)
+    u = (points - lo) / (hi - lo) * resolution
+    cells = torch.minimum(u.floor().long().clamp(min=0), resolution - 1)
+    brick = index[level, cells[:, 0], cells[:, 1], cells[:, 2]].long()
+    sub = bricks.shape[1] - 1
+    local = (u - cells) * sub
+    fine = local.floor().long().clamp(0, sub - 1)
+    frac = (local - fine).clamp(0.0, 1.0)
+    safe = brick.clamp(min=0)
+    values = torch.zeros(points.shape[0], bricks.shape[-1], dtype=bricks.dtype, device=points.device)
+    for corner in range(8):
+        offset = torch.tensor([corner & 1, (corner >> 1) & 1, (corner >> 2) & 1], device=points.device)
+        weight = torch.where(offset.bool(), frac, 1.0 - frac).prod(dim=-1, keepdim=True)
+        at = fine + offset
+        values = values + weight * bricks[safe, at[:, 0], at[:, 1], at[:, 2]]
+    return brick, torch.where((brick >= 0)[:, None], values, torch.zeros_like(values))
+
+
+def _baked_march(
+    rays_o: Tensor,  # [n_rays, 3]
+    rays_d: Tensor,  # [n_rays, 3], unit length
+    aabbs: Tensor,  # [L, 6] boxes of the occupancy levels, each inside the next
+    index: Tensor,  # [L, R, R, R] int32: the brick of each occupied cell, else -1
+    bricks: Tensor,  # [n, B + 1, B + 1, B + 1, C]: density pre-activation, then the feature
+    step_size: float,
+    min_transmittance: float,
+    min_weight: float,
+) -> BakedMarch:
+    """Rendering through a baked scene (the reference of the native `baked_march`, cuda_ext/csrc/baked.h).
+
+    The steps are the exact renderer's (`_march_rays` through the occupied cells, the near
+    plane at the origin); each step's density exp(s) and feature are interpolated from its
+    cell's brick. A ray stops after the sample at which its transmittance falls below
+    `min_transmittance`; the samples taken add to its opacity and depth, and those whose
+    weight exceeds `min_weight` are kept. Not differentiable.
+    """
+    n_rays, device = rays_o.shape[0], rays_o.device
+    with torch.no_grad():
+        near = torch.zeros(n_rays, device=device)
+        far = torch.full((n_rays,), float("inf"), device=device)
+        samples = _march_rays(rays_o, rays_d, index >= 0, aabbs, near, far, step_size)
+        ray_indices = samples.ray_indices
+        t_mids = (samples.t_starts + samples.t_ends) * 0.5
+        points = rays_o[ray_indices] + rays_d[ray_indices] * t_mids[:, None]
+        # The level of each midpoint, as _march_rays decides it (by the ray's entry and exit of each box).
+        level = torch.full_like(ray_indices, aabbs.shape[0] - 1)
+        for i in range(aabbs.shape[0] - 2, -1, -1):
+            t_min, t_max, hit = (b[ray_indices] for b in _ray_aabb(rays_o, rays_d, aabbs[i]))
+            level = torch.where(hit & (t_mids >= t_min) & (t_mids < t_max), i, level)
+        _, values = _baked_lookup(points, level, aabbs, index, bricks)
+        sigmas = values[:, 0].exp()
+        tau = sigmas * (samples.t_ends - samples.t_starts)
+        weights = _sample_weights(sigmas, samples.t_starts, samples.t_ends, ray_indices, n_rays)
+        # Transmittance before each sample: the ray has stopped when it is below the threshold.
+        first = _ray_offsets(ray_indices, n_rays)[:-1]
+        running = torch.cumsum(tau.double(), 0) - tau.double()
+        before = torch.exp(-(running - running.index_select(0, first.index_select(0, ray_indices)))).float()
+        taken = before >= min_transmittance
+        opacity = torch.zeros(n_rays, device=device).index_add(0, ray_indices[taken], weights[taken])
+        depth = torch.zeros(n_rays, device=device).index_add(0, ray_indices[taken], (weights * t_mids)[taken])
+        kept = taken & (weights > min_weight)
+        return BakedMarch(ray_indices[kept], weights[kept], values[kept, 1:], opacity, depth)

@@ -34,6 +34,7 @@ FAILED = "failed.log"
 # rules, registered once after the library loads) and `NATIVE_OPS` (its schema names). A new
 # op is its kernel files, its module, and one line here.
 OP_MODULES = (
+    "fastjoint.ops.baked",
     "fastjoint.ops.composite",
     "fastjoint.ops.hashgrid",
 )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -86,8 +86,8 @@ def render_frame(built: Built, scene: str, pose: Tensor, camera: Camera) -> Fram
 
 
 @torch.no_grad()
-def compose(frame: Frame, decoder: nn.Module) -> np.ndarray:  # [H, W, 3] uint8
-    """The frame in a style: the decoder on the cached features, composited with the cached weights."""
+def compose(frame: Frame, decoder: Callable[[Tensor], Tensor]) -> np.ndarray:  # [H, W, 3] uint8
+    """The frame in a style: the decoder (or its lookup table) on the cached features, composited with the cached weights."""
     cache = frame.cache
     rgb = composite_cached(cache, decoder(cache.features), frame.background)
     image = rgb.reshape(frame.camera.height, frame.camera.width, 3).clamp(0.0, 1.0)
@@ -218,7 +218,7 @@ class ViewerCore:
         with self.lock:
             self.frame = frame
             self.shown = (frame.scene, self.style)
-            return compose(frame, self.decoders[self.style])
+            return compose(frame, self._decode(self.style))
 
     def recompose(self) -> np.ndarray | None:
         """The last frame in the current style (no march, no grid query); None before any frame."""
@@ -226,7 +226,11 @@ class ViewerCore:
             if self.frame is None:
                 return None
             self.shown = (self.frame.scene, self.style)
-            return compose(self.frame, self.decoders[self.style])
+            return compose(self.frame, self._decode(self.style))
+
+    def _decode(self, style: str) -> Callable[[Tensor], Tensor]:
+        """A style's decoder as the run renders it (a lookup table under the fast renderer)."""
+        return self.built.lookup(f"viewer:{style}", self.decoders[style])
 
     def set_scene(self, scene: str) -> None:
         assert scene in SCENES, scene

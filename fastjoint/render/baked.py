@@ -1,0 +1,144 @@
+"""A trained scene baked for fast rendering, and style decoders as lookup tables.
+
+Rendering a trained scene exactly runs the hash grid and the feature head at every sample.
+Neither depends on the style, and both are known once training ends, so they can be
+evaluated once, on a grid, and looked up afterwards:
+
+- `BakedScene`: per occupied cell of the scene's occupancy grid, a brick of (B + 1)^3
+  corners (B sub-cells per axis) holding the density before its exp activation and the
+  style feature averaged over view directions (`BAKE_DIRECTIONS`); a sample reads the
+  trilinear interpolation of its sub-cell's corners. Empty cells hold nothing and are
+  skipped whole; a ray stops once it is opaque (`MIN_TRANSMITTANCE`).
+- `DecoderTable`: a style decoder evaluated on a P x P grid over the feature plane
+  [-1, 1]^2 and read bilinearly, so that decoding costs one lookup and a new style (a swap,
+  a painting) is a new table.
+
+What it gives up against the exact renderer: the feature's dependence on the view
+direction (averaged out), and the interpolation between corners (B sub-cells per cell; the
+defaults match the hash grid's finest resolution). benchmarks/README.md ("Fast rendering")
+measures both against the exact renderer.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from fastjoint.ops.baked import BakedMarch, Skipping, baked_march, skipping
+from fastjoint.render.cached import MIN_WEIGHT, SampleCache
+
+MIN_TRANSMITTANCE = 1e-4  # a ray stops once less than this of the light behind it gets through
+TABLE_PIXELS = 256  # side of a decoder's lookup table over [-1, 1]^2
+MAX_SUB_CELLS = 8
+BAKE_CHUNK = (
+    1 << 14
+)  # corners evaluated at once while baking (larger chunks run slower: the 12 directions x 64 hidden units per corner leave the cache)
+
+
+def icosahedron() -> Tensor:  # [12, 3] unit
+    """The 12 vertices of a regular icosahedron: view directions spread evenly over the sphere."""
+    phi = (1.0 + 5.0**0.5) / 2.0
+    vertices = []
+    for a in (-1.0, 1.0):
+        for b in (-phi, phi):
+            vertices += [(0.0, a, b), (a, b, 0.0), (b, 0.0, a)]
+    return nn.functional.normalize(torch.tensor(vertices), dim=-1)
+
+
+BAKE_DIRECTIONS = icosahedron()
+
+
+def sub_cells(grid_max_resolution: int, occ_resolution: int) -> int:
+    """Sub-cells per occupancy cell and axis so that the bake's finest level matches the hash grid's."""
+    return max(2, min(MAX_SUB_CELLS, math.ceil(grid_max_resolution / occ_resolution)))
+
+
+class BakedScene(NamedTuple):
+    """A scene's density and style feature on the bricks of its occupied cells."""
+
+    aabbs: Tensor  # [L, 6] the occupancy levels' boxes
+    index: Tensor  # [L, R, R, R] int32: the brick of each occupied cell, else -1
+    bricks: Tensor  # [n, B + 1, B + 1, B + 1, 1 + feature_dim]
+    step_size: float
+    skip: Skipping  # empty space the native kernel skips whole
+
+    @property
+    def nbytes(self) -> int:
+        tensors = (self.aabbs, self.index, self.bricks, self.skip.bounds, self.skip.blocks)
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    def march(self, rays_o: Tensor, rays_d: Tensor, backend: str = "torch") -> BakedMarch:
+        return baked_march(
+            rays_o, rays_d, self.aabbs, self.index, self.bricks, self.step_size, MIN_TRANSMITTANCE, MIN_WEIGHT, backend, self.skip
+        )
+
+    def cache_samples(self, rays_o: Tensor, rays_d: Tensor, backend: str = "torch") -> SampleCache:
+        """The rays' kept samples as the exact renderer's `cache_samples` gives them (weights and features)."""
+        out = self.march(rays_o, rays_d, backend)
+        return SampleCache(out.ray_indices, out.weights, out.features, out.opacity, int(rays_o.shape[0]))
+
+
+# (points [N, 3] world, directions [M, 3]) -> [N, 1 + feature_dim]: density logit, mean feature.
+BakeFunction = Callable[[Tensor, Tensor], Tensor]
+
+
+@torch.no_grad()
+def bake_scene(
+    values: BakeFunction,
+    binaries: Tensor,  # [L, R, R, R] bool, the scene's occupancy grid
+    aabbs: Tensor,  # [L, 6]
+    step_size: float,
+    sub: int,
+    progress: Callable[[int, int], None] | None = None,
+) -> BakedScene:
+    """Evaluates `values` at the corners of every occupied cell's B^3 sub-cells (B = `sub`).
+
+    `progress(done, total)` is called after each chunk of corners.
+    """
+    device = binaries.device
+    occupied = binaries.nonzero()  # [n, 4]: level, x, y, z
+    index = torch.full(binaries.shape, -1, dtype=torch.int32, device=device)
+    index[occupied[:, 0], occupied[:, 1], occupied[:, 2], occupied[:, 3]] = torch.arange(
+        occupied.shape[0], dtype=torch.int32, device=device
+    )
+    side = sub + 1
+    axis = torch.arange(side, device=device, dtype=torch.float32) / sub
+    local = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), dim=-1).reshape(-1, 3)  # [(B+1)^3, 3] in [0, 1]
+    resolution = torch.tensor(binaries.shape[1:], device=device, dtype=torch.float32)
+    directions = BAKE_DIRECTIONS.to(device)
+    n_corners = side**3
+    per_chunk = max(1, BAKE_CHUNK // n_corners)
+    parts, total = [], occupied.shape[0]
+    for start in range(0, total, per_chunk):
+        cells = occupied[start : start + per_chunk]
+        lo, hi = aabbs[cells[:, 0], :3], aabbs[cells[:, 0], 3:]
+        corner = (cells[:, None, 1:].float() + local[None]) / resolution  # [c, (B+1)^3, 3] in [0, 1] of the level's box
+        points = lo[:, None] + corner * (hi - lo)[:, None]
+        parts.append(values(points.reshape(-1, 3), directions).reshape(cells.shape[0], side, side, side, -1))
+        if progress is not None:
+            progress(min(start + per_chunk, total), total)
+    channels = parts[0].shape[-1] if parts else 1 + 2
+    bricks = torch.cat(parts) if parts else torch.zeros(0, side, side, side, channels, device=device)
+    aabbs = aabbs.float().contiguous()
+    return BakedScene(aabbs, index, bricks.float().contiguous(), step_size, skipping(aabbs, index))
+
+
+class DecoderTable:
+    """A style decoder as a P x P table of colours over the feature plane [-1, 1]^2, read bilinearly."""
+
+    def __init__(self, decoder: Callable[[Tensor], Tensor], device: torch.device | str = "cpu", pixels: int = TABLE_PIXELS) -> None:
+        axis = torch.linspace(-1.0, 1.0, pixels, device=device)
+        f1, f0 = torch.meshgrid(axis, axis, indexing="ij")  # row j: feature y = axis[j]; column i: x = axis[i]
+        with torch.no_grad():
+            colours = decoder(torch.stack([f0.reshape(-1), f1.reshape(-1)], dim=-1))
+        self.pixels = pixels
+        self.table = colours.reshape(pixels, pixels, 3).permute(2, 0, 1)[None].contiguous()  # [1, 3, P, P]
+
+    def __call__(self, features: Tensor) -> Tensor:  # [N, 2] -> [N, 3]
+        grid = features.clamp(-1.0, 1.0).reshape(1, 1, -1, 2).to(self.table.dtype)
+        out = nn.functional.grid_sample(self.table, grid, mode="bilinear", align_corners=True)
+        return out[0, :, 0].T
