@@ -17,6 +17,7 @@ from fastjoint.colours import LEARNED, RANDOM, Background, from_json, resolve_ba
 from fastjoint.config import Config, load_config
 from fastjoint.data import Camera, image_rays
 from fastjoint.errors import UserError
+from fastjoint.log import warn_once
 from fastjoint.model import JointModel
 from fastjoint.ops import Backends, native, resolve_backends
 from fastjoint.ops._torch_impl import _ray_aabb
@@ -96,7 +97,10 @@ class Built:
                 raise UserError(
                     f'--renderer fast: needs model.encoder = "hashgrid" (this run: "{self.config.model.encoder}"); use --renderer exact'
                 )
-            self._baked_backend = "native" if native.problem_on(self.device) is None else "torch"
+            problem = native.problem_on(self.device)
+            self._baked_backend = "native" if problem is None else "torch"
+            if problem is not None:
+                warn_once(f"--renderer fast: fastjoint {problem}; marching with the kernel's PyTorch reference (about 30x slower)")
             render, model = self.config.render, self.config.model
             sub = sub_cells(model.grid_max_resolution, render.occ_resolution)
             total = sum(int(self.estimators[scene].binaries.sum()) for scene in SCENES)
