@@ -133,11 +133,11 @@ class Render:
     def __call__(self) -> int:
         _check(self.orbit >= 0, "--orbit", "must not be negative")
         background = _background(self.background)
-        from fastjoint.run import load_run
+        from fastjoint.run import load_run, use_renderer
 
         run = load_run(self.run, self.device)
         pairing = run.pairings.parse(self.pairing or run.pairings.transfers[0].name)  # a wrong name is said before baking
-        _bake(run, self.renderer)
+        use_renderer(run, self.renderer)
         _render(run, pairing.name, self.split, self.orbit, self.video, background)
         return 0
 
@@ -529,20 +529,11 @@ def _background(text: str | None):
 
 def _load(run_dir, device, renderer: str):
     """A trained run, rendering with `renderer` (the bake behind a progress bar)."""
-    from fastjoint.run import load_run
+    from fastjoint.run import load_run, use_renderer
 
     run = load_run(run_dir, device)
-    _bake(run, renderer)
+    use_renderer(run, renderer)
     return run
-
-
-def _bake(run, renderer: str) -> None:
-    """Makes a loaded run render with `renderer`; `fast` bakes its scenes behind a progress bar."""
-    from fastjoint.log import progress_bar
-
-    if renderer != "exact":
-        with progress_bar("baking the scenes for the fast renderer") as progress:
-            run.built.use_renderer(renderer, progress)
 
 
 def _evaluate(run, background=None) -> None:

@@ -17,21 +17,21 @@ from fastjoint.colours import LEARNED, RANDOM, Background, from_json, resolve_ba
 from fastjoint.config import Config, load_config
 from fastjoint.data import Camera, image_rays
 from fastjoint.errors import UserError
-from fastjoint.log import warn_once
+from fastjoint.log import progress_bar
 from fastjoint.model import JointModel
-from fastjoint.ops import Backends, native, resolve_backends
+from fastjoint.ops import Backends, resolve_backends
 from fastjoint.ops._torch_impl import _ray_aabb
+from fastjoint.ops.backends import resolve_native
 from fastjoint.pairing import ORIGINAL, SCENES, Pairing, Pairings, check_style_name
 from fastjoint.render import Field, RenderResult, SampleCache, Sampler, cache_samples, concat_caches, make_estimators, render_rays
 from fastjoint.render.background import EnvironmentMap
-from fastjoint.render.baked import BakedScene, DecoderTable, bake_scene, sub_cells
+from fastjoint.render.baked import BakedScene, DecoderTable, as_cache, bake_scene, sub_cells
 from fastjoint.render.cached import composite_cached
 from fastjoint.styles import StoredStyle, run_styles, stored_styles, style_path
 
 RENDERERS = ("fast", "exact")
 """How views are rendered: `exact` runs the hash grid and the feature head at every sample;
 `fast` reads the scene baked into bricks, each style as a lookup table (fastjoint.render.baked)."""
-FAST_CHUNK = 1 << 18  # rays marched at once by the fast renderer
 
 
 def resolve_device(name: str) -> torch.device:
@@ -97,10 +97,7 @@ class Built:
                 raise UserError(
                     f'--renderer fast: needs model.encoder = "hashgrid" (this run: "{self.config.model.encoder}"); use --renderer exact'
                 )
-            problem = native.problem_on(self.device)
-            self._baked_backend = "native" if problem is None else "torch"
-            if problem is not None:
-                warn_once(f"--renderer fast: fastjoint {problem}; marching with the kernel's PyTorch reference (about 30x slower)")
+            self._baked_backend = resolve_native("--renderer fast", self.device)
             render, model = self.config.render, self.config.model
             sub = sub_cells(model.grid_max_resolution, render.occ_resolution)
             total = sum(int(self.estimators[scene].binaries.sum()) for scene in SCENES)
@@ -207,19 +204,12 @@ class Built:
         )
 
     def _render_fast(self, pairing: Pairing, rays_o: Tensor, rays_d: Tensor, background: Tensor | None) -> RenderResult:
-        """`render_chunked` through the baked scene (FAST_CHUNK rays at a time) and the style's lookup table."""
-        decode = self.decoder(pairing.style)
-        baked = self.baked[pairing.scene]
-        rgbs, opacities, depths, n_samples = [], [], [], 0
-        for o, d in zip(rays_o.split(FAST_CHUNK), rays_d.split(FAST_CHUNK), strict=True):
-            out = baked.march(o, d, self._baked_backend)
-            cache = SampleCache(out.ray_indices, out.weights, out.features, out.opacity, int(o.shape[0]))
-            behind = self.backdrop(pairing, d) if background is None else background
-            rgbs.append(composite_cached(cache, decode(cache.features), behind))
-            opacities.append(out.opacity)
-            depths.append(out.depth)
-            n_samples += cache.n_samples
-        return RenderResult(torch.cat(rgbs), torch.cat(opacities), torch.cat(depths), n_samples)
+        """`render_chunked` through the baked scene and the style's lookup table."""
+        out = self.baked[pairing.scene].march(rays_o, rays_d, self._baked_backend)
+        cache = as_cache(out)
+        behind = self.backdrop(pairing, rays_d) if background is None else background
+        rgb = composite_cached(cache, self.decoder(pairing.style)(cache.features), behind)
+        return RenderResult(rgb, out.opacity, out.depth, cache.n_samples)
 
     def render_image(self, pairing: Pairing, pose: Tensor, camera: Camera, background: Tensor | None = None) -> Tensor:
         """A whole view of a pairing [H, W, 3], on the CPU; on the pairing's backdrop by default (see `backdrop`)."""
@@ -246,24 +236,11 @@ class Built:
         With an occupancy grid, rays that miss every occupied cell are not marched, and the
         others start where they enter the occupied cells' box, moved by whole steps so that
         their samples are the ones `render_rays` takes (samples are anchored at the origin).
+        Under the fast renderer, the baked scene's samples instead.
         """
-        chunk = self.config.render.chunk
         if self.renderer == "fast":
-            parts = [
-                self.baked[scene].cache_samples(o, d, self._baked_backend)
-                for o, d in zip(rays_o.split(FAST_CHUNK), rays_d.split(FAST_CHUNK), strict=True)
-            ]
-            return (
-                concat_caches(parts)
-                if parts
-                else SampleCache(
-                    rays_o.new_zeros(0, dtype=torch.long),
-                    rays_o.new_zeros(0),
-                    rays_o.new_zeros(0, self.model.feature_dim),
-                    rays_o.new_zeros(0),
-                    0,
-                )
-            )
+            return self.baked[scene].cache_samples(rays_o, rays_d, self._baked_backend)
+        chunk = self.config.render.chunk
 
         def field(points: Tensor, dirs: Tensor) -> tuple[Tensor, Tensor]:
             return self.model.features(scene, points, dirs)
@@ -367,13 +344,8 @@ class LoadedRun(NamedTuple):
         return self._replace(config=config, pairings=pairings, stored=stored)
 
 
-def load_run(
-    run_dir: str | Path, device_name: str | None = None, renderer: str = "exact", progress: Callable[[int, int], None] | None = None
-) -> LoadedRun:
-    """The config and trained model of a run folder, from its latest checkpoint, with its stored styles.
-
-    `renderer` (RENDERERS): how it renders; `fast` bakes the scenes first, `progress(done, total)` following.
-    """
+def load_run(run_dir: str | Path, device_name: str | None = None) -> LoadedRun:
+    """The config and trained model of a run folder, from its latest checkpoint, with its stored styles."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"{run_dir}: run folder not found")
@@ -400,5 +372,13 @@ def load_run(
             raise UserError(f"{style_path(run_dir, name)}: its decoder does not fit this run's model") from None
     built.config = config
     built.train(False)
-    built.use_renderer(renderer, progress)
     return LoadedRun(run_dir, config, built, int(checkpoint["step"]), float(checkpoint["train_seconds"]), pairings, stored)
+
+
+def use_renderer(run: LoadedRun, renderer: str) -> None:
+    """Makes a loaded run render with `renderer` (RENDERERS); `fast` bakes its scenes behind a progress bar."""
+    if renderer == "exact":
+        run.built.use_renderer(renderer)
+        return
+    with progress_bar("baking the scenes for the fast renderer") as progress:
+        run.built.use_renderer(renderer, progress)

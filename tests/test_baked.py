@@ -197,11 +197,12 @@ def test_fast_renders_match_exact_renders_of_a_trained_run(trained_run):
     from fastjoint.renders import camera_split
 
     pairings = [Pairing("target", "original"), Pairing("reference", "original"), run.pairings.transfers[0]]
-    exact = {p: torch.stack(built.render(p, camera_split(run, p, "test").poses[:4], camera_split(run, p, "test").camera)) for p in pairings}
+    views_of = {p: camera_split(run, p, "test") for p in pairings}
+    exact = {p: torch.stack(built.render(p, views_of[p].poses[:4], views_of[p].camera)) for p in pairings}
     built.use_renderer("fast")
     assert built._baked_backend == "native"
     for pairing in pairings:
-        views = camera_split(run, pairing, "test")
+        views = views_of[pairing]
         fast = torch.stack(built.render(pairing, views.poses[:4], views.camera))
         # The bake averages the feature's view dependence and interpolates between sub-cells: close
         # to the exact renders, not equal. Measured on this weakly trained 300-step fixture: 32.5 dB

@@ -25,20 +25,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> baked_mar
     const at::Tensor& rays_o, const at::Tensor& rays_d, const at::Tensor& aabbs, const at::Tensor& index,
     const at::Tensor& bricks, const at::Tensor& bounds, const at::Tensor& blocks, int64_t factor, double step_size,
     double min_transmittance, double min_weight) {
-  check_baked(rays_o, rays_d, aabbs, index, bricks, bounds, blocks, factor);
+  const BakedScene scene = checked_baked_scene(rays_o, rays_d, aabbs, index, bricks, bounds, blocks, factor);
   const int64_t n_rays = rays_o.size(0);
-  const int channels = static_cast<int>(bricks.size(4));
-  const int features = channels - 1;
-  BakedScene scene{static_cast<int>(index.size(0)),
-                   aabbs.data_ptr<float>(),
-                   {static_cast<int>(index.size(1)), static_cast<int>(index.size(2)), static_cast<int>(index.size(3))},
-                   index.data_ptr<int32_t>(),
-                   bounds.data_ptr<float>(),
-                   {static_cast<int>(blocks.size(1)), static_cast<int>(blocks.size(2)), static_cast<int>(blocks.size(3))},
-                   blocks.data_ptr<uint8_t>(),
-                   static_cast<int>(bricks.size(1)) - 1,
-                   channels,
-                   bricks.data_ptr<float>()};
+  const int features = scene.channels - 1;
   at::Tensor opacity = at::zeros({n_rays}, rays_o.options());
   at::Tensor depth = at::zeros({n_rays}, rays_o.options());
   const float* origins = rays_o.data_ptr<float>();

@@ -11,6 +11,8 @@
 
 #include <string>
 
+#include "baked.h"
+
 namespace fastjoint {
 
 inline std::string shape_of(const at::Tensor& t) {
@@ -132,7 +134,7 @@ inline int64_t check_grid_gradient(const at::Tensor& v_out, const at::Tensor& x,
 namespace fastjoint {
 
 // The inputs of baked_march (see baked.h): float32 rays, boxes and bricks, an int32 index.
-inline void check_baked(const at::Tensor& rays_o, const at::Tensor& rays_d, const at::Tensor& aabbs,
+inline BakedScene checked_baked_scene(const at::Tensor& rays_o, const at::Tensor& rays_d, const at::Tensor& aabbs,
                         const at::Tensor& index, const at::Tensor& bricks, const at::Tensor& bounds,
                         const at::Tensor& blocks, int64_t factor) {
   TORCH_CHECK(rays_o.dim() == 2 && rays_o.size(1) == 3 && rays_d.sizes() == rays_o.sizes(),
@@ -162,6 +164,17 @@ inline void check_baked(const at::Tensor& rays_o, const at::Tensor& rays_d, cons
     TORCH_CHECK(t->is_contiguous(), std::string("baked_march expects contiguous tensors"));
     TORCH_CHECK(t->device() == rays_o.device(), "expected a tensor on " + rays_o.device().str());
   }
+  // Pointers into the tensors: host memory for the CPU kernel, device memory for the CUDA one.
+  return BakedScene{static_cast<int>(index.size(0)),
+                    aabbs.data_ptr<float>(),
+                    {static_cast<int>(index.size(1)), static_cast<int>(index.size(2)), static_cast<int>(index.size(3))},
+                    index.data_ptr<int32_t>(),
+                    bounds.data_ptr<float>(),
+                    {static_cast<int>(blocks.size(1)), static_cast<int>(blocks.size(2)), static_cast<int>(blocks.size(3))},
+                    blocks.data_ptr<uint8_t>(),
+                    static_cast<int>(bricks.size(1)) - 1,
+                    static_cast<int>(bricks.size(4)),
+                    bricks.data_ptr<float>()};
 }
 
 }  // namespace fastjoint

@@ -111,6 +111,19 @@ def _ray_aabb(
     return t_min, t_max, hit
 
 
+def _finest_levels(
+    boxes: list[tuple[Tensor, Tensor, Tensor]],  # per level, `_ray_aabb` of every ray
+    ray_indices: Tensor,  # [S]
+    t_mids: Tensor,  # [S]
+) -> Tensor:  # [S] int64
+    """The finest level whose box holds each sample's midpoint (by its ray's entry and exit, as nerfacc decides)."""
+    level = torch.full_like(ray_indices, len(boxes) - 1)
+    for index in range(len(boxes) - 2, -1, -1):
+        level_min, level_max, level_hit = (b[ray_indices] for b in boxes[index])
+        level = torch.where(level_hit & (t_mids >= level_min) & (t_mids < level_max), index, level)
+    return level
+
+
 def _march_rays(
     rays_o: Tensor,  # [n_rays, 3]
     rays_d: Tensor,  # [n_rays, 3], unit length
@@ -157,11 +170,7 @@ def _march_rays(
         # Rounding can put a boundary midpoint on the wrong side; keep exactly the rule above.
         inside = (t_mids >= seg_start[ray_indices]) & (t_mids < seg_end[ray_indices])
 
-        # The finest level whose box holds each midpoint (by the ray's entry and exit, as nerfacc decides).
-        level = torch.full_like(ray_indices, binaries.shape[0] - 1)
-        for index in range(binaries.shape[0] - 2, -1, -1):
-            level_min, level_max, level_hit = (b[ray_indices] for b in boxes[index])
-            level = torch.where(level_hit & (t_mids >= level_min) & (t_mids < level_max), index, level)
+        level = _finest_levels(boxes, ray_indices, t_mids)
         points = rays_o[ray_indices] + rays_d[ray_indices] * t_mids[:, None]
         lo, hi = aabbs[level, :3], aabbs[level, 3:]
         resolution = torch.tensor(binaries.shape[1:], device=device)
@@ -200,15 +209,21 @@ def _sample_weights(
     alpha_i = 1 - exp(-sigma_i * dt_i); T_i = exp(-sum_{j<i on the same ray} sigma_j * dt_j).
     """
     tau = sigmas * (t_ends - t_starts)  # optical thickness of each sample
+    return _transmittance(tau, ray_indices, n_rays) * (1.0 - torch.exp(-tau))
+
+
+def _transmittance(
+    tau: Tensor,  # [S] optical thickness of each sample
+    ray_indices: Tensor,  # [S] int64, sorted
+    n_rays: int,
+) -> Tensor:  # [S]
+    """T_i = exp(-sum_{j<i on the same ray} tau_j), the light that reaches each sample (differentiable in tau)."""
     # Exclusive per-ray sum of tau: a global running sum (in float64, so that long packs
     # lose no precision) minus the running sum before the ray's first sample.
     running = torch.cumsum(tau.double(), dim=0) - tau.double()  # sum over earlier samples
     first = _ray_offsets(ray_indices, n_rays)[:-1]  # index of each ray's first sample
     before_ray = running.index_select(0, first.index_select(0, ray_indices))
-    exclusive = (running - before_ray).to(sigmas.dtype)
-    transmittance = torch.exp(-exclusive)
-    alphas = 1.0 - torch.exp(-tau)
-    return transmittance * alphas
+    return torch.exp(-(running - before_ray).to(tau.dtype))
 
 
 def _composite(
@@ -294,20 +309,12 @@ def _baked_march(
         ray_indices = samples.ray_indices
         t_mids = (samples.t_starts + samples.t_ends) * 0.5
         points = rays_o[ray_indices] + rays_d[ray_indices] * t_mids[:, None]
-        # The level of each midpoint, as _march_rays decides it (by the ray's entry and exit of each box).
-        level = torch.full_like(ray_indices, aabbs.shape[0] - 1)
-        for i in range(aabbs.shape[0] - 2, -1, -1):
-            t_min, t_max, hit = (b[ray_indices] for b in _ray_aabb(rays_o, rays_d, aabbs[i]))
-            level = torch.where(hit & (t_mids >= t_min) & (t_mids < t_max), i, level)
+        level = _finest_levels([_ray_aabb(rays_o, rays_d, aabb) for aabb in aabbs], ray_indices, t_mids)
         _, values = _baked_lookup(points, level, aabbs, index, bricks)
-        sigmas = values[:, 0].exp()
-        tau = sigmas * (samples.t_ends - samples.t_starts)
-        weights = _sample_weights(sigmas, samples.t_starts, samples.t_ends, ray_indices, n_rays)
-        # Transmittance before each sample: the ray has stopped when it is below the threshold.
-        first = _ray_offsets(ray_indices, n_rays)[:-1]
-        running = torch.cumsum(tau.double(), 0) - tau.double()
-        before = torch.exp(-(running - running.index_select(0, first.index_select(0, ray_indices)))).float()
-        taken = before >= min_transmittance
+        tau = values[:, 0].exp() * (samples.t_ends - samples.t_starts)
+        transmittance = _transmittance(tau, ray_indices, n_rays)
+        weights = transmittance * (1.0 - torch.exp(-tau))
+        taken = transmittance >= min_transmittance  # the ray stopped before the samples it leaves out
         opacity = torch.zeros(n_rays, device=device).index_add(0, ray_indices[taken], weights[taken])
         depth = torch.zeros(n_rays, device=device).index_add(0, ray_indices[taken], (weights * t_mids)[taken])
         kept = taken & (weights > min_weight)

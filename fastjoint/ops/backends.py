@@ -77,6 +77,11 @@ def _usable() -> None:
     return None
 
 
+def resolve_native(key: str, device: torch.device) -> str:
+    """`native` where fastjoint's native kernels run on `device`, else `torch` with `auto`'s one-line warning."""
+    return _resolve(key, "auto", {"native": lambda: native.problem_on(device), "torch": _usable}, ["native", "torch"])
+
+
 class OpChoice(NamedTuple):
     """What `backend.<op>` may name, for one op."""
 

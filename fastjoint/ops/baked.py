@@ -15,7 +15,7 @@ from torch import Tensor
 
 from fastjoint.ops._torch_impl import BakedMarch, _baked_march
 
-BLOCK = 4  # cells per block and axis of the native kernel's coarse skipping grid
+BLOCK = 4  # cells per block and axis of the native kernel's coarse skipping grid (kBlockCells in baked.h)
 MAX_DISTANCE = 255  # the blocks' distances are capped here (uint8)
 
 
@@ -23,15 +23,15 @@ class Skipping(NamedTuple):
     """What lets the native kernel skip empty space whole (derived from the index; the reference needs none)."""
 
     bounds: Tensor  # [6] the world box of every occupied cell, over all levels
-    blocks: Tensor  # [L, ceil(R / factor)]^3 uint8: each block's Chebyshev distance (in blocks, at most
+    blocks: Tensor  # [L, ceil(R / BLOCK)]^3 uint8: each block's Chebyshev distance (in blocks, at most
     # MAX_DISTANCE) to the nearest block holding an occupied cell; 0 where it holds one
-    factor: int
 
 
-def skipping(aabbs: Tensor, index: Tensor, factor: int = BLOCK) -> Skipping:
+def skipping(aabbs: Tensor, index: Tensor) -> Skipping:
     """The bounds and blocks of an index (see `Skipping`)."""
     occupied = index >= 0
     levels, resolution = index.shape[0], index.shape[1:]
+    factor = BLOCK
     padded = [-(-r // factor) * factor for r in resolution]
     grid = torch.zeros(levels, *padded, dtype=torch.bool, device=index.device)
     grid[:, : resolution[0], : resolution[1], : resolution[2]] = occupied
@@ -53,7 +53,7 @@ def skipping(aabbs: Tensor, index: Tensor, factor: int = BLOCK) -> Skipping:
         size = (aabbs[:, 3:] - aabbs[:, :3]) / torch.tensor(resolution, device=index.device)
         lo = aabbs[cells[:, 0], :3] + cells[:, 1:] * size[cells[:, 0]]
         bounds = torch.cat([lo.amin(0), (lo + size[cells[:, 0]]).amax(0)])
-    return Skipping(bounds.float().contiguous(), blocks, factor)
+    return Skipping(bounds.float().contiguous(), blocks)
 
 
 __all__ = ["BakedMarch", "Skipping", "baked_march", "skipping"]
@@ -96,7 +96,7 @@ def baked_march(
             bricks.float().contiguous(),
             skip.bounds,
             skip.blocks,
-            skip.factor,
+            BLOCK,
             float(step_size),
             float(min_transmittance),
             float(min_weight),

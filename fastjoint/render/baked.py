@@ -34,9 +34,10 @@ from fastjoint.render.cached import MIN_WEIGHT, SampleCache
 MIN_TRANSMITTANCE = 1e-4  # a ray stops once less than this of the light behind it gets through
 TABLE_PIXELS = 256  # side of a decoder's lookup table over [-1, 1]^2
 MAX_SUB_CELLS = 8
-BAKE_CHUNK = (
-    1 << 14
-)  # corners evaluated at once while baking (larger chunks run slower: the 12 directions x 64 hidden units per corner leave the cache)
+# Corners evaluated at once while baking (larger chunks run slower: the 12 directions x 64
+# hidden units per corner leave the cache).
+BAKE_CHUNK = 1 << 14
+MARCH_CHUNK = 1 << 18  # rays marched at once (the reference holds every step of them in memory)
 
 
 def icosahedron() -> Tensor:  # [12, 3] unit
@@ -72,14 +73,24 @@ class BakedScene(NamedTuple):
         return sum(t.numel() * t.element_size() for t in tensors)
 
     def march(self, rays_o: Tensor, rays_d: Tensor, backend: str = "torch") -> BakedMarch:
-        return baked_march(
-            rays_o, rays_d, self.aabbs, self.index, self.bricks, self.step_size, MIN_TRANSMITTANCE, MIN_WEIGHT, backend, self.skip
-        )
+        """The rays' kept samples, opacity and depth, MARCH_CHUNK rays at a time (see `baked_march`)."""
+        parts, shift = [], 0
+        for o, d in zip(rays_o.split(MARCH_CHUNK), rays_d.split(MARCH_CHUNK), strict=True):
+            out = baked_march(o, d, self.aabbs, self.index, self.bricks, self.step_size, MIN_TRANSMITTANCE, MIN_WEIGHT, backend, self.skip)
+            parts.append(out._replace(ray_indices=out.ray_indices + shift))
+            shift += o.shape[0]
+        if len(parts) == 1:
+            return parts[0]
+        return BakedMarch(*(torch.cat(tensors) for tensors in zip(*parts, strict=True)))
 
     def cache_samples(self, rays_o: Tensor, rays_d: Tensor, backend: str = "torch") -> SampleCache:
         """The rays' kept samples as the exact renderer's `cache_samples` gives them (weights and features)."""
-        out = self.march(rays_o, rays_d, backend)
-        return SampleCache(out.ray_indices, out.weights, out.features, out.opacity, int(rays_o.shape[0]))
+        return as_cache(self.march(rays_o, rays_d, backend))
+
+
+def as_cache(out: BakedMarch) -> SampleCache:
+    """A baked march's kept samples as a SampleCache (what the viewer keeps and decoders composite)."""
+    return SampleCache(out.ray_indices, out.weights, out.features, out.opacity, int(out.opacity.shape[0]))
 
 
 # (points [N, 3] world, directions [M, 3]) -> [N, 1 + feature_dim]: density logit, mean feature.
@@ -121,8 +132,9 @@ def bake_scene(
         parts.append(values(points.reshape(-1, 3), directions).reshape(cells.shape[0], side, side, side, -1))
         if progress is not None:
             progress(min(start + per_chunk, total), total)
-    channels = parts[0].shape[-1] if parts else 1 + 2
-    bricks = torch.cat(parts) if parts else torch.zeros(0, side, side, side, channels, device=device)
+    if not parts:  # nothing occupied: no bricks, as many channels as `values` gives
+        parts.append(values(torch.zeros(0, 3, device=device), directions).reshape(0, side, side, side, -1))
+    bricks = torch.cat(parts)
     aabbs = aabbs.float().contiguous()
     return BakedScene(aabbs, index, bricks.float().contiguous(), step_size, skipping(aabbs, index))
 

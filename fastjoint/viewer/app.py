@@ -23,9 +23,9 @@ import torch
 
 from fastjoint.data import load_split
 from fastjoint.errors import UserError
-from fastjoint.log import console, progress_bar
+from fastjoint.log import console
 from fastjoint.pairing import ORIGINAL, SCENES, Pairing
-from fastjoint.run import LoadedRun, load_run
+from fastjoint.run import LoadedRun, load_run, use_renderer
 from fastjoint.viewer.core import Stroke, ViewerCore, camera_from_viser, fit_painted, require_feature_plane
 
 PLANE_PIXELS = 192  # side of the feature plane in the panel
@@ -243,11 +243,8 @@ def serve(run_dir: str | Path, settings: ViewSettings, device: str | None = None
     """Serves the viewer until Ctrl-C or SIGTERM; `renderer`: see fastjoint.run.RENDERERS."""
     viser = import_viser()
     torch.set_grad_enabled(True)  # painting fits a decoder; rendering uses no_grad itself
-    if renderer == "fast":
-        with progress_bar("baking the scenes for the fast renderer") as progress:
-            run = load_run(run_dir, device, renderer, progress)
-    else:
-        run = load_run(run_dir, device)
+    run = load_run(run_dir, device)
+    use_renderer(run, renderer)
     require_feature_plane(run)
     try:
         server = viser.ViserServer(host=settings.host, port=settings.port, verbose=False)
