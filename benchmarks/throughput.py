@@ -5,8 +5,11 @@ compiled by `torch.compile` (dynamic shapes; the warm-up steps, and one untimed 
 include the compiling), to show in the same run whether fusing the small networks' kernels
 pays. Each combination runs in a fresh subprocess (so its peak memory is its own): it trains
 `--warmup` steps (the occupancy grids carve empty space), then times `--steps` steps, and
-renders the test views of the first transfer, target:<style>, at the dataset's resolution. Reported: training
-rays/s and samples/s, rendering frames/s, peak CPU RSS and, on CUDA, peak allocated memory.
+renders the test views of the first transfer, target:<style>, at the dataset's resolution (one
+untimed frame first), with the exact renderer and then, for the hash-grid rows, with the fast one
+(`--renderer fast`: bake, then the same frames). Reported: training rays/s and samples/s,
+rendering frames/s and rays/s of both renderers, the bake's time, peak CPU RSS and, on CUDA,
+peak allocated memory.
 
     python -m benchmarks.throughput [--warmup 300] [--steps 50]
 """
@@ -107,13 +110,22 @@ def worker(config_path: Path, combo: dict, warmup: int, steps: int, frames: int)
         transfer = config.data.pairings.transfers[0]
         views = camera_split(run, transfer, "test")
         views = dataclasses.replace(views, poses=views.poses[:frames])
-        if combo["compile"]:  # compiling for rendering (no gradients) is warm-up too
-            run.render(transfer, views.poses[:1], views.camera)
-        start = time.perf_counter()
-        run.render(transfer, views.poses, views.camera)
-        if trainer.device.type == "cuda":
-            torch.cuda.synchronize()
-        render_seconds = time.perf_counter() - start
+        run.render(transfer, views.poses[:1], views.camera)  # one untimed frame (for torch.compile, its compiling)
+        render_seconds = timed_render(run, transfer, views, trainer.device)
+        fast = {"fast_frames_per_second": None, "bake_seconds": None, "baked_mb": None}
+        if combo["encoder"] == "hashgrid" and not combo["compile"]:  # the fast renderer, same frames, same process
+            start = time.perf_counter()
+            trainer.built.use_renderer("fast")
+            bake_seconds = time.perf_counter() - start
+            run.render(transfer, views.poses[:1], views.camera)  # one untimed frame, as for the exact renderer
+            fast_seconds = timed_render(run, transfer, views, trainer.device)
+            fast = {
+                "fast_frames_per_second": len(views.poses) / fast_seconds,
+                "bake_seconds": bake_seconds,
+                "baked_mb": sum(b.nbytes for b in trainer.built.baked.values()) / 2**20,
+            }
+            trainer.built.use_renderer("exact")
+    pixels = views.camera.width * views.camera.height
     return {
         **combo,
         "device": str(trainer.device),
@@ -122,10 +134,22 @@ def worker(config_path: Path, combo: dict, warmup: int, steps: int, frames: int)
         "samples_per_second": samples / train_seconds,
         "samples_per_ray": samples / rays,
         "frames_per_second": len(views.poses) / render_seconds,
+        "render_rays_per_second": len(views.poses) * pixels / render_seconds,
+        **fast,
+        "fast_rays_per_second": fast["fast_frames_per_second"] * pixels if fast["fast_frames_per_second"] else None,
         "resolution": [views.camera.width, views.camera.height],
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "peak_cuda_mb": torch.cuda.max_memory_allocated() / 2**20 if trainer.device.type == "cuda" else None,
     }
+
+
+def timed_render(run, transfer: str, views, device: torch.device) -> float:
+    """Seconds to render `views` of `transfer` with the run's current renderer."""
+    start = time.perf_counter()
+    run.render(transfer, views.poses, views.camera)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
 
 
 def run(config_path: Path, warmup: int, steps: int, frames: int, results: Path, mlp_steps: int) -> dict:
@@ -172,6 +196,10 @@ def run(config_path: Path, warmup: int, steps: int, frames: int, results: Path, 
         "train rays/s",
         "samples/s",
         "render frames/s",
+        "render rays/s",
+        "fast rays/s",
+        "fast/exact",
+        "bake",
         "peak RSS",
         "peak CUDA",
     ):
@@ -188,6 +216,10 @@ def run(config_path: Path, warmup: int, steps: int, frames: int, results: Path, 
             f"{r['rays_per_second']:,.0f}",
             f"{r['samples_per_second']:,.0f}",
             f"{r['frames_per_second']:.2f}",
+            f"{r['render_rays_per_second']:,.0f}",
+            f"{r['fast_rays_per_second']:,.0f}" if r.get("fast_rays_per_second") else "-",
+            f"{r['fast_rays_per_second'] / r['render_rays_per_second']:.1f}x" if r.get("fast_rays_per_second") else "-",
+            f"{r['bake_seconds']:.1f} s" if r.get("bake_seconds") else "-",
             f"{r['peak_rss_mb']:.0f} MB",
             cuda,
         )

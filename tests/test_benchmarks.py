@@ -71,6 +71,13 @@ def test_suite_quick_run_writes_results(tiny_data, tmp_path):
         for key in ("rays_per_second", "samples_per_second", "frames_per_second", "peak_rss_mb"):
             assert math.isfinite(row[key]) and row[key] > 0, (key, row)
     assert next(r for r in throughput["rows"] if r["encoder"] == "mlp")["samples_per_ray"] == 64
+    for row in throughput["rows"]:  # the fast renderer on the same frames, for every uncompiled hash-grid row
+        fast = row["encoder"] == "hashgrid" and not row["compile"]
+        for key in ("render_rays_per_second", "fast_rays_per_second", "bake_seconds", "baked_mb"):
+            if key == "render_rays_per_second" or fast:
+                assert math.isfinite(row[key]) and row[key] > 0, (key, row)
+            else:
+                assert row[key] is None, (key, row)
     compiled = [r for r in throughput["rows"] if r["compile"]]  # the default backends, heads and decoders compiled
     assert len(compiled) == 1 and (compiled[0]["grid"], compiled[0]["composite"]) == ("native", "fused")
 
