@@ -11,7 +11,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fastjoint.data import Split, load_split, orbit_poses
+from fastjoint.camera_path import orbit_path
+from fastjoint.data import Split, load_split
 from fastjoint.files import atomic_path, write_image
 from fastjoint.pairing import ORIGINAL, Pairing
 from fastjoint.run import LoadedRun
@@ -34,12 +35,7 @@ def camera_split(run: LoadedRun, pairing: Pairing, split: str) -> Split:
 
 def orbit_around(split: Split, aabb: Tensor, n: int) -> Tensor:  # [n, 4, 4]
     """An orbit at the mean distance and elevation of the split's cameras, around the box centre."""
-    centre = (aabb[:3] + aabb[3:]) / 2
-    offsets = split.poses[:, :3, 3] - centre
-    radius = offsets.norm(dim=-1).mean().item()
-    elevation = torch.asin((offsets[:, 2] / offsets.norm(dim=-1)).clamp(-1, 1)).mean().item()
-    start = math.atan2(offsets[0, 1].item(), offsets[0, 0].item())
-    return orbit_poses(n, radius, elevation, centre, start_azimuth=start)
+    return orbit_path(split.poses, (aabb[:3] + aabb[3:]) / 2, n)
 
 
 def to_uint8(image: Tensor) -> np.ndarray:
