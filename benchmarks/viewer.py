@@ -119,7 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run", type=Path, required=True, help="a trained run (e.g. runs/demo)")
     parser.add_argument("--moving-sizes", type=int, nargs="+", default=[64, 128, 256, 512], help="one viewer per size")
     parser.add_argument("--resting-size", type=int, default=512)
-    parser.add_argument("--renderers", choices=("fast", "exact"), nargs="+", default=["fast", "exact"], help="one viewer per renderer and size")
+    parser.add_argument(
+        "--renderers", choices=("fast", "exact"), nargs="+", default=["fast", "exact"], help="one viewer per renderer and size"
+    )
     parser.add_argument("--moves", type=int, default=150, help="mouse moves of the orbit (about 20 ms apart)")
     parser.add_argument("--swaps", type=int, default=6)
     parser.add_argument("--paints", type=int, default=3)

@@ -59,8 +59,10 @@ class CameraPath:
         focal = 0.5 * self.height / math.tan(math.radians(float(self.fov[i])) / 2.0)
         return Camera(self.width, self.height, focal)
 
-    def resized(self, width: int, height: int) -> CameraPath:
-        """The same path at another frame size; the vertical field of view is kept."""
+    def resized(self, size: int | tuple[int, int]) -> CameraPath:
+        """The same path at another frame size, a height (the width keeps the aspect) or (width, height);
+        the vertical field of view is kept."""
+        width, height = (round(self.width * size / self.height), size) if isinstance(size, int) else size
         return CameraPath(self.poses, self.fov, width, height, self.fps)
 
 
@@ -95,7 +97,7 @@ def load_camera_path(path: Path) -> CameraPath:
         raise UserError(f"{path}: a camera path is a JSON object with 'camera_path', got {type(data).__name__}")
     camera_type = data.get("camera_type", "perspective")
     if camera_type != "perspective":
-        raise UserError(f"{path}: camera_type {json.dumps(camera_type)} is not supported (only \"perspective\")")
+        raise UserError(f'{path}: camera_type {json.dumps(camera_type)} is not supported (only "perspective")')
     for key in ("render_width", "render_height", "camera_path"):
         if key not in data:
             raise UserError(f"{path}: no '{key}'")
@@ -273,6 +275,8 @@ def spiral_path(poses: Tensor, focus: Tensor, n: int, turns: float = 2.0) -> Ten
     frames = []
     for i in range(n):
         theta = 2.0 * math.pi * turns * i / n
-        eye = mean + radii[0] * math.cos(theta) * right + radii[1] * math.sin(theta) * up + radii[2] * 0.5 * math.sin(theta / turns) * forward
+        eye = (
+            mean + radii[0] * math.cos(theta) * right + radii[1] * math.sin(theta) * up + radii[2] * 0.5 * math.sin(theta / turns) * forward
+        )
         frames.append(look_at(eye.float(), focus.float(), up.float()))
     return torch.stack(frames)

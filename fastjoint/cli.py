@@ -112,17 +112,32 @@ class Eval:
 
 @dataclass(frozen=True)
 class Render:
-    """Render a pairing of a trained run to RUN/renders/<scene>_<style>/ (PNGs, optionally an MP4)."""
+    """Render a pairing of a trained run to RUN/renders/<scene>_<style>/ (PNGs, optionally an MP4): a split's
+    views, an orbit, a path made from the training cameras, or a camera-path file, at any size."""
 
     run: RunFolder
     pairing: Optional[str] = None
     """scene:style to render; None: the run's first transfer, target:<style>."""
     split: Literal["train", "val", "test"] = "test"
-    """Whose camera views to render."""
+    """Whose camera views to render (without --camera-path or --path)."""
     orbit: int = 0
     """Also render this many frames orbiting the scene."""
     video: bool = False
-    """Write an MP4 of the orbit (or of the views without --orbit)."""
+    """Write an MP4 of the orbit (or of the views without --orbit); paths always get one."""
+    camera_path: Optional[Path] = None
+    """Render this camera-path JSON (nerfstudio's format, as the viewer saves it; poses in the run's
+    frame) instead of a split's views: <file stem>_NNN.png and <file stem>.mp4 at its fps."""
+    path: Optional[Literal["orbit", "interpolate", "spiral"]] = None
+    """Render a path made from the scene's training cameras instead of a split's views: orbit (around
+    the box), interpolate (smoothly through 8 training cameras), spiral (forward-facing, for captures an
+    orbit does not suit); <path>_NNN.png and <path>.mp4."""
+    frames: int = 120
+    """Frames of --path."""
+    fps: Optional[float] = None
+    """The video's frame rate; None: the camera path's own, else 24 frames/s."""
+    size: Optional[str] = None
+    """Render at this size: a height (e.g. 1080; the width keeps the aspect) or WIDTHxHEIGHT (e.g. 1920x1080);
+    None: the dataset's own (or the camera path's render_width x render_height)."""
     device: Device = None
     """Where to render; None: the run's own device."""
     background: Optional[str] = None
@@ -132,13 +147,29 @@ class Render:
 
     def __call__(self) -> int:
         _check(self.orbit >= 0, "--orbit", "must not be negative")
+        _check(self.frames >= 1, "--frames", "must be at least 1")
+        _check(self.fps is None or self.fps > 0, "--fps", "must be positive")
+        _check(not (self.camera_path and self.path), "--path", "cannot go with --camera-path: give one of the two")
+        _check(
+            not ((self.camera_path or self.path) and self.orbit), "--orbit", "goes with a split's views, not with --camera-path or --path"
+        )
         background = _background(self.background)
+        from fastjoint.camera_path import load_camera_path
+        from fastjoint.renders import parse_size
+
+        size = None if self.size is None else parse_size(self.size)
+        camera_path = None if self.camera_path is None else load_camera_path(self.camera_path)  # a bad file is said first
         from fastjoint.run import load_run, use_renderer
 
         run = load_run(self.run, self.device)
         pairing = run.pairings.parse(self.pairing or run.pairings.transfers[0].name)  # a wrong name is said before baking
         use_renderer(run, self.renderer)
-        _render(run, pairing.name, self.split, self.orbit, self.video, background)
+        if camera_path is None and self.path is None:
+            _render(run, pairing.name, self.split, self.orbit, self.video, background, size, self.fps)
+            return 0
+        _render_path(
+            run, pairing, camera_path, self.camera_path.stem if camera_path else self.path, self.frames, self.fps, size, background
+        )
         return 0
 
 
@@ -542,13 +573,36 @@ def _evaluate(run, background=None) -> None:
     print_table(evaluate(run.run_dir, run=run, background=background))
 
 
-def _render(run, pairing_name: str, split: str, orbit: int, video: bool, background=None) -> None:
+def _render(run, pairing_name: str, split: str, orbit: int, video: bool, background=None, size=None, fps=None) -> None:
     from fastjoint.log import progress_bar
-    from fastjoint.renders import render_pairing
+    from fastjoint.renders import VIDEO_FPS, render_pairing
 
     pairing = run.pairings.parse(pairing_name)
     with progress_bar(f"render {pairing.name}") as progress:
-        outputs = render_pairing(run, pairing, split, orbit, video, progress=progress, background=background)
+        outputs = render_pairing(run, pairing, split, orbit, video, progress, background, size, fps or VIDEO_FPS)
+    _rendered(outputs, pairing)
+
+
+def _render_path(run, pairing, camera_path, name: str, frames: int, fps, size, background) -> None:
+    """Renders a camera-path file's frames, or (camera_path None) a `name` path of `frames` frames from the training cameras."""
+    import dataclasses
+
+    from fastjoint.log import progress_bar
+    from fastjoint.renders import dataset_path, render_path
+
+    if camera_path is None:
+        camera_path = dataset_path(run, pairing, name, frames, size)
+    elif size is not None:
+        camera_path = camera_path.resized(size)
+    if fps is not None:
+        camera_path = dataclasses.replace(camera_path, fps=fps)
+    label = f"render {pairing.name} along {name} ({len(camera_path)} frames, {camera_path.width}x{camera_path.height})"
+    with progress_bar(label) as progress:
+        outputs = render_path(run, pairing, camera_path, name, progress=progress, background=background)
+    _rendered(outputs, pairing)
+
+
+def _rendered(outputs, pairing) -> None:
     print(f"rendered {len(outputs.images)} images of {pairing.name} to {outputs.folder}")
     if outputs.video:
         print(f"video: {outputs.video}")
