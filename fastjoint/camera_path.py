@@ -65,6 +65,17 @@ class CameraPath:
         width, height = (round(self.width * size / self.height), size) if isinstance(size, int) else size
         return CameraPath(self.poses, self.fov, width, height, self.fps)
 
+    def moved(self, transform: Tensor) -> CameraPath:
+        """The path in another frame: `transform` [4, 4] a similarity (rotation, uniform scale, shift)
+        from this path's frame to the new one; orientations stay rigid, the field of view unchanged."""
+        transform = transform.double()
+        linear = transform[:3, :3]
+        scale = torch.linalg.det(linear).abs() ** (1.0 / 3.0)
+        poses = self.poses.double().clone()
+        poses[:, :3, :3] = (linear / scale) @ poses[:, :3, :3]
+        poses[:, :3, 3] = poses[:, :3, 3] @ linear.T + transform[:3, 3]
+        return CameraPath(poses.float(), self.fov, self.width, self.height, self.fps)
+
 
 def vertical_fov(camera: Camera) -> float:
     """A camera's vertical field of view in degrees."""

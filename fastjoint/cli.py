@@ -127,6 +127,9 @@ class Render:
     camera_path: Optional[Path] = None
     """Render this camera-path JSON (nerfstudio's format, as the viewer saves it; poses in the run's
     frame) instead of a split's views: <file stem>_NNN.png and <file stem>.mp4 at its fps."""
+    camera_path_frame: Literal["run", "dataset"] = "run"
+    """The frame of --camera-path's poses: run (fastjoint's, as the viewer saves them) or dataset (the
+    scene's own transforms.json / COLMAP frame, before fastjoint centres and scales it into the box)."""
     path: Optional[Literal["orbit", "interpolate", "spiral"]] = None
     """Render a path made from the scene's training cameras instead of a split's views: orbit (around
     the box), interpolate (smoothly through 8 training cameras), spiral (forward-facing, for captures an
