@@ -25,7 +25,8 @@ from benchmarks.common import RESULTS, pictures, write_results
 from benchmarks.common import console as make_console
 from benchmarks.plot import PALETTE, line_plot
 from fastjoint.config import Config, load_config
-from fastjoint.data import load_split, pixel_rays
+from fastjoint.data import pixel_rays
+from fastjoint.datasets import load_scene_split
 from fastjoint.metrics import psnr
 from fastjoint.train import Trainer
 
@@ -45,7 +46,7 @@ class HeldOut:
         self.background = background.to(device)
         self.rays = {}
         for pairing in config.data.pairings.trained:
-            split = load_split(config.data.dataset(pairing), "test", config.data.downscale)
+            split = load_scene_split(config.data, pairing.scene, config.data.dataset(pairing), "test")
             count, height, width = split.pixels.shape[:3]
             n = min(n_pixels, count * height * width)
             flat = torch.randperm(count * height * width, generator=generator)[:n]

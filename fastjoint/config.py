@@ -117,7 +117,11 @@ class DataConfig:
     styles: dict[str, StyleData] = field(default_factory=dict)
     """The desired styles, one `[data.styles.<name>]` table each; every style trains `reference:<name>` and transfers as `target:<name>`."""
     downscale: int = 1
-    """Integer factor by which images are shrunk when loaded."""
+    """Integer factor by which images are shrunk when loaded (every dataset, unless its scene's own below)."""
+    target_downscale: int = 0
+    """The factor for the target's datasets (its original style and the styles' ground truth); 0: data.downscale."""
+    reference_downscale: int = 0
+    """The factor for the reference's datasets (its original style, every desired style, restyle's photos); 0: data.downscale."""
     aabb: Box = (-1.5, -1.5, -1.5, 1.5, 1.5, 1.5)
     """Scene box (xmin ymin zmin xmax ymax zmax) in world units, shared by both scenes."""
 
@@ -131,6 +135,8 @@ class DataConfig:
         for pairing in self.pairings.trained:
             parse_background(self.background(pairing), self.background_key(pairing))
         _check(self.downscale >= 1, "data.downscale", "must be at least 1")
+        _check(self.target_downscale >= 0, "data.target_downscale", "must be at least 1 (or 0: data.downscale)")
+        _check(self.reference_downscale >= 0, "data.reference_downscale", "must be at least 1 (or 0: data.downscale)")
         _check(all(self.aabb[i] < self.aabb[i + 3] for i in range(3)), "data.aabb", "needs min < max on every axis")
 
     @property
@@ -146,6 +152,16 @@ class DataConfig:
             style = self.styles[pairing.style]
             path = style.target if pairing.scene == "target" else style.reference
         return Path(path) if path else None
+
+    def downscale_of(self, scene: str) -> int:
+        """The factor a scene's datasets are shrunk by (its own, else data.downscale)."""
+        own = self.target_downscale if scene == "target" else self.reference_downscale
+        return own or self.downscale
+
+    def downscale_key(self, scene: str) -> str:
+        """The config key that sets a scene's downscale, for messages."""
+        own = self.target_downscale if scene == "target" else self.reference_downscale
+        return f"data.{scene}_downscale" if own else "data.downscale"
 
     def dataset_key(self, pairing: Pairing) -> str:
         """The config key that names a pairing's dataset, for messages."""

@@ -4,11 +4,18 @@ missing, every folder there, every test split that evaluation will need.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fastjoint.config import DataConfig
-from fastjoint.data import FORMATS, detect_format
+from fastjoint.data import FORMATS, Split, detect_format, load_split
 from fastjoint.errors import UserError
 from fastjoint.log import console
 from fastjoint.scenes import make_datasets
+
+
+def load_scene_split(data: DataConfig, scene: str, dataset: str | Path | None, split: str) -> Split:
+    """A split of one of a scene's datasets (`dataset`), shrunk by that scene's downscale."""
+    return load_split(dataset, split, data.downscale_of(scene), data.downscale_key(scene))
 
 
 def check_datasets(data: DataConfig, with_truth: bool = True) -> None:

@@ -54,7 +54,7 @@ def evaluate(run_dir: str | Path, device: str | None = None, run: LoadedRun | No
     with console.status("[bold]Evaluating on the test views...") as status:
         for pairing in run.pairings.trained:
             status.update(f"[bold]Evaluating {pairing.name} on its test views...")
-            split = load_test_views(run, run.dataset(pairing))
+            split = load_test_views(run, run.dataset(pairing), pairing.scene)
             behind = backdrop(run, pairing, split, background)
             pairings[pairing.name] = score(run.render(pairing, split.poses, split.camera, background), split.on_background(behind))
         original = None
@@ -64,7 +64,7 @@ def evaluate(run_dir: str | Path, device: str | None = None, run: LoadedRun | No
                 untested.append(pairing.name)
                 continue
             status.update(f"[bold]Evaluating the transfer {pairing.name} against its ground truth...")
-            original = original or load_test_views(run, run.dataset(run.pairings.trained[0]))
+            original = original or load_test_views(run, run.dataset(run.pairings.trained[0]), "target")
             transfers[pairing.name] = score_transfer(run, pairing, load_test_views(run, truth), original, background)
     result = EvalResult(run.step, run.train_seconds, pairings, transfers, tuple(untested))
     write_json(run_dir / "eval.json", result.to_json())

@@ -16,7 +16,8 @@ import torch
 from PIL import Image, ImageDraw
 from torch import Tensor
 
-from fastjoint.data import image_rays, load_split
+from fastjoint.data import image_rays
+from fastjoint.datasets import load_scene_split
 from fastjoint.pairing import ORIGINAL, Pairing
 from fastjoint.run import LoadedRun
 
@@ -60,7 +61,7 @@ def surface_samples(run: LoadedRun, scene: str, views: int = VIEWS) -> SurfaceSa
     """Features of the points where a scene's training rays hit a surface (opacity > 0.95)."""
     built, data = run.built, run.config.data
     pairing = Pairing(scene, ORIGINAL)  # the scene's original-style data
-    split = load_split(data.dataset(pairing), "train", data.downscale)
+    split = load_scene_split(data, scene, data.dataset(pairing), "train")
     background = torch.zeros(3, device=built.device)
     chosen = torch.linspace(0, len(split) - 1, min(views, len(split))).round().long()
     features, colours = [], []

@@ -13,7 +13,8 @@ import torch
 from torch import Tensor
 
 from fastjoint.camera_path import PATHS, CameraPath, interpolated_path, orbit_path, spiral_path, vertical_fov
-from fastjoint.data import Camera, Split, load_split
+from fastjoint.data import Camera, Split
+from fastjoint.datasets import load_scene_split
 from fastjoint.errors import UserError
 from fastjoint.files import atomic_path, write_image
 from fastjoint.log import warn_once
@@ -34,7 +35,7 @@ class RenderOutputs(NamedTuple):
 def camera_split(run: LoadedRun, pairing: Pairing, split: str) -> Split:
     """The views of a pairing's scene: its original-style dataset holds the cameras."""
     data = run.config.data
-    return load_split(data.dataset(Pairing(pairing.scene, ORIGINAL)), split, data.downscale)
+    return load_scene_split(data, pairing.scene, data.dataset(Pairing(pairing.scene, ORIGINAL)), split)
 
 
 def orbit_around(split: Split, aabb: Tensor, n: int) -> Tensor:  # [n, 4, 4]

@@ -23,7 +23,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from fastjoint.data import Split, load_split, pixel_rays
+from fastjoint.data import Split, pixel_rays
+from fastjoint.datasets import load_scene_split
 from fastjoint.metrics import psnr_from_mse
 from fastjoint.pairing import ORIGINAL, Pairing
 from fastjoint.render import SampleCache, composite_cached, ray_offsets, select_rays
@@ -129,12 +130,12 @@ def restyle(
     """
     run = load_run(run_dir, device)
     run.check_new_style(name, force)
-    reference, downscale = Path(reference), run.config.data.downscale
-    split = load_split(reference, "train", downscale)
+    reference = Path(reference)
+    split = load_scene_split(run.config.data, "reference", reference, "train")
     truth = None
     if target_truth is not None:  # checked before any work
-        truth = load_test_views(run, Path(target_truth))
-        original = load_test_views(run, run.dataset(Pairing("target", ORIGINAL)))
+        truth = load_test_views(run, Path(target_truth), "target")
+        original = load_test_views(run, run.dataset(Pairing("target", ORIGINAL)), "target")
         check_same_views(truth, original)
 
     generator = torch.Generator().manual_seed(settings.seed)

@@ -12,7 +12,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from fastjoint.data import Split, load_split
+from fastjoint.data import Split
+from fastjoint.datasets import load_scene_split
 from fastjoint.errors import UserError
 from fastjoint.metrics import score
 from fastjoint.pairing import Pairing
@@ -33,9 +34,9 @@ class TransferScores(NamedTuple):
         return self.psnr - self.baseline_psnr
 
 
-def load_test_views(run: LoadedRun, dataset: Path) -> Split:
-    """The test views of a dataset, at the run's downscale."""
-    return load_split(dataset, "test", run.config.data.downscale)
+def load_test_views(run: LoadedRun, dataset: Path, scene: str) -> Split:
+    """The test views of one of a scene's datasets, at that scene's downscale."""
+    return load_scene_split(run.config.data, scene, dataset, "test")
 
 
 def backdrop(run: LoadedRun, pairing: Pairing, split: Split, background: Tensor | None = None) -> Tensor:
@@ -61,7 +62,7 @@ def score_transfer(
         original: the target's original-style test views (read from the run's data when None).
         background: [3] render and compose on this colour; None: the transfer's own backdrop.
     """
-    original = original or load_test_views(run, run.dataset(run.pairings.trained[0]))
+    original = original or load_test_views(run, run.dataset(run.pairings.trained[0]), "target")
     check_same_views(truth, original)
     behind = backdrop(run, pairing, truth, background)
     scores = score(run.render(pairing, truth.poses, truth.camera, background), truth.on_background(behind))

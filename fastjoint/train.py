@@ -25,8 +25,8 @@ from fastjoint.architecture import architecture
 from fastjoint.checkpoints import CHECKPOINT, PREVIOUS, first_line, load_checkpoint, load_latest, save_checkpoint
 from fastjoint.colours import LEARNED, RANDOM
 from fastjoint.config import Config, changed_keys, load_config, to_dict, to_toml
-from fastjoint.data import RaySampler, load_split
-from fastjoint.datasets import check_test_splits, ensure_datasets
+from fastjoint.data import RaySampler
+from fastjoint.datasets import check_test_splits, ensure_datasets, load_scene_split
 from fastjoint.errors import Interrupted, UserError
 from fastjoint.files import RunLock, remove_partials, write_text
 from fastjoint.pairing import SCENES, Pairing
@@ -75,7 +75,7 @@ class Trainer:
         data = config.data
         if check_test:
             check_test_splits(data)
-        splits = {p: load_split(data.dataset(p), "train", data.downscale) for p in self.pairings}
+        splits = {p: load_scene_split(data, p.scene, data.dataset(p), "train") for p in self.pairings}
         backgrounds = resolve_backgrounds(config, {p: s.transparent for p, s in splits.items()})
         if resume:  # a resumed run keeps the backgrounds it was trained with (`auto` may decide otherwise today)
             backgrounds = self._saved_backgrounds() or backgrounds

@@ -40,7 +40,7 @@ from fastjoint.data.colmap import (
     write_model,
 )
 from fastjoint.data.recentre import CAMERA_RADIUS, scene_transform
-from fastjoint.datasets import check_test_splits
+from fastjoint.datasets import check_test_splits, load_scene_split
 from fastjoint.errors import UserError
 from fastjoint.scenes import make_datasets
 from fastjoint.train import RaySampler
@@ -187,6 +187,40 @@ def test_nerfstudio_per_frame_intrinsics_split_lists_and_applied_transform(tmp_p
     assert test.names == ("images/f_00.png",) and load_split(tmp_path / "b", "val").names == test.names
     half = load_split(tmp_path / "a", "test", downscale=2)
     assert half.camera == a.camera.scaled(2) and half.pixels.shape == (2, 3, 5, 4)
+
+
+def test_images_n_folders_are_read_when_the_downscale_matches(tmp_path):
+    """nerfstudio's (and LLFF's) images_N/: taken as they are for downscale N, instead of shrinking images/."""
+    write_nerfstudio(tmp_path / "a")
+    full = load_split(tmp_path / "a", "train")
+    shrunk = load_split(tmp_path / "a", "train", downscale=2)
+    (tmp_path / "a" / "images_2").mkdir()
+    marked = {}
+    for name in full.names:  # the capture's own small copies: a different picture, so that reading them shows
+        image = np.full((3, 5, 3), 7 * len(marked), dtype=np.uint8)
+        iio.imwrite(tmp_path / "a" / "images_2" / Path(name).name, image)
+        marked[name] = image
+    small = load_split(tmp_path / "a", "train", downscale=2)
+    assert small.camera == shrunk.camera and small.names == full.names
+    assert torch.equal(small.pixels[..., :3], torch.from_numpy(np.stack([marked[n] for n in full.names])))
+    assert not torch.equal(small.pixels, shrunk.pixels)
+    (tmp_path / "a" / "images_2" / Path(full.names[0]).name).unlink()  # one missing: images/ shrunk as read
+    assert torch.equal(load_split(tmp_path / "a", "train", downscale=2).pixels, shrunk.pixels)
+    iio.imwrite(tmp_path / "a" / "images_2" / Path(full.names[0]).name, np.zeros((2, 5, 3), np.uint8))  # the wrong size
+    with pytest.raises(UserError, match=r"images_2/.*: image is 5x2 but the dataset says 5x3"):
+        load_split(tmp_path / "a", "train", downscale=2)
+
+
+def test_each_scene_its_own_downscale(tmp_path):
+    data = DataConfig(target="t", reference="r", styles={"blue": StyleData(reference="rb")}, downscale=2, target_downscale=8)
+    assert (data.downscale_of("target"), data.downscale_of("reference")) == (8, 2)
+    assert (data.downscale_key("target"), data.downscale_key("reference")) == ("data.target_downscale", "data.downscale")
+    write_nerfstudio(tmp_path / "a")
+    with pytest.raises(UserError, match=r"^data.target_downscale: 8 does not divide the 10x6 images"):
+        load_scene_split(data, "target", tmp_path / "a", "train")
+    assert load_scene_split(data, "reference", tmp_path / "a", "train").pixels.shape[1:3] == (3, 5)
+    with pytest.raises(UserError, match="data.reference_downscale: must be at least 1"):
+        DataConfig(target="t", reference="r", styles={"blue": StyleData(reference="rb")}, reference_downscale=-1)
 
 
 def mutate_json(path: Path, change) -> None:

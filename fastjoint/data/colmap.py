@@ -29,8 +29,8 @@ from fastjoint.data.split import (
     DatasetFormat,
     Split,
     WrittenViews,
-    read_images,
     read_json,
+    read_scaled,
     select_views,
     split_lists,
 )
@@ -135,7 +135,7 @@ def load_colmap(root: Path, split: str, downscale: int = 1) -> Split:
     poses = np.stack([to_pose(image.qvec, image.tvec) for image in model.images])
     transform = scene_transform(poses, model.points)
     moved = apply_transform(poses[chosen], transform)
-    pixels, transparent = read_images(paths, downscale, size=(camera.width, camera.height))
+    pixels, transparent = read_scaled(root, paths, downscale, (camera.width, camera.height))
     if downscale > 1:
         camera = camera.scaled(downscale)
     return Split(

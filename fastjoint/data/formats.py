@@ -18,7 +18,7 @@ from pathlib import Path
 from fastjoint.data.blender import BLENDER
 from fastjoint.data.colmap import COLMAP
 from fastjoint.data.nerfstudio import NERFSTUDIO
-from fastjoint.data.split import DatasetFormat, Split
+from fastjoint.data.split import DatasetFormat, IndivisibleSize, Split
 from fastjoint.errors import UserError
 
 FORMATS: dict[str, DatasetFormat] = {record.name: record for record in (BLENDER, NERFSTUDIO, COLMAP)}
@@ -42,10 +42,14 @@ def detect_format(root: str | Path) -> str:
     raise UserError(f"{root}: not a dataset (expected {listed})")
 
 
-def load_split(root: str | Path, split: str, downscale: int = 1) -> Split:
-    """Loads one split (train, val or test) of the dataset in `root`, whatever its format.
+def load_split(root: str | Path, split: str, downscale: int = 1, downscale_key: str = "data.downscale") -> Split:
+    """Loads one split (train, val or test) of the dataset in `root`, whatever its format, its
+    images shrunk `downscale` times (set by the config key `downscale_key`, for messages).
 
     Raises UserError, one line naming the file at fault, for any problem with the files.
     """
     root = Path(root)
-    return FORMATS[detect_format(root)].load(root, split, downscale)
+    try:
+        return FORMATS[detect_format(root)].load(root, split, downscale)
+    except IndivisibleSize as error:
+        raise UserError(f"{downscale_key}: {error}") from None

@@ -29,9 +29,9 @@ from fastjoint.data.split import (
     WrittenViews,
     is_number,
     read_frame_pose,
-    read_images,
     read_json,
     read_pose,
+    read_scaled,
     select_views,
     split_lists,
 )
@@ -85,7 +85,7 @@ def load_nerfstudio(root: Path, split: str, downscale: int = 1) -> Split:
 
     transform = scene_transform(np.stack(poses))
     moved = apply_transform(np.stack([poses[i] for i in chosen]), transform)
-    pixels, transparent = read_images(paths, downscale, size=(camera.width, camera.height))
+    pixels, transparent = read_scaled(root, paths, downscale, (camera.width, camera.height))
     if downscale > 1:
         camera = camera.scaled(downscale)
     names_chosen = tuple(Path(names[i]).as_posix() for i in chosen)

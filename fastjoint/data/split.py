@@ -172,6 +172,36 @@ def read_image(path: Path) -> tuple[np.ndarray, bool]:  # [H, W, 4] uint8 straig
     return image, bool((image[..., 3] < 255).any())
 
 
+class IndivisibleSize(UserError):
+    """A downscale that does not divide the images' size (load_split names the config key)."""
+
+
+def prescaled(root: Path, paths: list[Path], downscale: int) -> list[Path] | None:
+    """The images already shrunk `downscale` times, as nerfstudio and LLFF captures keep them
+    (images_N/ beside images/, the same names), when every one of `paths` has its copy there."""
+    if downscale == 1:
+        return None
+    found = []
+    for path in paths:
+        parts = path.relative_to(root).parts
+        if parts[0] != "images":
+            return None
+        small = root.joinpath(f"images_{downscale}", *parts[1:])
+        if not small.is_file():
+            return None
+        found.append(small)
+    return found
+
+
+def read_scaled(root: Path, paths: list[Path], downscale: int, size: tuple[int, int]) -> tuple[Tensor, bool]:
+    """`read_images` of `paths` shrunk `downscale` times: from images_N/ when the capture has them
+    (they must be the full size over N, as `size` (width, height) says), else shrunk as read."""
+    small = prescaled(root, paths, downscale)
+    if small is None:
+        return read_images(paths, downscale, size)
+    return read_images(small, 1, (size[0] // downscale, size[1] // downscale))
+
+
 def read_images(paths: list[Path], downscale: int, size: tuple[int, int] | None = None) -> tuple[Tensor, bool]:
     """Reads a split's images into one uint8 tensor [n, H/downscale, W/downscale, 4].
 
@@ -191,7 +221,7 @@ def read_images(paths: list[Path], downscale: int, size: tuple[int, int] | None 
             if size is not None and (width, height) != tuple(size):
                 raise UserError(f"{path}: image is {width}x{height} but the dataset says {size[0]}x{size[1]}")
             if height % downscale or width % downscale:
-                raise UserError(f"data.downscale: {downscale} does not divide the {width}x{height} images of {path.parent}")
+                raise IndivisibleSize(f"{downscale} does not divide the {width}x{height} images of {path.parent}")
             stack = torch.empty((len(paths), height // downscale, width // downscale, 4), dtype=torch.uint8)
         elif (height, width) != first[1]:
             h, w = first[1]

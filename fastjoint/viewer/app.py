@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fastjoint.data import load_split
+from fastjoint.datasets import load_scene_split
 from fastjoint.errors import UserError
 from fastjoint.log import console
 from fastjoint.pairing import ORIGINAL, SCENES, Pairing
@@ -161,7 +161,7 @@ class Session:
         centre = (np.array(data.aabb[:3]) + np.array(data.aabb[3:])) / 2
         position, fov = centre + np.array([3.0, -2.0, 1.6]), 0.6
         try:
-            split = load_split(run.dataset(Pairing("target", ORIGINAL)), "test", data.downscale)
+            split = load_scene_split(data, "target", run.dataset(Pairing("target", ORIGINAL)), "test")
             position = split.poses[0, :3, 3].numpy().astype(np.float64)
             fov = 2.0 * math.atan(0.5 * split.camera.height / split.camera.focal)
         except UserError:
