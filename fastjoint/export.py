@@ -31,12 +31,11 @@ import torch
 from torch import Tensor
 
 from fastjoint.architecture import architecture
-from fastjoint.data import pixel_rays
+from fastjoint.data import load_split, pixel_rays
 from fastjoint.errors import UserError
 from fastjoint.files import atomic_path
-from fastjoint.pairing import Pairing
+from fastjoint.pairing import ORIGINAL, Pairing
 from fastjoint.render.baked import BAKE_DIRECTIONS
-from fastjoint.renders import camera_split
 from fastjoint.run import LoadedRun
 
 EXPORTS_FOLDER = "exports"
@@ -212,7 +211,8 @@ def surface_points(run: LoadedRun, pairing: Pairing, n_points: int, progress: Pr
     render shows there, the backdrop taken out.
     """
     built = run.built
-    views = camera_split(run, pairing, "train")
+    data = run.config.data
+    views = load_split(data.dataset(Pairing(pairing.scene, ORIGINAL)), "train", data.downscale)  # the scene's cameras
     camera, n_views = views.camera, len(views.poses)
     n_pixels = camera.width * camera.height
     share = min(n_pixels, max(1, math.ceil(2 * n_points / n_views)))  # two pixels per wanted point: about half of a view is empty
