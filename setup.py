@@ -52,6 +52,8 @@ setup(
         "pillow>=9",
         "rich>=13",
         "tyro>=0.8",
+        "trimesh>=4.4",  # `fastjoint export`: writes its PLY and glTF files
+        "scikit-image>=0.22",  # `fastjoint export`: marching cubes
         "ninja",  # builds the native kernels on first use
     ],
     extras_require={
@@ -61,7 +63,8 @@ setup(
         # and run ruff, pinned so that its formatting does not change under us.
         # `fastjoint sweep`: many runs as tasks on Ray (a local cluster, or one by address).
         "sweep": ["ray>=2.9"],
-        "test": ["pytest>=7", "viser>=1.0", "playwright>=1.40", "ruff==0.17.6", "ray>=2.9"],
+        # The export's files are read back with readers independent of trimesh (plyfile, pygltflib).
+        "test": ["pytest>=7", "viser>=1.0", "playwright>=1.40", "ruff==0.17.6", "ray>=2.9", "plyfile>=1.0", "pygltflib>=1.16"],
     },
     entry_points={"console_scripts": ["fastjoint=fastjoint.cli:main"]},
     **_native_build(),

@@ -297,6 +297,68 @@ class View:
 
 
 @dataclass(frozen=True)
+class Export:
+    """Write a scene in a style as files other tools open: RUN/exports/<scene>_<style>/mesh.ply and
+    mesh.glb (marching cubes on the density, each vertex coloured by the style's decoder) and
+    points.ply (surface points seen from the training views, coloured as rendered).
+
+    Coordinates are the run's scene frame (z up; the GLB's node turns it y-up, as glTF wants).
+    PLY colours are as rendered (sRGB); the GLB's are linear, as glTF requires.
+    """
+
+    run: RunFolder
+    style: str
+    """The style to colour the scene in (original, or one of the run's styles)."""
+    scene: Literal["target", "reference"] = "target"
+    """The scene to export."""
+    resolution: int = 256
+    """Density samples per axis of the scene box (data.aabb) for marching cubes; the mesh's detail grows with it, its time with its cube."""
+    threshold: Optional[float] = None
+    """The density (sigma) where the mesh's surface lies; None: the median density at the point
+    cloud's points, where the renders put the surface (printed)."""
+    points: int = 100_000
+    """At most this many points in the point cloud."""
+    out: Optional[str] = None
+    """Folder for the three files; None: RUN/exports/<scene>_<style>."""
+    device: Device = None
+    """Where to evaluate the model; None: the run's own device."""
+
+    def __call__(self) -> int:
+        _check(16 <= self.resolution <= 1024, "--resolution", f"must be between 16 and 1024, got {self.resolution}")
+        _check(
+            self.threshold is None or 0 < self.threshold < float("inf"), "--threshold", f"must be a positive density, got {self.threshold}"
+        )
+        _check(self.points >= 1, "--points", f"must be at least 1, got {self.points}")
+        from fastjoint.export import export_folder, export_pairing
+        from fastjoint.log import progress_bar
+        from fastjoint.pairing import Pairing
+        from fastjoint.run import load_run
+
+        run = load_run(self.run, self.device)
+        if self.style not in run.pairings.styles:
+            raise UserError(f"--style: unknown style '{self.style}' (this run has {', '.join(run.pairings.styles)})")
+        pairing = Pairing(self.scene, self.style)
+        folder = Path(self.out) if self.out is not None else export_folder(run, pairing)
+        phases = {"points": "surface points", "density": f"density on {self.resolution}^3 points", "colours": "vertex colours"}
+        with progress_bar(f"export {pairing.name}") as bar:
+            result = export_pairing(
+                run,
+                pairing,
+                self.resolution,
+                self.threshold,
+                self.points,
+                folder,
+                lambda phase, done, total: bar(done, total, phases[phase]),
+            )
+        how = "the median density at the surface points; --threshold sets it" if result.threshold_chosen else "--threshold"
+        print(f"mesh of {pairing.name}: resolution {result.resolution} (--resolution), threshold {result.threshold:.3g} ({how})")
+        print(f"{result.vertices} vertices, {result.faces} faces; {result.points} points; {result.seconds:.1f} s")
+        files = result.files
+        print(f"wrote {files.mesh_ply}, {files.mesh_glb.name} and {files.points_ply.name}")
+        return 0
+
+
+@dataclass(frozen=True)
 class Sweep:
     """Run a grid of runs (a sweep file: base configs x datasets x config values x seeds) as tasks on
     Ray, each an ordinary run folder under the sweep's folder; then write summary.json and
@@ -410,6 +472,7 @@ def _commands(train_default: Train | None) -> type:
         Annotated[Analyze, tyro.conf.subcommand("analyze")],
         Annotated[Restyle, tyro.conf.subcommand("restyle")],
         Annotated[View, tyro.conf.subcommand("view")],
+        Annotated[Export, tyro.conf.subcommand("export")],
         Annotated[Sweep, tyro.conf.subcommand("sweep")],
         Annotated[Scenes, tyro.conf.subcommand("scenes")],
     ]

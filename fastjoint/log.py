@@ -1,5 +1,7 @@
 """The console that every part of fastjoint prints through."""
 
+from __future__ import annotations
+
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -17,10 +19,15 @@ def warn_once(message: str) -> None:
 
 
 @contextmanager
-def progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
-    """A transient progress bar; yields a `progress(done, total)` callback for long work."""
+def progress_bar(description: str) -> Iterator[Callable[..., None]]:
+    """A transient progress bar; yields a `progress(done, total, description=None)` callback for
+    long work (a new description names the next phase of the work)."""
     from rich.progress import Progress
 
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task(description, total=None)
-        yield lambda done, total: progress.update(task, completed=done, total=total)
+
+        def update(done: int, total: int | None, description: str | None = None) -> None:
+            progress.update(task, completed=done, total=total, **({} if description is None else {"description": description}))
+
+        yield update
