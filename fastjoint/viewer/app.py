@@ -5,7 +5,8 @@ its panel, and a render thread. The thread renders the browser's camera at the m
 size (`moving` pixels high) as soon as it moves, and once more at the resting size when it
 has rested for `rest_after` seconds. Choosing a style or painting recomposes the last frame
 at once, from its cached samples. The status line under the title tells what is on
-screen (frame number, size, pairing, milliseconds); the browser tests read it.
+screen (frame number, size, pairing, milliseconds); the browser tests read it. The
+*Camera path* folder is `paths.PathPanel`.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from fastjoint.log import console
 from fastjoint.pairing import ORIGINAL, SCENES, Pairing
 from fastjoint.run import LoadedRun, load_run, use_renderer
 from fastjoint.viewer.core import Stroke, ViewerCore, camera_from_viser, fit_painted, require_feature_plane
+from fastjoint.viewer.paths import PathEditor, PathPanel, file_fov
 
 PLANE_PIXELS = 192  # side of the feature plane in the panel
 
@@ -46,6 +48,7 @@ class ViewSettings:
     moving: int = 256  # image height while the camera moves
     resting: int = 512  # image height once it rests
     rest_after: float = 0.3  # seconds without camera motion before the sharp frame
+    read_only: bool = False  # the viewer writes nothing into the run (saving a camera path is refused)
 
 
 class CameraState:
@@ -95,6 +98,7 @@ class Session:
             self.name = gui.add_text("Save as", "painted-1")
             self.save_button = gui.add_button("Save style")
             self.message = gui.add_markdown("")
+        self.paths = PathPanel(self.client, PathEditor(run.run_dir, self.settings.resting, self.settings.read_only), lambda: self.camera)
         self.scene_box.on_update(lambda _: self._guarded(self._scene_chosen))
         self.style_box.on_update(lambda _: self._guarded(self._style_chosen))
         self.paint_button.on_click(lambda _: self._guarded(self._paint))
@@ -174,7 +178,9 @@ class Session:
 
     def _camera_moved(self, camera: Any) -> None:
         with self.wake:
-            self.camera = CameraState(np.array(camera.position), np.array(camera.wxyz), float(camera.fov), float(camera.aspect))
+            # The field of view as a saved camera path holds it, so that the path renders what is shown here.
+            fov = file_fov(float(camera.fov))
+            self.camera = CameraState(np.array(camera.position), np.array(camera.wxyz), fov, float(camera.aspect))
             self.moved = time.perf_counter()
             self.dirty = True
             self.wake.notify()
@@ -234,6 +240,7 @@ class Session:
                 self.status.content = f"frame {self.frames} · {width}x{height} px · {scene}:{style} · {ms:.0f} ms"
 
     def close(self) -> None:
+        self.paths.close()
         with self.wake:
             self.closed = True
             self.wake.notify()
