@@ -54,6 +54,7 @@ setup(
         "tyro>=0.8",
         "trimesh>=4.4",  # `fastjoint export`: writes its PLY and glTF files
         "scikit-image>=0.22",  # `fastjoint export`: marching cubes
+        "pycolmap>=3.12",  # `fastjoint process`: COLMAP's poses for photos and videos (PyPI wheels, no binary to install)
         "ninja",  # builds the native kernels on first use
     ],
     extras_require={

@@ -359,6 +359,33 @@ class Export:
 
 
 @dataclass(frozen=True)
+class Process:
+    """Turn a folder of photos, or a video, into a dataset fastjoint reads: OUT/images/ and
+    OUT/sparse/0/ with poses from COLMAP (through pycolmap), ready for data.target or data.reference."""
+
+    input: Annotated[
+        str, tyro.conf.Positional, tyro.conf.arg(metavar="INPUT", help="a folder of photos (.png, .jpg) or a video (.mp4, .mov, ...)")
+    ]
+    out: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="OUT", help="the dataset folder to write; it must not exist")]
+    frames: int = 150
+    """From a video: this many frames, the sharpest of each of as many equal stretches."""
+    camera_model: Literal["SIMPLE_RADIAL", "OPENCV", "PINHOLE"] = "SIMPLE_RADIAL"
+    """COLMAP's camera model, one camera for every image: SIMPLE_RADIAL (COLMAP's default: one focal length
+    and one distortion term), OPENCV (two focal lengths, four distortion terms: wide or strongly distorted lenses)."""
+
+    def __call__(self) -> int:
+        _check(self.frames >= 2, "--frames", f"must be at least 2, got {self.frames}")
+        from fastjoint.log import progress_bar
+        from fastjoint.process import process
+
+        with progress_bar(f"process {self.input}") as bar:
+            done = process(Path(self.input), Path(self.out), self.frames, self.camera_model, bar)
+        print(f"{done.registered} of {done.images} images registered, {done.points} 3-D points: {done.folder}")
+        print(f'use it as a scene: data.target = "{done.folder}" (or data.reference), then fastjoint train')
+        return 0
+
+
+@dataclass(frozen=True)
 class Sweep:
     """Run a grid of runs (a sweep file: base configs x datasets x config values x seeds) as tasks on
     Ray, each an ordinary run folder under the sweep's folder; then write summary.json and
@@ -473,6 +500,7 @@ def _commands(train_default: Train | None) -> type:
         Annotated[Restyle, tyro.conf.subcommand("restyle")],
         Annotated[View, tyro.conf.subcommand("view")],
         Annotated[Export, tyro.conf.subcommand("export")],
+        Annotated[Process, tyro.conf.subcommand("process")],
         Annotated[Sweep, tyro.conf.subcommand("sweep")],
         Annotated[Scenes, tyro.conf.subcommand("scenes")],
     ]
