@@ -31,7 +31,8 @@ import torch
 from torch import Tensor
 
 from fastjoint.architecture import architecture
-from fastjoint.data import load_split, pixel_rays
+from fastjoint.data import pixel_rays
+from fastjoint.datasets import load_scene_split
 from fastjoint.errors import UserError
 from fastjoint.files import atomic_path
 from fastjoint.pairing import ORIGINAL, Pairing
@@ -212,7 +213,7 @@ def surface_points(run: LoadedRun, pairing: Pairing, n_points: int, progress: Pr
     """
     built = run.built
     data = run.config.data
-    views = load_split(data.dataset(Pairing(pairing.scene, ORIGINAL)), "train", data.downscale)  # the scene's cameras
+    views = load_scene_split(data, pairing.scene, data.dataset(Pairing(pairing.scene, ORIGINAL)), "train")  # the scene's cameras
     camera, n_views = views.camera, len(views.poses)
     n_pixels = camera.width * camera.height
     share = min(n_pixels, max(1, math.ceil(2 * n_points / n_views)))  # two pixels per wanted point: about half of a view is empty
