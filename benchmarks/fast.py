@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         entry = {"fast_vs_exact_db": db(fast[p], exact[p])}
         dataset = run.dataset(p)
         if dataset is not None:  # the PSNR eval reports, with either renderer
-            truth = load_test_views(run, dataset)
+            truth = load_test_views(run, dataset, p.scene)
             behind = truth.on_background(backdrop(run, p, truth))
             entry["exact_psnr"] = psnr(exact[p], behind)
             entry["fast_psnr"] = psnr(fast[p], behind)

@@ -65,7 +65,7 @@ def evaluate(run_dir: str | Path, device: str | None = None, run: LoadedRun | No
                 continue
             status.update(f"[bold]Evaluating the transfer {pairing.name} against its ground truth...")
             original = original or load_test_views(run, run.dataset(run.pairings.trained[0]), "target")
-            transfers[pairing.name] = score_transfer(run, pairing, load_test_views(run, truth), original, background)
+            transfers[pairing.name] = score_transfer(run, pairing, load_test_views(run, truth, pairing.scene), original, background)
     result = EvalResult(run.step, run.train_seconds, pairings, transfers, tuple(untested))
     write_json(run_dir / "eval.json", result.to_json())
     return result

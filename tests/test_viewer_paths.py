@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 
+import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
 from test_viewer import _browser_or_skip, matrix_quaternion
 
 from benchmarks import browser
+from conftest import run_cli
 from fastjoint.camera_path import load_camera_path
 from fastjoint.data import look_at
 from fastjoint.errors import UserError
@@ -139,6 +141,12 @@ def test_a_saved_path_renders_the_viewers_keyframes_exactly(run_copy):
         assert np.array_equal(rendered, shown[k]), (k, np.abs(rendered.astype(int) - shown[k]).max())
     between = to_uint8(run.built.render_image(pairing, path.poses[2], path.camera(2)))
     assert not np.array_equal(between, shown[0]) and not np.array_equal(between, shown[1])
+    # And through the command line, as a user renders the saved file.
+    result = run_cli("render", str(run_copy), "--camera-path", str(saved), "--pairing", pairing.name)
+    assert result.returncode == 0, result.stderr
+    for k, j in enumerate((0, 4, 8)):
+        frame = iio.imread(run_copy / "renders" / pairing.slug / f"tour_{j:03d}.png")
+        assert np.array_equal(frame, shown[k]), (k, np.abs(frame.astype(int) - shown[k]).max())
 
 
 # --- in a real browser -----------------------------------------------------------------
