@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             page.save_screenshot(shots["painted"])
     finally:
         status = viewer.stop()
-    if status != 0:
+    if status != 143:  # stopped by SIGTERM
         raise SystemExit(f"fastjoint view exited with {status}:\n{viewer.output}")
 
     summary = {
