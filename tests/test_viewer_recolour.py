@@ -65,8 +65,14 @@ def test_a_recoloured_table_is_the_table_of_the_recoloured_decoder():
     """Under the fast renderer a recolour edits the style's table: the same as tabulating the decoder with the recolour."""
     decoder = StyleDecoder(2, 16)
     recolours = [
-        Recolour(tuple((torch.rand(2) * 2 - 1).tolist()), float(torch.empty(()).uniform_(0.05, 0.6)), tuple(torch.rand(3).tolist()))
-        for _ in range(2)
+        Recolour(
+            tuple((torch.rand(2) * 2 - 1).tolist()),
+            float(torch.empty(()).uniform_(0.05, 0.6)),
+            tuple(torch.rand(3).tolist()),
+            float(torch.empty(()).uniform_(0.2, 0.8)),
+            keep_shading,
+        )
+        for keep_shading in (False, True)
     ]
     edited = DecoderTable(decoder, pixels=64).edited(lambda colours, points: recoloured(colours, points, recolours))
     torch.testing.assert_close(edited.table, DecoderTable(RecolouredDecoder(decoder, recolours), pixels=64).table)
@@ -77,6 +83,11 @@ def test_a_recoloured_table_is_the_table_of_the_recoloured_decoder():
     at = torch.tensor([first.centre, [first.centre[0] + first.radius, first.centre[1]]])
     torch.testing.assert_close(falloff(at, first), torch.tensor([1.0, math.exp(-0.5)]))
     torch.testing.assert_close(recoloured(decoder(at[:1]), at[:1], [first]), torch.tensor([first.colour]))
+    # Keeping the shading, the colour blended toward is the picked one scaled by luminance over the picked shade.
+    shaded = recolours[1]._replace(colour=(0.2, 0.3, 0.4), shade=0.5)
+    colours = torch.tensor([[0.25, 0.25, 0.25], [0.5, 0.5, 0.5]])
+    centre = torch.tensor([shaded.centre, shaded.centre])
+    torch.testing.assert_close(recoloured(colours, centre, [shaded]), torch.tensor([[0.1, 0.15, 0.2], [0.2, 0.3, 0.4]]))
 
 
 def test_a_split_frame_is_one_style_left_and_another_right():

@@ -1,8 +1,9 @@
 """The viewer panel's editing and comparing controls, and who may write to the run.
 
 `EditControls` gives a browser's session (fastjoint.viewer.app.Session) its "Compare with"
-choice, clicking the scene to recolour the material under the cursor (a colour and a
-falloff that retune the last click's recolour), and Undo. A viewer served beyond this
+choice, clicking the scene to recolour the material under the cursor (a colour, a falloff
+and whether the material keeps its shading, which retune the last click's recolour), and
+Undo. A viewer served beyond this
 machine is read-only unless the user allows writes (`writes_allowed`).
 """
 
@@ -59,18 +60,21 @@ class EditControls:
             self.falloff = gui.add_slider(
                 "Falloff", min=0.02, max=1.0, step=0.01, initial_value=FALLOFF, hint="how far in the feature plane the colour reaches"
             )
+            self.shading = gui.add_checkbox("Keep shading", True, hint="the material's shades follow the colour (off: one flat colour)")
             self.undo_button = gui.add_button("Undo", hint="forget the last recolour or paint")
         self.clicked: Recolour | None = None  # the last click's recolour, which the colour and falloff retune while it is the last edit
         session.client.scene.on_click()(lambda event: session._guarded(lambda: self._clicked(event)))
         self.compare.on_update(lambda _: session._guarded(self._compare_chosen))
         self.colour.on_update(lambda _: session._guarded(self._retune))
         self.falloff.on_update(lambda _: session._guarded(self._retune))
+        self.shading.on_update(lambda _: session._guarded(self._retune))
         self.undo_button.on_click(lambda _: session._guarded(self._undo))
 
     def _clicked(self, event: Any) -> None:
         start = time.perf_counter()
         core = self.session.core
-        image = core.recolour_at(event.ray_origin, event.ray_direction, rgb01(self.colour.value), float(self.falloff.value))
+        colour, radius, shading = rgb01(self.colour.value), float(self.falloff.value), bool(self.shading.value)
+        image = core.recolour_at(event.ray_origin, event.ray_direction, colour, radius, shading)
         self.clicked = core.edits[-1]
         self._shown(image, start)
         x, y = self.clicked.centre
@@ -81,7 +85,9 @@ class EditControls:
         if self.clicked is None or not core.edits or core.edits[-1] is not self.clicked:
             return  # the colour and falloff apply to the next click
         start = time.perf_counter()
-        self.clicked = self.clicked._replace(colour=rgb01(self.colour.value), radius=float(self.falloff.value))
+        self.clicked = self.clicked._replace(
+            colour=rgb01(self.colour.value), radius=float(self.falloff.value), keep_shading=bool(self.shading.value)
+        )
         self._shown(core.recolour(self.clicked, replace_last=True), start)
 
     def _undo(self) -> None:

@@ -31,7 +31,7 @@ from fastjoint.render import SampleCache, composite_cached
 from fastjoint.render.baked import TABLE_PIXELS, DecoderTable, table_points
 from fastjoint.run import Built, LoadedRun
 from fastjoint.styles import StoredStyle, save_style, style_path
-from fastjoint.viewer.recolour import Recolour, RecolouredDecoder, pick_feature, recoloured
+from fastjoint.viewer.recolour import Recolour, RecolouredDecoder, luminance, pick_feature, recoloured
 
 PAINTED = "painted"  # the name of the painted style until it is saved under another
 FIT_PIXELS = 32  # side of the grid of feature-plane points a painted decoder is fitted on
@@ -377,13 +377,22 @@ class ViewerCore:
             return self.recompose()
 
     def recolour_at(
-        self, origin: Sequence[float], direction: Sequence[float], colour: tuple[float, float, float], radius: float
+        self,
+        origin: Sequence[float],
+        direction: Sequence[float],
+        colour: tuple[float, float, float],
+        radius: float,
+        keep_shading: bool = False,
     ) -> np.ndarray | None:
         """Recolours the material under a ray (`pick`) with `colour`, falloff `radius`; returns the last frame in it."""
         centre = self.pick(origin, direction)
         if centre is None:
             raise UserError("nothing under the cursor: click on the scene to pick a material")
-        return self.recolour(Recolour(centre, radius, colour))
+        with self.lock:  # the map the recolour goes over: the edits so far, or the base style
+            decoder = self.decoders[PAINTED] if self.edits else self.decoders[self.base]
+            with torch.no_grad():
+                shade = float(luminance(decoder(torch.tensor([centre], device=self.built.device)))[0])
+            return self.recolour(Recolour(centre, radius, colour, shade, keep_shading))
 
     def undo(self) -> np.ndarray | None:
         """Forgets the last edit (paint or recolour); returns the last frame without it (in the base style once none is left)."""
@@ -453,12 +462,9 @@ class ViewerCore:
                 "base": base,
                 "strokes": [list(s.centre) + [s.radius] + list(s.colour) for s in edits if isinstance(s, Stroke)],
                 "edits": [
-                    {
-                        "kind": "recolour" if isinstance(e, Recolour) else "paint",
-                        "centre": list(e.centre),
-                        "radius": e.radius,
-                        "colour": list(e.colour),
-                    }
+                    {"kind": "paint", "centre": list(e.centre), "radius": e.radius, "colour": list(e.colour)}
+                    if isinstance(e, Stroke)
+                    else {"kind": "recolour", **e._asdict(), "centre": list(e.centre), "colour": list(e.colour)}
                     for e in edits
                 ],
                 "fit": fit,

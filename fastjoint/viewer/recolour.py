@@ -5,7 +5,10 @@ first surface that ray meets: the feature of the sample at which the ray's accum
 compositing weight first passes one half (`surface_features`). A `Recolour` then blends a
 style's colours toward a colour with the weight exp(-d^2 / (2 r^2)), d the distance in the
 feature plane to the picked feature and r the falloff, which the user widens to take in
-more of the material's shades (`recoloured`). Under the fast renderer a style is a lookup
+more of the material's shades (`recoloured`). Keeping the shading, the colour each feature
+is blended toward is the picked colour times the feature's luminance over the luminance
+at the picked feature: the picked spot takes the colour, the material's darker and
+brighter shades follow it. Under the fast renderer a style is a lookup
 table over the feature plane, so a recolour is an edit of that table
 (`DecoderTable.edited`); under the exact renderer the same blend runs on each sample's
 decoded colour (`RecolouredDecoder`). Either way the frame is recomposed from its cached
@@ -25,6 +28,8 @@ from fastjoint.render.cached import ray_offsets
 from fastjoint.run import Built
 
 SURFACE_WEIGHT = 0.5  # a ray meets its first surface where its accumulated weight passes this
+LUMINANCE = (0.2126, 0.7152, 0.0722)  # Rec. 709 weights of R, G and B
+MIN_SHADE = 1e-3  # the luminance a shade is measured against at least (a black pick keeps the colour flat)
 
 
 class Recolour(NamedTuple):
@@ -33,6 +38,12 @@ class Recolour(NamedTuple):
     centre: tuple[float, float]  # the picked material's feature, in [-1, 1]^2
     radius: float  # the falloff r, feature units: weight exp(-d^2 / (2 r^2)) at distance d
     colour: tuple[float, float, float]  # RGB in [0, 1]
+    shade: float = 1.0  # the style's luminance at `centre` when picked
+    keep_shading: bool = False  # blend toward colour x luminance / shade instead of the flat colour
+
+
+def luminance(colours: Tensor) -> Tensor:  # [N, 3] -> [N]
+    return colours @ torch.tensor(LUMINANCE, dtype=colours.dtype, device=colours.device)
 
 
 def falloff(
@@ -54,6 +65,8 @@ def recoloured(
     for recolour in recolours:
         weight = falloff(points, recolour)[:, None]
         paint = torch.tensor(recolour.colour, dtype=colours.dtype, device=colours.device)
+        if recolour.keep_shading:
+            paint = (paint * (luminance(colours) / max(recolour.shade, MIN_SHADE))[:, None]).clamp(0.0, 1.0)
         colours = colours * (1.0 - weight) + paint * weight
     return colours
 
