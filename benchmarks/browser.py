@@ -2,7 +2,7 @@
 
 Used by the browser tests (tests/test_viewer.py) and the viewer benchmark
 (benchmarks/viewer.py). Every timing is the browser's own clock (`performance.now()`): the
-viewer's status line ("frame N · WxH px · scene:style · ms") is watched by a
+viewer's status line ("frame N · WxH px · scene:style · ms", or "scene:left|right" for a split view) is watched by a
 MutationObserver, which stamps each change as the page receives it. No wait here runs on
 a wall-clock deadline: each polls a bounded number of times and fails with what it saw.
 
@@ -30,7 +30,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM_PATHS = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
-STATUS = re.compile(r"frame (\d+) · (\d+)x(\d+) px · (\w+):([\w-]+) · (\d+) ms")
+STATUS = re.compile(r"frame (\d+) · (\d+)x(\d+) px · (\w+):([\w-]+)(?:\|([\w-]+))? · (\d+) ms")
 POLL = 0.1  # seconds between two looks at the page
 VIEWPORT = {"width": 1000, "height": 700}
 PANEL_WIDTH = 340  # viser's control panel covers the right of the page; the scene is left of it
@@ -105,10 +105,10 @@ class Viewer:
             time.sleep(POLL)
         raise AssertionError(f"fastjoint view printed no URL after {tries} polls:\n{self.output}")
 
-    def stop(self, tries: int = 300) -> int:
-        """SIGTERM, then the exit status (SIGKILL if it does not stop within `tries` polls)."""
+    def stop(self, tries: int = 300, signum: int = signal.SIGTERM) -> int:
+        """SIGTERM (or `signum`), then the exit status (SIGKILL if it does not stop within `tries` polls)."""
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+            self.process.send_signal(signum)
         for _ in range(tries):
             if self.process.poll() is not None:
                 break
@@ -129,14 +129,15 @@ class Status:
     style: str
     ms: int
     at: float  # performance.now() in the page when it appeared
+    compare: str | None = None  # the style of the right half of a split view
 
     @staticmethod
     def parse(text: str, at: float) -> Status | None:
         match = STATUS.search(text)
         if not match:
             return None
-        frame, width, height, scene, style, ms = match.groups()
-        return Status(int(frame), int(width), int(height), scene, style, int(ms), at)
+        frame, width, height, scene, style, compare, ms = match.groups()
+        return Status(int(frame), int(width), int(height), scene, style, int(ms), at, compare)
 
 
 WATCH_STATUS = """() => {

@@ -96,7 +96,7 @@ def measure(args: argparse.Namespace, renderer: str, moving_size: int, prefix: s
                 page.save_screenshot(shots["painted"])
     finally:
         status = viewer.stop()
-    if status != 0:
+    if status != 143:  # stopped by SIGTERM
         raise SystemExit(f"fastjoint view exited with {status}:\n{viewer.output}")
     return {
         "renderer": renderer,

@@ -265,17 +265,20 @@ class Restyle:
 @dataclass(frozen=True)
 class View:
     """Open a trained run in the browser: the target (or the reference) from any camera, its styles
-    swapped instantly, the feature plane with each decoder's colour map, and painting on it.
+    swapped instantly or compared side by side, the feature plane with each decoder's colour map,
+    painting on it, and recolouring a material by clicking it.
 
     Needs viser (pip install -e ".[viewer]"). Serves on 127.0.0.1 only unless --host says otherwise;
-    Ctrl-C stops it.
+    served beyond this machine it is read-only unless --allow-writes. Ctrl-C stops it.
     """
 
     run: RunFolder
     port: int = 8080
     """Port to serve on (viser takes the next free one if it is taken)."""
     host: str = "127.0.0.1"
-    """Address to serve on; 0.0.0.0 serves every network the machine is on."""
+    """Address to serve on; 0.0.0.0 serves every network the machine is on (read-only unless --allow-writes)."""
+    allow_writes: bool = False
+    """Let a viewer served beyond this machine (--host not a loopback address) save styles into the run."""
     moving_size: int = 256
     """Image height in pixels while the camera moves."""
     resting_size: int = 512
@@ -292,7 +295,9 @@ class View:
         from fastjoint.viewer.app import ViewSettings, import_viser, serve
 
         import_viser()  # before loading the run: a missing viser is said at once
-        settings = ViewSettings(host=self.host, port=self.port, moving=self.moving_size, resting=self.resting_size)
+        settings = ViewSettings(
+            host=self.host, port=self.port, moving=self.moving_size, resting=self.resting_size, allow_writes=self.allow_writes
+        )
         return serve(self.run, settings, self.device, self.renderer)
 
 

@@ -139,16 +139,32 @@ def bake_scene(
     return BakedScene(aabbs, index, bricks.float().contiguous(), step_size, skipping(aabbs, index))
 
 
+def table_points(pixels: int, device: torch.device | str = "cpu") -> Tensor:  # [P*P, 2]
+    """The feature-plane points of a P x P decoder table, row-major: row j at feature y = axis[j], column i at x = axis[i]."""
+    axis = torch.linspace(-1.0, 1.0, pixels, device=device)
+    f1, f0 = torch.meshgrid(axis, axis, indexing="ij")
+    return torch.stack([f0.reshape(-1), f1.reshape(-1)], dim=-1)
+
+
 class DecoderTable:
     """A style decoder as a P x P table of colours over the feature plane [-1, 1]^2, read bilinearly."""
 
     def __init__(self, decoder: Callable[[Tensor], Tensor], device: torch.device | str = "cpu", pixels: int = TABLE_PIXELS) -> None:
-        axis = torch.linspace(-1.0, 1.0, pixels, device=device)
-        f1, f0 = torch.meshgrid(axis, axis, indexing="ij")  # row j: feature y = axis[j]; column i: x = axis[i]
         with torch.no_grad():
-            colours = decoder(torch.stack([f0.reshape(-1), f1.reshape(-1)], dim=-1))
+            colours = decoder(table_points(pixels, device))
         self.pixels = pixels
         self.table = colours.reshape(pixels, pixels, 3).permute(2, 0, 1)[None].contiguous()  # [1, 3, P, P]
+
+    def edited(self, edit: Callable[[Tensor, Tensor], Tensor]) -> DecoderTable:
+        """A new table of `edit(colours [P*P, 3], points [P*P, 2]) -> [P*P, 3]` at the table's points (this one unchanged)."""
+        pixels = self.pixels
+        colours = self.table[0].permute(1, 2, 0).reshape(-1, 3)
+        with torch.no_grad():
+            changed = edit(colours, table_points(pixels, colours.device))
+        table = object.__new__(DecoderTable)
+        table.pixels = pixels
+        table.table = changed.reshape(pixels, pixels, 3).permute(2, 0, 1)[None].contiguous()
+        return table
 
     def __call__(self, features: Tensor) -> Tensor:  # [N, 2] -> [N, 3]
         grid = features.clamp(-1.0, 1.0).reshape(1, 1, -1, 2).to(self.table.dtype)

@@ -3,15 +3,20 @@
 Each browser gets a `Session`: its own `ViewerCore` (scene, style, last frame, painting),
 its panel, and a render thread. The thread renders the browser's camera at the moving
 size (`moving` pixels high) as soon as it moves, and once more at the resting size when it
-has rested for `rest_after` seconds. Choosing a style or painting recomposes the last frame
-at once, from its cached samples. The status line under the title tells what is on
-screen (frame number, size, pairing, milliseconds); the browser tests read it. The
-*Camera path* folder is `paths.PathPanel`.
+has rested for `rest_after` seconds. Choosing a style, comparing two, painting or
+recolouring (fastjoint.viewer.controls) recomposes the last frame at once, from its cached
+samples. The status line under the title tells what is on screen (frame number, size,
+pairing, milliseconds); the browser tests read it. The *Camera path* folder is
+`paths.PathPanel`. Stopping waits for the render threads and the callbacks under way, so no
+torch work outlives the interpreter.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
+import os
 import signal
 import threading
 import time
@@ -23,10 +28,11 @@ import numpy as np
 import torch
 
 from fastjoint.datasets import load_scene_split
-from fastjoint.errors import UserError
+from fastjoint.errors import Interrupted, UserError
 from fastjoint.log import console
 from fastjoint.pairing import ORIGINAL, SCENES, Pairing
 from fastjoint.run import LoadedRun, load_run, use_renderer
+from fastjoint.viewer.controls import READ_ONLY, EditControls, writes_allowed
 from fastjoint.viewer.core import Stroke, ViewerCore, camera_from_viser, fit_painted, require_feature_plane
 from fastjoint.viewer.paths import PathEditor, PathPanel, file_fov
 
@@ -48,7 +54,11 @@ class ViewSettings:
     moving: int = 256  # image height while the camera moves
     resting: int = 512  # image height once it rests
     rest_after: float = 0.3  # seconds without camera motion before the sharp frame
-    read_only: bool = False  # the viewer writes nothing into the run (saving a camera path is refused)
+    allow_writes: bool = False  # save styles and camera paths even when served beyond this machine
+
+    @property
+    def writable(self) -> bool:
+        return writes_allowed(self.host, self.allow_writes)
 
 
 class CameraState:
@@ -64,13 +74,14 @@ class Session:
     def __init__(self, client: Any, run: LoadedRun, settings: ViewSettings, shared: dict) -> None:
         self.client = client
         self.settings = settings
-        self.core = ViewerCore(run, surfaces=shared)  # the scenes' surface features, computed once for all browsers
+        self.core = ViewerCore(run, surfaces=shared, writable=settings.writable)  # surface features: computed once for all browsers
         self.frames = 0
         self.camera: CameraState | None = None
         self.moved = 0.0  # when the camera last moved
         self.dirty = False
         self.sharp = True  # the frame on screen is at the resting size
         self.closed = False
+        self.busy = 0  # panel callbacks under way (`close` waits for them)
         self.wake = threading.Condition()
         self.quiet = False  # set while the panel is changed from here, so its callbacks do nothing
         self.show_lock = threading.Lock()
@@ -88,6 +99,7 @@ class Session:
         self.status = gui.add_markdown("waiting for the camera...")
         self.scene_box = gui.add_dropdown("Scene", list(SCENES), initial_value=self.core.scene)
         self.style_box = gui.add_dropdown("Style", self.core.styles, initial_value=self.core.style)
+        self.edit_controls = EditControls(self)
         self.plane = gui.add_image(self.core.feature_plane(PLANE_PIXELS), label="Feature plane", format="png")
         with gui.add_folder("Paint the feature plane"):
             self.centre = gui.add_vector2("Centre", (0.0, 0.0), min=(-1.0, -1.0), max=(1.0, 1.0), step=0.01)
@@ -96,9 +108,11 @@ class Session:
             self.paint_button = gui.add_button("Paint")
             self.clear_button = gui.add_button("Clear paint")
             self.name = gui.add_text("Save as", "painted-1")
-            self.save_button = gui.add_button("Save style")
+            self.save_button = gui.add_button("Save style", disabled=not self.core.writable)
+            if not self.core.writable:
+                gui.add_markdown(READ_ONLY)
             self.message = gui.add_markdown("")
-        self.paths = PathPanel(self.client, PathEditor(run.run_dir, self.settings.resting, self.settings.read_only), lambda: self.camera)
+        self.paths = PathPanel(self.client, PathEditor(run.run_dir, self.settings.resting, not self.settings.writable), lambda: self.camera)
         self.scene_box.on_update(lambda _: self._guarded(self._scene_chosen))
         self.style_box.on_update(lambda _: self._guarded(self._style_chosen))
         self.paint_button.on_click(lambda _: self._guarded(self._paint))
@@ -106,12 +120,18 @@ class Session:
         self.save_button.on_click(lambda _: self._guarded(self._save))
 
     def _guarded(self, action) -> None:
-        if self.quiet:
-            return
+        with self.wake:
+            if self.quiet or self.closed:
+                return
+            self.busy += 1
         try:
             action()
         except UserError as error:
             self.message.content = f"error: {error}"
+        finally:
+            with self.wake:
+                self.busy -= 1
+                self.wake.notify_all()
 
     def _scene_chosen(self) -> None:
         self.core.set_scene(self.scene_box.value)
@@ -142,15 +162,19 @@ class Session:
         self.message.content = "paint cleared"
 
     def _save(self) -> None:
-        path = self.core.save_painted(self.name.value.strip())
+        name = self.name.value.strip()
+        path = self.core.save_painted(name)
         self._set_styles()
-        self.message.content = f"saved {path}"
+        fit = self.core.run.stored[name].info["fit"]
+        psnr = f"; {fit['frame_psnr']:.1f} dB on this frame" if "frame_psnr" in fit else ""
+        self.message.content = f"saved {path} (the fitted decoder is {fit['mean_error']:.1f}/255 from the edited table on average{psnr})"
 
     def _set_styles(self) -> None:
         self.quiet = True
         try:
             self.style_box.options = self.core.styles
             self.style_box.value = self.core.style
+            self.edit_controls.refresh_styles()
         finally:
             self.quiet = False
 
@@ -234,20 +258,24 @@ class Session:
             self.frames += 1
             ms = (time.perf_counter() - start) * 1000.0
             height, width = image.shape[:2]
-            scene, style = self.core.shown
             with self.client.atomic():
                 self.client.scene.set_background_image(image, format=encoding, jpeg_quality=90 if encoding == "jpeg" else None)
-                self.status.content = f"frame {self.frames} · {width}x{height} px · {scene}:{style} · {ms:.0f} ms"
+                self.status.content = f"frame {self.frames} · {width}x{height} px · {self.core.label} · {ms:.0f} ms"
 
     def close(self) -> None:
+        """Stops the session: waits for its callbacks under way and for its render thread's frame."""
         self.paths.close()
         with self.wake:
             self.closed = True
-            self.wake.notify()
+            self.wake.notify_all()
+            while self.busy:
+                self.wake.wait()
+        if threading.current_thread() is not self.thread:
+            self.thread.join()
 
 
 def serve(run_dir: str | Path, settings: ViewSettings, device: str | None = None, renderer: str = "fast") -> int:
-    """Serves the viewer until Ctrl-C or SIGTERM; `renderer`: see fastjoint.run.RENDERERS."""
+    """Serves the viewer until Ctrl-C or SIGTERM, then raises Interrupted; `renderer`: see fastjoint.run.RENDERERS."""
     viser = import_viser()
     torch.set_grad_enabled(True)  # painting fits a decoder; rendering uses no_grad itself
     run = load_run(run_dir, device)
@@ -260,9 +288,13 @@ def serve(run_dir: str | Path, settings: ViewSettings, device: str | None = None
     server.scene.set_up_direction("+z")
     sessions: dict[int, Session] = {}
     shared: dict = {}
+    stop = threading.Event()
+    opening = threading.Lock()  # held while a session starts, so that none starts once stopping
 
     def connected(client: Any) -> None:
-        sessions[client.client_id] = Session(client, run, settings, shared)
+        with opening:
+            if not stop.is_set():
+                sessions[client.client_id] = Session(client, run, settings, shared)
 
     def disconnected(client: Any) -> None:
         session = sessions.pop(client.client_id, None)
@@ -285,19 +317,41 @@ def serve(run_dir: str | Path, settings: ViewSettings, device: str | None = None
         for session in list(sessions.values()):
             session._update_plane()
 
-    threading.Thread(target=sample_surfaces, name="surface-samples", daemon=True).start()
+    surfaces = threading.Thread(target=sample_surfaces, name="surface-samples", daemon=True)
+    surfaces.start()
 
-    stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    received: list[int] = []
+
+    def stop_on(signum: int, _frame: Any) -> None:
+        if stop.is_set():  # a second Ctrl-C while stopping: at once
+            os.write(2, b"viewer stopped at once\n")
+            os._exit(128 + signum)
+        received.append(signum)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, stop_on) for sig in (signal.SIGINT, signal.SIGTERM)}
     print(f"fastjoint view: http://{settings.host}:{server.get_port()} (Ctrl-C to stop)", flush=True)
+    if not settings.writable:
+        print(f"fastjoint view: read-only, served to the network on {settings.host}: no style can be saved (--allow-writes allows it)")
+    elif settings.allow_writes and not writes_allowed(settings.host, False):
+        print(f"fastjoint view: writes allowed (--allow-writes): whoever reaches {settings.host} can save styles into {run.run_dir}")
     try:
         while not stop.wait(0.2):
             pass
     finally:
+        stop.set()
+        with opening:
+            pass  # no session starts from here on
+        # Threads still running torch when the interpreter exits abort it (`terminate called without an
+        # active exception`): wait for every one of ours before returning.
         for session in list(sessions.values()):
             session.close()
-        server.stop()
+        with contextlib.redirect_stdout(io.StringIO()):  # viser's own "Server stopped": the command says it
+            server.stop()
+        surfaces.join()
+        for session in list(sessions.values()):
+            session.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    print("viewer stopped", flush=True)
-    return 0
+    signum = received[0] if received else signal.SIGINT
+    raise Interrupted(signum, f"viewer stopped: {Interrupted(signum).how}")

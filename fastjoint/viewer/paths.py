@@ -206,7 +206,7 @@ class PathPanel:
             self.seconds = gui.add_number("Seconds", DEFAULT_SECONDS, min=0.1, max=3600.0, step=0.1)
             self.preview_button = gui.add_button("Preview")
             self.name = gui.add_text("Path name", "path-1")
-            self.save_button = gui.add_button("Save path")
+            self.save_button = gui.add_button("Save path", disabled=editor.read_only)
             self.message = gui.add_markdown("")
         self.add_button.on_click(lambda _: self._guarded(self._add))
         self.remove_button.on_click(lambda _: self._guarded(self._remove))
