@@ -332,9 +332,15 @@ def serve(run_dir: str | Path, settings: ViewSettings, device: str | None = None
     previous = {sig: signal.signal(sig, stop_on) for sig in (signal.SIGINT, signal.SIGTERM)}
     print(f"fastjoint view: http://{settings.host}:{server.get_port()} (Ctrl-C to stop)", flush=True)
     if not settings.writable:
-        print(f"fastjoint view: read-only, served to the network on {settings.host}: no style can be saved (--allow-writes allows it)")
+        print(
+            f"fastjoint view: read-only, served to the network on {settings.host}: no style can be saved (--allow-writes allows it)",
+            flush=True,
+        )
     elif settings.allow_writes and not writes_allowed(settings.host, False):
-        print(f"fastjoint view: writes allowed (--allow-writes): whoever reaches {settings.host} can save styles into {run.run_dir}")
+        print(
+            f"fastjoint view: writes allowed (--allow-writes): whoever reaches {settings.host} can save styles into {run.run_dir}",
+            flush=True,
+        )
     try:
         while not stop.wait(0.2):
             pass
