@@ -278,7 +278,7 @@ class View:
     host: str = "127.0.0.1"
     """Address to serve on; 0.0.0.0 serves every network the machine is on (read-only unless --allow-writes)."""
     allow_writes: bool = False
-    """Let a viewer served beyond this machine (--host not a loopback address) save styles into the run."""
+    """Let a viewer served beyond this machine (--host not a loopback address) save styles and camera paths into the run."""
     moving_size: int = 256
     """Image height in pixels while the camera moves."""
     resting_size: int = 512
