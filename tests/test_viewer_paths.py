@@ -232,5 +232,12 @@ def test_camera_path_in_headless_chromium(run_copy):
             np.testing.assert_allclose(end, last, atol=2e-3)
     finally:
         status = viewer.stop()
-    assert status == 0, viewer.output
+    assert status == 143, viewer.output  # stopped by SIGTERM, cleanly
     assert f"render it with: fastjoint render {run_copy} --camera-path {saved}" in viewer.output
+    # The command the viewer gave, run: every frame of the path, and its video at the path's rate.
+    result = run_cli("render", str(run_copy), "--camera-path", str(saved))
+    assert result.returncode == 0, result.stderr
+    folder = next((run_copy / "renders").glob("target_*"))
+    frames = sorted(folder.glob("tour_*.png"))
+    assert len(frames) == 96 and iio.imread(frames[0]).shape == (48, path.width, 3)
+    assert iio.imread(folder / "tour.mp4").shape[0] == 96 and iio.immeta(folder / "tour.mp4")["fps"] == 24
