@@ -237,7 +237,7 @@ def test_camera_path_in_headless_chromium(run_copy):
     # The command the viewer gave, run: every frame of the path, and its video at the path's rate.
     result = run_cli("render", str(run_copy), "--camera-path", str(saved))
     assert result.returncode == 0, result.stderr
-    folder = next((run_copy / "renders").glob("target_*"))
+    folder = run_copy / "renders" / "target_recolour"  # the run's first transfer, render's default
     frames = sorted(folder.glob("tour_*.png"))
     assert len(frames) == 96 and iio.imread(frames[0]).shape == (48, path.width, 3)
     assert iio.imread(folder / "tour.mp4").shape[0] == 96 and iio.immeta(folder / "tour.mp4")["fps"] == 24
