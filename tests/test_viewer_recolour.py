@@ -277,6 +277,7 @@ def test_clicking_a_material_recolours_it_alone_in_chromium(distinct_run, tmp_pa
         with browser.open_viewer(viewer.url()) as page:
             page.wait_status(lambda s: s.height == 48, "the sharp first frame")
             first = _steady(page, 48)
+            assert first.style != PAINTED, f"orbiting the camera (a drag) recoloured: {first}"
             page.choose("Style", ORIGINAL)
             page.wait_status(lambda s: s.style == ORIGINAL and s.frame > first.frame, "the original style")
             before = _settled(page).astype(int)
