@@ -32,6 +32,7 @@ import torch
 from torch import Tensor
 
 from fastjoint.data import Camera, look_at, orbit_poses
+from fastjoint.data.colmap import quaternion_to_rotation, rotation_to_quaternion
 from fastjoint.errors import UserError
 from fastjoint.files import atomic_path
 
@@ -198,26 +199,6 @@ def _tour(points: np.ndarray) -> list[int]:
     return order
 
 
-def _quaternion(rotation: np.ndarray) -> np.ndarray:  # [3, 3] -> [4] (w, x, y, z)
-    w = math.sqrt(max(0.0, 1.0 + np.trace(rotation))) / 2.0
-    x = math.copysign(math.sqrt(max(0.0, 1.0 + rotation[0, 0] - rotation[1, 1] - rotation[2, 2])) / 2.0, rotation[2, 1] - rotation[1, 2])
-    y = math.copysign(math.sqrt(max(0.0, 1.0 - rotation[0, 0] + rotation[1, 1] - rotation[2, 2])) / 2.0, rotation[0, 2] - rotation[2, 0])
-    z = math.copysign(math.sqrt(max(0.0, 1.0 - rotation[0, 0] - rotation[1, 1] + rotation[2, 2])) / 2.0, rotation[1, 0] - rotation[0, 1])
-    q = np.array([w, x, y, z])
-    return q / np.linalg.norm(q)
-
-
-def _rotation(q: np.ndarray) -> np.ndarray:  # [4] (w, x, y, z) -> [3, 3]
-    w, x, y, z = q / np.linalg.norm(q)
-    return np.array(
-        [
-            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-        ]
-    )
-
-
 def _catmull_rom(p0: np.ndarray, p1: np.ndarray, p2: np.ndarray, p3: np.ndarray, t: float) -> np.ndarray:
     """The uniform Catmull-Rom spline from p1 (t = 0) to p2 (t = 1)."""
     t2, t3 = t * t, t * t * t
@@ -236,7 +217,7 @@ def interpolate_poses(keyframes: Tensor, n: int, cycle: bool = False) -> Tensor:
     if k == 1 or n == 1:
         return torch.tensor(poses[:1], dtype=torch.float32).repeat(n, 1, 1)
     positions = poses[:, :3, 3]
-    quaternions = [_quaternion(p[:3, :3]) for p in poses]
+    quaternions = [rotation_to_quaternion(p[:3, :3]) for p in poses]
     for i in range(1, k):  # the short way round between neighbours
         if np.dot(quaternions[i], quaternions[i - 1]) < 0:
             quaternions[i] = -quaternions[i]
@@ -260,7 +241,7 @@ def interpolate_poses(keyframes: Tensor, n: int, cycle: bool = False) -> Tensor:
         position = _catmull_rom(*(point(positions, positions[0], i + d) for d in (-1, 0, 1, 2)), t)
         q = _catmull_rom(*(point(quaternions, quaternions_wrap, i + d) for d in (-1, 0, 1, 2)), t)
         pose = np.eye(4)
-        pose[:3, :3], pose[:3, 3] = _rotation(q), position
+        pose[:3, :3], pose[:3, 3] = quaternion_to_rotation(q), position
         frames.append(pose)
     return torch.tensor(np.stack(frames), dtype=torch.float32)
 

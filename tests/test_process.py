@@ -114,14 +114,15 @@ def test_a_video_gives_its_sharpest_frames(tmp_path):
         frames += [blurred, sharp, blurred]  # every third frame is the sharp one
     frames[:3] = [np.zeros_like(frames[0])] * 3  # a black start: never chosen
     video = tmp_path / "walk.mp4"
-    iio.imwrite(video, np.stack(frames), fps=24, codec="libx264", extension=".mp4", macro_block_size=8)
+    # At ffmpeg's default quality the compression moves the cameras by 3.6 to 8% (four runs); at the best, 0.7%.
+    iio.imwrite(video, np.stack(frames), fps=24, codec="libx264", extension=".mp4", macro_block_size=8, quality=10)
     chosen = choose_frames(video, VIEWS)
     assert chosen == [3 * k + 1 for k in range(1, VIEWS)], chosen  # the sharp one of each stretch, no black frame
     out = tmp_path / "dataset"
     result = run_cli("process", str(video), str(out), "--frames", str(VIEWS))
     assert result.returncode == 0, result.stderr
     residual, _ = poses_against_truth(out, lambda frame: (frame - 1) // 3)  # frame_00004.png is view 1
-    assert residual < 0.05, residual
+    assert residual < 0.05, residual  # measured 0.65 to 0.68%
 
 
 def test_sharpness_orders_blur():
