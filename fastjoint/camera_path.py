@@ -63,7 +63,7 @@ class CameraPath:
     def resized(self, size: int | tuple[int, int]) -> CameraPath:
         """The same path at another frame size, a height (the width keeps the aspect) or (width, height);
         the vertical field of view is kept."""
-        width, height = (round(self.width * size / self.height), size) if isinstance(size, int) else size
+        width, height = frame_size(self.width, self.height, size)
         return CameraPath(self.poses, self.fov, width, height, self.fps)
 
     def moved(self, transform: Tensor) -> CameraPath:
@@ -76,6 +76,11 @@ class CameraPath:
         poses[:, :3, :3] = (linear / scale) @ poses[:, :3, :3]
         poses[:, :3, 3] = poses[:, :3, 3] @ linear.T + transform[:3, 3]
         return CameraPath(poses.float(), self.fov, self.width, self.height, self.fps)
+
+
+def frame_size(width: int, height: int, size: int | tuple[int, int]) -> tuple[int, int]:
+    """A frame of `width` x `height` at `size`: a height (the width keeps the aspect) or (width, height)."""
+    return (round(width * size / height), size) if isinstance(size, int) else size
 
 
 def vertical_fov(camera: Camera) -> float:

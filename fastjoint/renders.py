@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fastjoint.camera_path import PATHS, CameraPath, interpolated_path, orbit_path, spiral_path, vertical_fov
+from fastjoint.camera_path import PATHS, CameraPath, frame_size, interpolated_path, orbit_path, spiral_path, vertical_fov
 from fastjoint.data import Camera, Split
 from fastjoint.datasets import load_scene_split
 from fastjoint.errors import UserError
@@ -74,7 +74,7 @@ def sized_camera(camera: Camera, size: tuple[int, int] | int | None) -> Camera:
     point and focal lengths scaled with the height (a WxH of another aspect widens or narrows the view)."""
     if size is None:
         return camera
-    width, height = (round(camera.width * size / camera.height), size) if isinstance(size, int) else size
+    width, height = frame_size(camera.width, camera.height, size)
     factor = height / camera.height
     cx = camera.cx * factor + (width - camera.width * factor) / 2.0
     return Camera(width, height, camera.focal * factor, camera.focal_y * factor, cx, camera.cy * factor, camera.distortion)

@@ -150,21 +150,15 @@ class DecoderTable:
     """A style decoder as a P x P table of colours over the feature plane [-1, 1]^2, read bilinearly."""
 
     def __init__(self, decoder: Callable[[Tensor], Tensor], device: torch.device | str = "cpu", pixels: int = TABLE_PIXELS) -> None:
-        with torch.no_grad():
-            colours = decoder(table_points(pixels, device))
         self.pixels = pixels
-        self.table = colours.reshape(pixels, pixels, 3).permute(2, 0, 1)[None].contiguous()  # [1, 3, P, P]
+        with torch.no_grad():
+            colours = decoder(table_points(pixels, device))  # [P*P, 3] row-major
+        self.table = colours.reshape(pixels, pixels, 3).permute(2, 0, 1)[None].contiguous()  # [1, 3, P, P], as grid_sample reads it
 
     def edited(self, edit: Callable[[Tensor, Tensor], Tensor]) -> DecoderTable:
         """A new table of `edit(colours [P*P, 3], points [P*P, 2]) -> [P*P, 3]` at the table's points (this one unchanged)."""
-        pixels = self.pixels
         colours = self.table[0].permute(1, 2, 0).reshape(-1, 3)
-        with torch.no_grad():
-            changed = edit(colours, table_points(pixels, colours.device))
-        table = object.__new__(DecoderTable)
-        table.pixels = pixels
-        table.table = changed.reshape(pixels, pixels, 3).permute(2, 0, 1)[None].contiguous()
-        return table
+        return DecoderTable(lambda points: edit(colours, points), colours.device, self.pixels)
 
     def __call__(self, features: Tensor) -> Tensor:  # [N, 2] -> [N, 3]
         grid = features.clamp(-1.0, 1.0).reshape(1, 1, -1, 2).to(self.table.dtype)

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from fastjoint.data import Camera, image_rays
 from fastjoint.errors import UserError
+from fastjoint.metrics import psnr
 from fastjoint.pairing import ORIGINAL, SCENES
 from fastjoint.plane import PLANE_PIXELS, SurfaceSamples, plane_image, plane_points, scatter, surface_samples
 from fastjoint.render import SampleCache, composite_cached
@@ -199,8 +200,7 @@ def fit_error(decoder: nn.Module, target: Callable[[Tensor], Tensor], pixels: in
 
 def frame_psnr(a: np.ndarray, b: np.ndarray) -> float:
     """PSNR in dB between two uint8 frames (inf when equal)."""
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)) / 255.0**2
-    return math.inf if mse == 0 else -10.0 * math.log10(mse)
+    return psnr(torch.from_numpy(a) / 255.0, torch.from_numpy(b) / 255.0)
 
 
 def draw_strokes(image: np.ndarray, strokes: Sequence[Edit]) -> np.ndarray:
