@@ -339,6 +339,22 @@ class TrainConfig:
     desired_shape_features: bool = True
     """Whether the desired styles' photos also shape the scenes' style features (the method); false: only the original style's photos do, and the desired styles' decoders (and the shared
     density) learn from theirs, so a reference's pattern cannot hide in its features."""
+    desired_gradient: float = 1.0
+    """EXPERIMENT: scale of the desired styles' gradient into the features."""
+    desired_through: str = "all"
+    """EXPERIMENT: "all" or "head": where the desired styles' gradient stops."""
+    desired_from_step: int = 0
+    """EXPERIMENT: the desired styles shape features only from this step."""
+    desired_until_step: int = 0
+    """EXPERIMENT: ... and only until this step (0: to the end)."""
+    cover_weight: float = 0.0
+    """EXPERIMENT: weight of the one-sided distance of the target's surface features to the reference's."""
+    cover_until_step: int = 0
+    """EXPERIMENT: the cover loss only until this step (0: to the end)."""
+    cover_through: str = "all"
+    """EXPERIMENT: "all" or "grid": what the cover loss trains."""
+    cover_margin: float = 0.0
+    """EXPERIMENT: distances below this are free."""
     seed: int = 0
     """Seed of every random choice; the same seed gives the same run on the CPU."""
     log_every: int = 50

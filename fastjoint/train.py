@@ -29,7 +29,7 @@ from fastjoint.data import RaySampler
 from fastjoint.datasets import check_test_splits, ensure_datasets, load_scene_split
 from fastjoint.errors import Interrupted, UserError
 from fastjoint.files import RunLock, remove_partials, write_text
-from fastjoint.pairing import SCENES, Pairing
+from fastjoint.pairing import ORIGINAL, SCENES, Pairing
 from fastjoint.render import update_occupancy
 from fastjoint.rng import capture_rng, restore_rng, seed_everything
 from fastjoint.run import Built, resolve_backgrounds, resolve_device, saved_backgrounds
@@ -224,6 +224,12 @@ class Trainer:
                 density = lambda x, scene=scene: self.model.density(scene, x)  # noqa: E731
                 update_occupancy(self.built.estimators[scene], density, self.step, config.render)
         losses, names, rays, samples = [], {}, 0, 0
+        t = config.train
+        on = self.step >= t.desired_from_step and (t.desired_until_step == 0 or self.step < t.desired_until_step)
+        self.model.desired_scale = t.desired_gradient if on else 0.0
+        self.model.desired_through = t.desired_through
+        surfaces = {}
+        cover_grads = grid_params = None
         for pairing in self.pairings:
             rays_o, rays_d, rgba = self.rays[pairing].sample(self.batch_rays[pairing], self.generator)
             background = self._background(pairing, rays_d)
@@ -237,11 +243,27 @@ class Trainer:
             samples += result.n_samples
             if self.target_samples:
                 self.batch_rays[pairing] = adapted_rays(rays_o.shape[0], result.n_samples, self.target_samples)
+            if t.cover_weight > 0 and pairing.style == ORIGINAL and (t.cover_until_step == 0 or self.step < t.cover_until_step):
+                hit, points = result.surface(rays_o, rays_d, 0.5)
+                _, feature = self.model.features(pairing.scene, points.detach(), rays_d[hit])
+                surfaces[pairing.scene] = feature
+        if len(surfaces) == 2 and len(surfaces["target"]) >= 8 and len(surfaces["reference"]) >= 8:
+            distance = torch.cdist(surfaces["target"], surfaces["reference"].detach()).min(dim=1).values
+            cover = t.cover_weight * torch.relu(distance - t.cover_margin).square().mean()
+            if t.cover_through == "grid":
+                grid_params = [p for p in self.model.encoders["target"].grid.parameters() if p.requires_grad]
+                cover_grads = torch.autograd.grad(cover, grid_params, allow_unused=True)
+            else:
+                losses.append(cover)
         for name, value in names.items():
             if not math.isfinite(value):
                 raise NonFinite(f"the loss of {name} is {value}", self.step + 1)
         self.optimizer.zero_grad(set_to_none=True)
         torch.stack(losses).sum().backward()
+        if cover_grads is not None:
+            for p, g in zip(grid_params, cover_grads):
+                if g is not None:
+                    p.grad = g if p.grad is None else p.grad + g
         try:
             self.optimizer.step()
         except RuntimeError as error:  # an update too large for float32 (a learning rate near 1e38)
