@@ -37,7 +37,7 @@ from torch import Tensor
 from fastjoint.data import FORMATS, Split, detect_format, image_rays
 from fastjoint.datasets import load_scene_split
 from fastjoint.pairing import ORIGINAL, Pairing
-from fastjoint.plane import OPAQUE, PLANE_PIXELS, VIEWS, SurfaceSamples, plane_points, scatter, side_by_side
+from fastjoint.plane import OPAQUE, PLANE_PIXELS, VIEWS, SurfaceSamples, scatter, side_by_side
 from fastjoint.render import SampleCache
 from fastjoint.run import Built, LoadedRun
 
@@ -159,9 +159,34 @@ class Coverage(NamedTuple):
         return self.density(features) >= self.level
 
     def table(self, pixels: int = PLANE_PIXELS) -> CoverageTable:
-        """The density on a P x P grid over [-1, 1]^2 (a 2-D feature only), for pictures and the viewer."""
-        assert self.density.points.shape[1] == 2, f"a coverage table needs 2-D features, got {tuple(self.density.points.shape)}"
-        return CoverageTable(self.density(plane_points(pixels)).reshape(pixels, pixels).float(), self.level)
+        """The density on a P x P grid over [-1, 1]^2 (a 2-D feature only), for pictures and the viewer.
+
+        Made as a binned estimate: the points spread over the grid's nodes (linear binning), then
+        blurred by the kernel, one axis at a time; a few hundredths of a second where the direct
+        sum over every node and point takes seconds, and equal to it but for the binning (a node
+        spacing of 2 / (P - 1), a small fraction of a bandwidth).
+        """
+        points, bandwidth = self.density.points, self.density.bandwidth
+        assert points.shape[1] == 2, f"a coverage table needs 2-D features, got {tuple(points.shape)}"
+        spacing = 2.0 / (pixels - 1)
+        column = ((points[:, 0] + 1.0) / spacing).clamp(0, pixels - 1)
+        row = ((1.0 - points[:, 1]) / spacing).clamp(0, pixels - 1)  # row 0 at feature y = +1
+        left, top = column.floor().clamp(max=pixels - 2), row.floor().clamp(max=pixels - 2)
+        right_share, bottom_share = column - left, row - top
+        counts = torch.zeros(pixels * pixels, dtype=torch.float64)
+        for dr, wr in ((0, 1.0 - bottom_share), (1, bottom_share)):
+            for dc, wc in ((0, 1.0 - right_share), (1, right_share)):
+                counts.index_add_(0, ((top + dr) * pixels + left + dc).long(), wr * wc)
+        density = counts.reshape(1, 1, pixels, pixels)
+        for axis, h in ((3, float(bandwidth[0])), (2, float(bandwidth[1]))):  # columns are feature x, rows feature y
+            sigma = h / spacing
+            radius = min(pixels - 1, math.ceil(4.0 * sigma))
+            offsets = torch.arange(-radius, radius + 1, dtype=torch.float64)
+            kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
+            shape, padding = ((1, 1, 1, -1), (0, radius)) if axis == 3 else ((1, 1, -1, 1), (radius, 0))
+            density = torch.nn.functional.conv2d(density, kernel.reshape(shape), padding=padding)
+        density = density[0, 0] * self.density.peak / len(points)
+        return CoverageTable(density.float(), self.level)
 
 
 class CoverageTable(NamedTuple):
