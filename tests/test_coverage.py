@@ -254,4 +254,8 @@ def test_the_benchmark_finds_the_error_in_the_uncovered_pixels(unseen_run, train
     assert unseen["pixels_uncovered"] + unseen["pixels_covered"] > 100
     # The transfer's error where the reference shows nothing like the target is far above the rest's.
     assert unseen["mse_uncovered"] > 2 * unseen["mse_covered"], unseen
-    assert len(results["groups"]) == 2
+    # Both runs are named "tiny": one group, its pixels pooled.
+    (group,) = results["groups"]
+    assert group["group"] == "tiny" and group["runs"] == 2
+    pooled = sum(r["sse_uncovered"] for r in rows.values()) / sum(r["pixels_uncovered"] for r in rows.values())
+    assert group["mse_uncovered"] == pytest.approx(pooled)

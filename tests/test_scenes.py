@@ -209,10 +209,10 @@ def test_unseen_recipe_is_the_paper_kit_with_one_material_the_reference_lacks():
     for style in unseen.styles:
         assert unseen.styles[style] == paper.styles[style], style
     used = lambda recipe, scene: {shape.material for shape in recipe.scenes[scene]}  # noqa: E731
-    assert used(unseen, "greencab") - used(unseen, "reference") == {"green"}
+    assert used(unseen, "violetcab") - used(unseen, "reference") == {"violet"}
     assert {m: unseen.materials[m] for m in paper.materials} == paper.materials
-    changed = [i for i, (a, b) in enumerate(zip(paper.scenes["digger"], unseen.scenes["greencab"], strict=True)) if a != b]
-    assert len(changed) == 1 and unseen.scenes["greencab"][changed[0]].material == "green"
+    changed = [i for i, (a, b) in enumerate(zip(paper.scenes["digger"], unseen.scenes["violetcab"], strict=True)) if a != b]
+    assert len(changed) == 1 and unseen.scenes["violetcab"][changed[0]].material == "violet"
 
 
 @pytest.mark.parametrize("config", sorted(p.name for p in (REPO / "configs").glob("*-*.toml")))
