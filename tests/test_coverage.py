@@ -259,3 +259,52 @@ def test_the_benchmark_finds_the_error_in_the_uncovered_pixels(unseen_run, train
     assert group["group"] == "tiny" and group["runs"] == 2
     pooled = sum(r["sse_uncovered"] for r in rows.values()) / sum(r["pixels_uncovered"] for r in rows.values())
     assert group["mse_uncovered"] == pytest.approx(pooled)
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_show_uncovered_in_headless_chromium(unseen_run):
+    """The viewer's *Show uncovered* tints the frame in the browser, and unticked, takes the tint off."""
+    import os
+
+    from benchmarks import browser
+
+    try:
+        browser.chromium_path()
+    except browser.BrowserMissing as missing:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the browser tests: {missing}")
+        pytest.skip(str(missing))
+
+    def magenta(image: np.ndarray) -> float:
+        image = image.astype(int)
+        return float(((image[..., 0] > 160) & (image[..., 2] > 160) & (image[..., 1] < 90)).mean())
+
+    def settled(page, unlike=None) -> np.ndarray:
+        last = page.scene_pixels()
+        for _ in range(100):
+            page.page.wait_for_timeout(100)
+            now = page.scene_pixels()
+            if np.array_equal(now, last) and (unlike is None or not np.array_equal(now, unlike)):
+                return now
+            last = now
+        raise AssertionError("the 3D view did not settle")
+
+    run_dir, _ = unseen_run
+    viewer = browser.Viewer(run_dir, "--moving-size", "24", "--resting-size", "48")
+    try:
+        with browser.open_viewer(viewer.url()) as page:
+            first = page.wait_status(lambda s: s.height == 48, "the sharp first frame")
+            plain = settled(page)
+            page.page.get_by_label("Show uncovered").check()
+            page.wait_status(lambda s: s.frame > first.frame, "the frame with the uncovered pixels tinted")
+            tinted = settled(page, unlike=plain)
+            assert magenta(tinted) > magenta(plain) + 0.002, (magenta(tinted), magenta(plain))
+            assert page.page.get_by_text("uncovered (magenta):").count() == 1
+            shown = page.statuses()[-1].frame
+            page.page.get_by_label("Show uncovered").uncheck()
+            page.wait_status(lambda s: s.frame > shown, "the frame without the tint")
+            assert magenta(settled(page, unlike=tinted)) < magenta(tinted)
+    finally:
+        status = viewer.stop()
+    assert status == 143, viewer.output
