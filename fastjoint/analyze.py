@@ -3,8 +3,12 @@
 - decoders.png: each style decoder drawn over the feature plane [-1, 1]^2 (the "material map");
 - features.png: the features of each scene's visible surface points scattered on that plane,
   over the original decoder's map, each point in its rendered original-style colour;
+- coverage.png: the target's test views in its original style with the pixels whose style
+  feature the reference does not cover in magenta, beside the feature plane with the covered
+  region outlined and both scenes' features on it (fastjoint.coverage);
 - analysis.json: a bivariate normal fitted to each scene's features and the closed-form KL
-  divergence between them (the paper's measure of whether the encoders share the space).
+  divergence between them (the paper's measure of whether the encoders share the space), and
+  the target's uncovered share.
 
 With `model.feature_dim` above 2 the plane drawn is the features' principal plane (the two
 main axes of both scenes' surface features, through their mean), and the fits and the KL
@@ -16,11 +20,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
+from fastjoint.coverage import Coverage, Share, coverage_picture, reference_features, target_share, target_views
 from fastjoint.files import write_image, write_json
-from fastjoint.pairing import ORIGINAL, SCENES
+from fastjoint.pairing import ORIGINAL, SCENES, Pairing
 from fastjoint.plane import FeaturePlane, SurfaceSamples, decoder_map, scatter, side_by_side, surface_samples
 from fastjoint.run import LoadedRun, load_run
 
@@ -61,6 +67,7 @@ class AnalysisResult(NamedTuple):
     kl_target_reference: float | None  # KL(target || reference) in nats
     kl_reference_target: float | None
     plane: FeaturePlane | None = None  # the plane the pictures show
+    coverage: Share | None = None  # the target's uncovered share (None: too little of the reference seen)
 
     def to_json(self) -> dict:
         kl = None
@@ -71,11 +78,12 @@ class AnalysisResult(NamedTuple):
         table = {"step": self.step, "points": self.points, "fits": fits, "kl": kl}
         if self.plane is not None:
             table["plane"] = {"origin": self.plane.origin.tolist(), "axes": self.plane.axes.tolist()}
+        table["coverage"] = None if self.coverage is None else self.coverage.to_json()
         return table
 
 
 def analyze(run_dir: str | Path, device: str | None = None, run: LoadedRun | None = None) -> AnalysisResult:
-    """Writes RUN/analysis/{decoders,features}.png and RUN/analysis.json."""
+    """Writes RUN/analysis/{decoders,features,coverage}.png and RUN/analysis.json."""
     run_dir = Path(run_dir)
     run = run or load_run(run_dir, device)
     folder = run_dir / "analysis"
@@ -99,6 +107,31 @@ def analyze(run_dir: str | Path, device: str | None = None, run: LoadedRun | Non
         fits = {s: fit_gaussian(samples[s].features) for s in SCENES}
         forward = kl_divergence(fits["target"], fits["reference"])
         backward = kl_divergence(fits["reference"], fits["target"])
-    result = AnalysisResult(run.step, {s: len(samples[s].features) for s in SCENES}, fits, forward, backward, plane)
+    share = draw_coverage(run, folder / "coverage.png", maps[ORIGINAL] if dim == 2 else None)
+    result = AnalysisResult(run.step, {s: len(samples[s].features) for s in SCENES}, fits, forward, backward, plane, share)
     write_json(run_dir / "analysis.json", result.to_json())
     return result
+
+
+def draw_coverage(run: LoadedRun, path: Path, plane_map: np.ndarray | None) -> Share | None:
+    """Writes the coverage picture (fastjoint.coverage.coverage_picture) to `path`; returns the target's uncovered share.
+
+    `plane_map`: the original decoder over the feature plane (None for a feature of more than 2
+    dimensions: the picture shows the views alone). Nothing is written when too little of the
+    reference is seen to say what it covers.
+    """
+    reference = reference_features(run)
+    coverage = Coverage.of(reference.features)
+    share, masks = target_share(run, coverage)
+    if coverage is None or share is None:
+        return None
+    split, _ = target_views(run)
+    views = [(image.numpy() * 255 + 0.5).astype(np.uint8) for image in run.render(Pairing("target", ORIGINAL), split.poses, split.camera)]
+    plane = target = None
+    if plane_map is not None:
+        features = torch.cat([m.features for m in masks])
+        with torch.no_grad():
+            colours = run.built.decoder(ORIGINAL)(features.to(run.built.device)).clamp(0, 1).float().cpu()
+        plane, target = (coverage.table(), plane_map), SurfaceSamples(features, colours)
+    write_image(path, coverage_picture(views, masks, share.split, plane, reference, target))
+    return share

@@ -179,7 +179,8 @@ class Render:
 @dataclass(frozen=True)
 class Analyze:
     """Draw the style decoders over the 2-D feature plane, scatter each scene's surface features on it,
-    and fit the KL divergence between the scenes' features: RUN/analysis/, RUN/analysis.json."""
+    fit the KL divergence between the scenes' features, and mark the target's pixels whose features
+    the reference does not cover: RUN/analysis/, RUN/analysis.json."""
 
     run: RunFolder
     device: Device = None
@@ -199,7 +200,13 @@ class Analyze:
                 f"KL(target || reference) = {result.kl_target_reference:.3f}, "
                 f"KL(reference || target) = {result.kl_reference_target:.3f} nats"
             )
-        print(f"wrote {run.run_dir / 'analysis'}/decoders.png, features.png and {run.run_dir / 'analysis.json'}")
+        if result.coverage is not None:
+            share = result.coverage
+            print(
+                f"uncovered: {share.share:.1%} of the target's visible surface ({share.visible} pixels of {share.views} {share.split} views)"
+            )
+        pictures = "decoders.png, features.png" + (", coverage.png" if result.coverage is not None else "")
+        print(f"wrote {run.run_dir / 'analysis'}/{pictures} and {run.run_dir / 'analysis.json'}")
         return 0
 
 

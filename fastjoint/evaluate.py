@@ -2,7 +2,9 @@
 
 For each transfer `target:<style>` whose ground truth the config names, eval.json also
 holds the no-transfer baseline (fastjoint.scoring): the target in its original style scored
-against that style's ground truth, i.e. what doing nothing would score.
+against that style's ground truth, i.e. what doing nothing would score. Beside each transfer,
+the share of the target's visible surface whose style feature the reference does not cover
+(fastjoint.coverage): where every transfer extrapolates; a large share is warned of.
 """
 
 from __future__ import annotations
@@ -10,9 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from rich.markup import escape
 from rich.table import Table
 from torch import Tensor
 
+from fastjoint.coverage import Share, reference_coverage, target_share, warning
 from fastjoint.files import write_json
 from fastjoint.log import console
 from fastjoint.metrics import Scores, score
@@ -29,14 +33,23 @@ class EvalResult:
     pairings: dict[str, Scores]  # trained pairing name -> scores
     transfers: dict[str, TransferScores]  # transfer name -> scores (those with ground truth)
     untested: tuple[str, ...]  # transfers without ground truth
+    # The target's uncovered share (the same for every transfer: each style's decoder learns from the
+    # reference's features); None when too little of the reference is seen to say.
+    coverage: Share | None = None
+
+    @property
+    def uncovered_share(self) -> float | None:
+        return None if self.coverage is None else self.coverage.share
 
     def to_json(self) -> dict:
+        share = None if self.coverage is None else round(self.coverage.share, 6)
         return {
             "step": self.step,
             "train_seconds": round(self.train_seconds, 2),
             "pairings": {name: s._asdict() for name, s in self.pairings.items()},
-            "transfers": {name: {**t._asdict(), "gain_db": t.gain_db} for name, t in self.transfers.items()},
+            "transfers": {name: {**t._asdict(), "gain_db": t.gain_db, "uncovered_share": share} for name, t in self.transfers.items()},
             "untested": list(self.untested),
+            "coverage": None if self.coverage is None else self.coverage.to_json(),
         }
 
 
@@ -66,7 +79,11 @@ def evaluate(run_dir: str | Path, device: str | None = None, run: LoadedRun | No
             status.update(f"[bold]Evaluating the transfer {pairing.name} against its ground truth...")
             original = original or load_test_views(run, run.dataset(run.pairings.trained[0]), "target")
             transfers[pairing.name] = score_transfer(run, pairing, load_test_views(run, truth, pairing.scene), original, background)
-    result = EvalResult(run.step, run.train_seconds, pairings, transfers, tuple(untested))
+        share = None
+        if run.pairings.transfers:
+            status.update("[bold]Measuring where the reference covers the target's features...")
+            share, _ = target_share(run, reference_coverage(run))
+    result = EvalResult(run.step, run.train_seconds, pairings, transfers, tuple(untested), share)
     write_json(run_dir / "eval.json", result.to_json())
     return result
 
@@ -74,12 +91,15 @@ def evaluate(run_dir: str | Path, device: str | None = None, run: LoadedRun | No
 def print_table(result: EvalResult) -> None:
     """eval.json as a table on the console."""
     table = Table(title=f"eval.json (step {result.step}, {result.train_seconds:.0f} s of training)")
-    for column in ("pairing", "PSNR (dB)", "SSIM", "no-transfer PSNR", "gain (dB)"):
+    for column in ("pairing", "PSNR (dB)", "SSIM", "no-transfer PSNR", "gain (dB)", "uncovered"):
         table.add_column(column, justify="left" if column == "pairing" else "right")
+    uncovered = "n/a" if result.coverage is None else f"{result.coverage.share:.1%}"
     for name, scores in result.pairings.items():
-        table.add_row(name, f"{scores.psnr:.2f}", f"{scores.ssim:.4f}", "", "")
+        table.add_row(name, f"{scores.psnr:.2f}", f"{scores.ssim:.4f}", "", "", "")
     for name, t in result.transfers.items():
-        table.add_row(f"{name} (transfer)", f"{t.psnr:.2f}", f"{t.ssim:.4f}", f"{t.baseline_psnr:.2f}", f"{t.gain_db:+.2f}")
+        table.add_row(f"{name} (transfer)", f"{t.psnr:.2f}", f"{t.ssim:.4f}", f"{t.baseline_psnr:.2f}", f"{t.gain_db:+.2f}", uncovered)
     for name in result.untested:
-        table.add_row(f"{name} (transfer)", "no ground truth", "", "", "")
+        table.add_row(f"{name} (transfer)", "no ground truth", "", "", "", uncovered)
     console.print(table)
+    if result.coverage is not None and result.coverage.large:
+        console.print(f"[yellow]warning:[/yellow] {escape(warning(result.coverage))}", soft_wrap=True)

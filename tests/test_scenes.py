@@ -200,6 +200,21 @@ def test_paper_stripes_style_is_local_and_in_every_target():
     assert recipe.style("pattern")[0]["yellow"].pattern.frame == "world"
 
 
+def test_unseen_recipe_is_the_paper_kit_with_one_material_the_reference_lacks():
+    """data/unseen.toml: the paper's reference, lights and styles as they are (so its reference photos are
+    the paper's), and the digger with its cab in a material no reference sphere has."""
+    paper, unseen = (load_recipe(REPO / "data" / f"{name}.toml") for name in ("paper", "unseen"))
+    assert unseen.scenes["reference"] == paper.scenes["reference"]
+    assert (unseen.camera, unseen.views, unseen.lighting) == (paper.camera, paper.views, paper.lighting)
+    for style in unseen.styles:
+        assert unseen.styles[style] == paper.styles[style], style
+    used = lambda recipe, scene: {shape.material for shape in recipe.scenes[scene]}  # noqa: E731
+    assert used(unseen, "violetcab") - used(unseen, "reference") == {"violet"}
+    assert {m: unseen.materials[m] for m in paper.materials} == paper.materials
+    changed = [i for i, (a, b) in enumerate(zip(paper.scenes["digger"], unseen.scenes["violetcab"], strict=True)) if a != b]
+    assert len(changed) == 1 and unseen.scenes["violetcab"][changed[0]].material == "violet"
+
+
 @pytest.mark.parametrize("config", sorted(p.name for p in (REPO / "configs").glob("*-*.toml")))
 def test_experiment_configs_name_the_kit_datasets(config):
     from fastjoint.config import load_config
@@ -208,12 +223,13 @@ def test_experiment_configs_name_the_kit_datasets(config):
     recipe = load_recipe(REPO / "data" / f"{loaded.data.kit}.toml")
     target, style = config.removesuffix(".toml").removesuffix("-styles").split("-")
     styles = style.split("+") if style != "two" else ["recolour", "relight"]
-    assert loaded.data.target.endswith(f"paper/{target}/original")
-    assert loaded.data.reference.endswith("paper/reference/original")
+    kit = loaded.data.kit
+    assert loaded.data.target.endswith(f"{kit}/{target}/original")
+    assert loaded.data.reference.endswith(f"{kit}/reference/original")
     assert list(loaded.data.styles) == styles
     for name in styles:
-        assert loaded.data.styles[name].reference.endswith(f"paper/reference/{name}")
-        assert loaded.data.styles[name].target.endswith(f"paper/{target}/{name}")
+        assert loaded.data.styles[name].reference.endswith(f"{kit}/reference/{name}")
+        assert loaded.data.styles[name].target.endswith(f"{kit}/{target}/{name}")
     assert target in recipe.scenes and set(styles) <= set(recipe.styles)
     assert loaded.train == load_config(REPO / "configs" / "demo.toml").train  # the demo's budget
 

@@ -4,9 +4,10 @@ Each browser gets a `Session`: its own `ViewerCore` (scene, style, last frame, p
 its panel, and a render thread. The thread renders the browser's camera at the moving
 size (`moving` pixels high) as soon as it moves, and once more at the resting size when it
 has rested for `rest_after` seconds. Choosing a style, comparing two, painting or
-recolouring (fastjoint.viewer.controls) recomposes the last frame at once, from its cached
-samples. The status line under the title tells what is on screen (frame number, size,
-pairing, milliseconds); the browser tests read it. The *Camera path* folder is
+recolouring (fastjoint.viewer.controls), or tinting the pixels the reference does not cover
+(*Show uncovered*), recomposes the last frame at once, from its cached samples. The status
+line under the title tells what is on screen (frame number, size, pairing, milliseconds);
+the browser tests read it. The *Camera path* folder is
 `paths.PathPanel`. Stopping waits for the render threads and the callbacks under way, so no
 torch work outlives the interpreter.
 """
@@ -33,7 +34,7 @@ from fastjoint.log import console
 from fastjoint.pairing import ORIGINAL, SCENES, Pairing
 from fastjoint.run import LoadedRun, load_run, use_renderer
 from fastjoint.viewer.controls import READ_ONLY, EditControls, writes_allowed
-from fastjoint.viewer.core import Stroke, ViewerCore, camera_from_viser, fit_painted, require_feature_plane
+from fastjoint.viewer.core import SharedCoverage, Stroke, ViewerCore, camera_from_viser, fit_painted, require_feature_plane
 from fastjoint.viewer.paths import PathEditor, PathPanel, file_fov
 
 PLANE_PIXELS = 192  # side of the feature plane in the panel
@@ -71,10 +72,11 @@ class CameraState:
 class Session:
     """One browser: its panel, its core and its render thread."""
 
-    def __init__(self, client: Any, run: LoadedRun, settings: ViewSettings, shared: dict) -> None:
+    def __init__(self, client: Any, run: LoadedRun, settings: ViewSettings, shared: dict, coverage: SharedCoverage | None = None) -> None:
         self.client = client
         self.settings = settings
-        self.core = ViewerCore(run, surfaces=shared, writable=settings.writable)  # surface features: computed once for all browsers
+        # Surface features and the reference's coverage: computed once for all browsers.
+        self.core = ViewerCore(run, surfaces=shared, writable=settings.writable, coverage=coverage)
         self.frames = 0
         self.camera: CameraState | None = None
         self.moved = 0.0  # when the camera last moved
@@ -99,6 +101,11 @@ class Session:
         self.status = gui.add_markdown("waiting for the camera...")
         self.scene_box = gui.add_dropdown("Scene", list(SCENES), initial_value=self.core.scene)
         self.style_box = gui.add_dropdown("Style", self.core.styles, initial_value=self.core.style)
+        self.uncovered_box = gui.add_checkbox(
+            "Show uncovered",
+            False,
+            hint="tint magenta the surface whose style feature the reference does not cover: the styles extrapolate there",
+        )
         self.edit_controls = EditControls(self)
         self.plane = gui.add_image(self.core.feature_plane(PLANE_PIXELS), label="Feature plane", format="png")
         with gui.add_folder("Paint the feature plane"):
@@ -115,6 +122,7 @@ class Session:
         self.paths = PathPanel(self.client, PathEditor(run.run_dir, self.settings.resting, not self.settings.writable), lambda: self.camera)
         self.scene_box.on_update(lambda _: self._guarded(self._scene_chosen))
         self.style_box.on_update(lambda _: self._guarded(self._style_chosen))
+        self.uncovered_box.on_update(lambda _: self._guarded(self._uncovered_chosen))
         self.paint_button.on_click(lambda _: self._guarded(self._paint))
         self.clear_button.on_click(lambda _: self._guarded(self._clear))
         self.save_button.on_click(lambda _: self._guarded(self._save))
@@ -141,6 +149,17 @@ class Session:
         start = time.perf_counter()
         self._show(self.core.set_style(self.style_box.value), start)
         self._update_plane()
+
+    def _uncovered_chosen(self) -> None:
+        start = time.perf_counter()
+        show = bool(self.uncovered_box.value)
+        if show:
+            self.message.content = "measuring what the reference covers..."
+        image = self.core.set_show_uncovered(show)
+        self._show(image, start)
+        self._update_plane()
+        share = self.core.uncovered_share
+        self.message.content = "" if share is None else f"uncovered (magenta): {share:.1%} of the visible surface in this frame"
 
     def _paint(self) -> None:
         start = time.perf_counter()
@@ -288,13 +307,14 @@ def serve(run_dir: str | Path, settings: ViewSettings, device: str | None = None
     server.scene.set_up_direction("+z")
     sessions: dict[int, Session] = {}
     shared: dict = {}
+    coverage = SharedCoverage()
     stop = threading.Event()
     opening = threading.Lock()  # held while a session starts, so that none starts once stopping
 
     def connected(client: Any) -> None:
         with opening:
             if not stop.is_set():
-                sessions[client.client_id] = Session(client, run, settings, shared)
+                sessions[client.client_id] = Session(client, run, settings, shared, coverage)
 
     def disconnected(client: Any) -> None:
         session = sessions.pop(client.client_id, None)
@@ -316,6 +336,7 @@ def serve(run_dir: str | Path, settings: ViewSettings, device: str | None = None
             return
         for session in list(sessions.values()):
             session._update_plane()
+        coverage.get(run)  # what *Show uncovered* needs, made before it is asked for
 
     surfaces = threading.Thread(target=sample_surfaces, name="surface-samples", daemon=True)
     surfaces.start()

@@ -8,7 +8,8 @@ feature plane makes a map (a base decoder's colours with painted discs over them
 a new decoder to it in well under a second (`fit_painted`); recolouring a material picked
 in the view blends the map toward a colour around the material's feature
 (fastjoint.viewer.recolour), shown at once as an edit of the decoder's table and fitted
-only when the style is saved. The last edit can be undone.
+only when the style is saved. The last edit can be undone. The pixels whose style feature the
+reference does not cover (fastjoint.coverage) can be tinted magenta over any style.
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from fastjoint.coverage import CoverageTable, outline, pixel_features, reference_coverage, tint_uncovered
 from fastjoint.data import Camera, image_rays
 from fastjoint.errors import UserError
 from fastjoint.metrics import psnr
 from fastjoint.pairing import ORIGINAL, SCENES
-from fastjoint.plane import PLANE_PIXELS, SurfaceSamples, plane_image, plane_points, scatter, surface_samples
+from fastjoint.plane import OPAQUE, PLANE_PIXELS, SurfaceSamples, plane_image, plane_points, scatter, surface_samples
 from fastjoint.render import SampleCache, composite_cached
 from fastjoint.render.baked import TABLE_PIXELS, DecoderTable, table_points
 from fastjoint.run import Built, LoadedRun
@@ -113,6 +115,32 @@ def compose(
     rgb = composite_cached(cache, colours, frame.background)
     image = rgb.reshape(frame.camera.height, frame.camera.width, 3).clamp(0.0, 1.0)
     return (image.cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
+
+
+def uncovered_pixels(frame: Frame, table: CoverageTable) -> np.ndarray:  # [H, W] bool
+    """The frame's visible pixels (opacity past plane.OPAQUE) whose style feature the reference does not cover."""
+    opacity, features = pixel_features(frame.cache)
+    visible = opacity > OPAQUE
+    uncovered = torch.zeros_like(visible)
+    uncovered[visible] = ~table.covered(features[visible])
+    return uncovered.reshape(frame.camera.height, frame.camera.width).cpu().numpy()
+
+
+class SharedCoverage:
+    """The reference's coverage as a table over the feature plane, made once (on first use) for every browser of a run."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.made = False
+        self.table: CoverageTable | None = None  # None once made: too little of the reference is seen
+
+    def get(self, run: LoadedRun) -> CoverageTable | None:
+        with self.lock:
+            if not self.made:
+                coverage = reference_coverage(run)
+                self.table = None if coverage is None else coverage.table()
+                self.made = True
+            return self.table
 
 
 # --- painting -----------------------------------------------------------------------
@@ -247,6 +275,7 @@ class ViewerCore:
         style: str | None = None,
         surfaces: dict[str, SurfaceSamples] | None = None,
         writable: bool = True,
+        coverage: SharedCoverage | None = None,
     ) -> None:
         require_feature_plane(run)
         self.run = run
@@ -266,6 +295,9 @@ class ViewerCore:
         self._edited: tuple[DecoderTable, tuple[Recolour, ...], DecoderTable] | None = None  # the last recoloured table
         # The scenes' surface features for the scatter, by scene; shareable between cores.
         self._samples: dict[str, SurfaceSamples] = {} if surfaces is None else surfaces
+        self.coverage = coverage or SharedCoverage()  # shareable between cores, as the surfaces are
+        self.show_uncovered = False  # tint the pixels the reference does not cover
+        self.uncovered_share: float | None = None  # of the last image's visible pixels, while shown
 
     @property
     def styles(self) -> list[str]:
@@ -301,7 +333,26 @@ class ViewerCore:
     def _compose(self, frame: Frame) -> np.ndarray:
         self.shown, self.shown_compare = (frame.scene, self.style), self.compare
         right = None if self.compare is None else self._decode(self.compare)
-        return compose(frame, self._decode(self.style), right)
+        image = compose(frame, self._decode(self.style), right)
+        self.uncovered_share = None
+        table = self.coverage.get(self.run) if self.show_uncovered else None
+        if table is None:
+            return image
+        uncovered = uncovered_pixels(frame, table)
+        visible = int((frame.cache.opacity > OPAQUE).sum())
+        self.uncovered_share = float(uncovered.sum()) / visible if visible else 0.0
+        return tint_uncovered(image, uncovered)
+
+    def set_show_uncovered(self, show: bool) -> np.ndarray | None:
+        """Tints (or stops tinting) the pixels the reference does not cover; returns the last frame recomposed.
+
+        UserError when too little of the reference is seen to say what it covers.
+        """
+        if show and self.coverage.get(self.run) is None:
+            raise UserError("too little of the reference is visible in its training views to say what it covers")
+        with self.lock:
+            self.show_uncovered = show
+            return self.recompose()
 
     def _decode(self, style: str) -> Callable[[Tensor], Tensor]:
         """A style's decoder as the run renders it (a lookup table under the fast renderer).
@@ -492,7 +543,8 @@ class ViewerCore:
         return self._samples[scene]
 
     def feature_plane(self, pixels: int = PLANE_PIXELS, with_scatter: bool = True) -> np.ndarray:
-        """The current style's decoder over [-1, 1]^2, the scenes' features on it, the painted discs and recolours outlined."""
+        """The current style's decoder over [-1, 1]^2, the scenes' features on it, the painted discs and recolours outlined
+        (and, while uncovered pixels are shown, the region the reference covers)."""
         with self.lock:
             decoder, edits = self.decoders[self.style], list(self.edits)
         image = plane_image(decoder, pixels, self.built.device)
@@ -500,6 +552,9 @@ class ViewerCore:
             for scene in SCENES:
                 if scene in self._samples:
                     image = blend_scatter(image, self._samples[scene])
+        table = self.coverage.table if self.show_uncovered else None
+        if table is not None:  # the covered region outlined
+            image = outline(image, table.covered(plane_points(pixels)).reshape(pixels, pixels).numpy())
         return draw_strokes(image, edits)
 
 
