@@ -68,7 +68,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "wide": {"model.decoder_hidden": 128},
     "dim3": {"model.feature_dim": 3},
     "dim4": {"model.feature_dim": 4},
-    "cover": {"train.cover_weight": 0.1, "train.cover_until_step": 250},
+    "no-cover": {"train.cover_weight": 0.0},  # the method as published, before issue 21's default
 }
 METHOD = "method"  # the label of runs without options
 AFTER = ("eval", "analyze")  # what each run of the sweep does once trained

@@ -1,5 +1,11 @@
 """The joint trainer: every trained pairing, one summed loss per step.
 
+For the first `train.cover_until_step` steps (a sixth of them by default) the sum also holds the cover term
+(`cover_term`, weighted by `train.cover_weight`): it pulls each of the target's surface
+features in the batch toward the nearest of the reference's, so that the target's
+materials settle on the feature plane where the reference's are, and the desired styles'
+decoders, which only the reference's photos train, read the target where they were trained.
+
 A run folder holds config.toml, checkpoints/latest.pt (atomic, every
 `train.checkpoint_every` steps, on Ctrl-C or SIGTERM and at the end) with the one before it
 beside it (checkpoints/previous.pt), and metrics.jsonl. A run killed at any moment resumes
@@ -30,13 +36,15 @@ from fastjoint.datasets import check_test_splits, ensure_datasets, load_scene_sp
 from fastjoint.errors import Interrupted, UserError
 from fastjoint.files import RunLock, remove_partials, write_text
 from fastjoint.pairing import ORIGINAL, SCENES, Pairing
-from fastjoint.render import update_occupancy
+from fastjoint.render import RenderResult, update_occupancy
 from fastjoint.rng import capture_rng, restore_rng, seed_everything
 from fastjoint.run import Built, resolve_backgrounds, resolve_device, saved_backgrounds
 from fastjoint.trainlog import MetricsLog, StepStats, TrainProgress
 
 TARGET_SAMPLES_CUDA = 2**18  # train.target_samples = "auto" on CUDA: nerfacc's batch
 MIN_BATCH_RAYS = 64  # the fewest rays an adaptive batch draws per pairing
+SURFACE_OPACITY = 0.5  # a training ray whose opacity passes this has hit a surface (the cover term's points)
+COVER_MIN_POINTS = 8  # fewer surface points than this in either scene's batch: no cover term that step
 
 # Settings that shape a checkpoint's tensors or the meaning of its weights: a resumed run keeps them.
 KEPT_ON_RESUME = ("model", "mlp", "data", "render.occ_resolution", "render.occ_levels")
@@ -224,12 +232,8 @@ class Trainer:
                 density = lambda x, scene=scene: self.model.density(scene, x)  # noqa: E731
                 update_occupancy(self.built.estimators[scene], density, self.step, config.render)
         losses, names, rays, samples = [], {}, 0, 0
-        t = config.train
-        on = self.step >= t.desired_from_step and (t.desired_until_step == 0 or self.step < t.desired_until_step)
-        self.model.desired_scale = t.desired_gradient if on else 0.0
-        self.model.desired_through = t.desired_through
-        surfaces = {}
-        cover_grads = grid_params = None
+        surfaces: dict[str, torch.Tensor] = {}  # scene -> its batch's surface features, while the cover term trains
+        covering = config.train.cover_weight > 0 and (config.train.cover_steps == 0 or self.step < config.train.cover_steps)
         for pairing in self.pairings:
             rays_o, rays_d, rgba = self.rays[pairing].sample(self.batch_rays[pairing], self.generator)
             background = self._background(pairing, rays_d)
@@ -243,27 +247,18 @@ class Trainer:
             samples += result.n_samples
             if self.target_samples:
                 self.batch_rays[pairing] = adapted_rays(rays_o.shape[0], result.n_samples, self.target_samples)
-            if t.cover_weight > 0 and pairing.style == ORIGINAL and (t.cover_until_step == 0 or self.step < t.cover_until_step):
-                hit, points = result.surface(rays_o, rays_d, 0.5)
-                _, feature = self.model.features(pairing.scene, points.detach(), rays_d[hit])
-                surfaces[pairing.scene] = feature
-        if len(surfaces) == 2 and len(surfaces["target"]) >= 8 and len(surfaces["reference"]) >= 8:
-            distance = torch.cdist(surfaces["target"], surfaces["reference"].detach()).min(dim=1).values
-            cover = t.cover_weight * torch.relu(distance - t.cover_margin).square().mean()
-            if t.cover_through == "grid":
-                grid_params = [p for p in self.model.encoders["target"].grid.parameters() if p.requires_grad]
-                cover_grads = torch.autograd.grad(cover, grid_params, allow_unused=True)
-            else:
-                losses.append(cover)
+            if covering and pairing.style == ORIGINAL:
+                surfaces[pairing.scene] = self._surface_features(pairing.scene, rays_o, rays_d, result)
+        cover = cover_term(surfaces["target"], surfaces["reference"]) if len(surfaces) == 2 else None
+        if cover is not None:
+            losses.append(config.train.cover_weight * cover)
+            if not math.isfinite(cover.item()):
+                raise NonFinite(f"the cover term is {cover.item()}", self.step + 1)
         for name, value in names.items():
             if not math.isfinite(value):
                 raise NonFinite(f"the loss of {name} is {value}", self.step + 1)
         self.optimizer.zero_grad(set_to_none=True)
         torch.stack(losses).sum().backward()
-        if cover_grads is not None:
-            for p, g in zip(grid_params, cover_grads):
-                if g is not None:
-                    p.grad = g if p.grad is None else p.grad + g
         try:
             self.optimizer.step()
         except RuntimeError as error:  # an update too large for float32 (a learning rate near 1e38)
@@ -272,7 +267,15 @@ class Trainer:
             raise NonFinite("the parameter update overflows float32", self.step + 1) from None
         self.scheduler.step()
         self.step += 1
-        return StepStats(names, rays, samples)
+        return StepStats(names, rays, samples, None if cover is None else cover.item())
+
+    def _surface_features(self, scene: str, rays_o: torch.Tensor, rays_d: torch.Tensor, result: RenderResult) -> torch.Tensor:
+        """The style features [k, feature_dim] where a batch's rays hit a surface (opacity above
+        SURFACE_OPACITY, at their expected depth), differentiable in the encoder but not in the depth."""
+        hit, points = result.surface(rays_o, rays_d, SURFACE_OPACITY)
+        if not hit.any():  # (not every encoder takes an empty batch)
+            return torch.empty(0, self.model.feature_dim, device=self.device)
+        return self.model.features(scene, points.detach(), rays_d[hit])[1]
 
     def _background(self, pairing: Pairing, rays_d: torch.Tensor) -> torch.Tensor:  # [n, 3] -> [n, 3]
         """The training background of a batch: random per ray, learned from the directions, or a colour."""
@@ -345,6 +348,15 @@ def adapted_rays(rays: int, samples: int, target: int) -> int:
     """The next batch's ray count: scaled so that it holds about `target` samples at this batch's samples per ray."""
     scaled = round(rays * target / max(samples, 1))
     return max(MIN_BATCH_RAYS, min(target, scaled))
+
+
+def cover_term(target: torch.Tensor, reference: torch.Tensor) -> torch.Tensor | None:  # [N, D], [M, D] -> scalar
+    """The mean squared distance from each target feature to the nearest reference feature; the reference's
+    are held fixed (they are the ones both styles' photos pin down). None when either has fewer than
+    COVER_MIN_POINTS features (a batch that barely sees a surface)."""
+    if target.shape[0] < COVER_MIN_POINTS or reference.shape[0] < COVER_MIN_POINTS:
+        return None
+    return torch.cdist(target, reference.detach()).min(dim=1).values.square().mean()
 
 
 class NonFinite(Exception):

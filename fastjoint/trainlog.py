@@ -21,6 +21,7 @@ class StepStats(NamedTuple):
     loss: dict[str, float]  # pairing name -> its mean squared error
     rays: int
     samples: int
+    cover: float | None = None  # the cover term (fastjoint.train.cover_term), on the steps it trains
 
     @property
     def psnr(self) -> dict[str, float]:
@@ -71,6 +72,9 @@ class MetricsLog:
             loss = float(np.mean([w.loss[name] for w in window]))
             line[f"loss/{name}"] = loss
             line[f"psnr/{name}"] = psnr_from_mse(loss)
+        covers = [w.cover for w in window if w.cover is not None]
+        if covers:
+            line["loss/cover"] = float(np.mean(covers))
         with naming(self.path):
             self._handle.write(json.dumps(line) + "\n")
             self._handle.flush()

@@ -43,9 +43,9 @@ class HashGridEncoder(nn.Module):
         logit, geometry = self.head.density_logit(self._grid_features(x))
         return torch.cat([logit[:, None], self.head.mean_feature(geometry, dirs)], dim=1)
 
-    def forward(self, x: Tensor, d: Tensor, detach_geometry: bool = False) -> tuple[Tensor, Tensor]:  # -> sigma [N], feature [N, dim]
+    def forward(self, x: Tensor, d: Tensor) -> tuple[Tensor, Tensor]:  # -> sigma [N], feature [N, dim]
         sigma, geometry = self.head.density(self._grid_features(x))
-        return sigma, self.head.feature(geometry.detach() if detach_geometry else geometry, d)
+        return sigma, self.head.feature(geometry, d)
 
 
 class JointModel(nn.Module):
@@ -87,8 +87,6 @@ class JointModel(nn.Module):
         self.decoder_layers = decoder_layers
         self.desired_shape_features = desired_shape_features
         self.mlp_backend = mlp_backend
-        self.desired_scale = 1.0
-        self.desired_through = "all"
         self.decoders = nn.ModuleDict({style: self.new_decoder() for style in styles})
 
     def new_decoder(self) -> StyleDecoder:
@@ -118,14 +116,6 @@ class JointModel(nn.Module):
         Without `desired_shape_features`, a desired style's decoder reads the feature as a
         constant: its colour loss trains the decoder (and the density), not the encoder.
         """
-        if style != ORIGINAL and self.desired_through == "head" and self.desired_shape_features:
-            sigma, feature = self.encoders[scene](x, d, detach_geometry=True)
-        else:
-            sigma, feature = self.features(scene, x, d)
-        if style == ORIGINAL or (self.desired_shape_features and self.desired_scale == 1.0):
-            read = feature
-        elif not self.desired_shape_features or self.desired_scale == 0.0:
-            read = feature.detach()
-        else:
-            read = feature.detach() + self.desired_scale * (feature - feature.detach())
+        sigma, feature = self.features(scene, x, d)
+        read = feature if self.desired_shape_features or style == ORIGINAL else feature.detach()
         return QueryResult(sigma, self.decode(style, read), feature)
