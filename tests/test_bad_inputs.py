@@ -666,7 +666,8 @@ def test_a_broken_latest_checkpoint_falls_back_to_the_previous(breakage, tiny_da
 
     evaluated = run_cli("eval", str(w.runs / "tiny"), cwd=tmp_path)
     assert evaluated.returncode == 0, evaluated.stderr
-    warning = [line for line in evaluated.stderr.splitlines() if line.startswith("warning:")]
+    # (A 4-step model's features are noise: eval may also warn that the reference does not cover them.)
+    warning = [line for line in evaluated.stderr.splitlines() if line.startswith("warning:") and "cover" not in line]
     assert len(warning) == 1 and problem in warning[0] and "previous.pt (step 4) instead" in warning[0], evaluated.stderr
     assert json.loads((w.runs / "tiny" / "eval.json").read_text())["step"] == 4
 

@@ -224,9 +224,15 @@ def test_a_read_only_viewer_refuses_to_save(run_copy):
 @pytest.fixture(scope="session")
 def distinct_run(tiny_data, tmp_path_factory):
     """The tiny analogy trained 4x longer than the session's run: long enough that its materials lie apart
-    in the feature plane (after 300 steps the red sphere's features still overlap the yellow box's)."""
+    in the feature plane (after 300 steps the red sphere's features still overlap the yellow box's).
+
+    Trained without the cover term (train.cover_weight = 0): with it, on this analogy, the box's features
+    scatter across the plane (2026-12-05, issue 21), so that a click's falloff recolours only part of the
+    box, speckled. That is a known cost of the default, noted in benchmarks/README.md; this test is about
+    the click, the blend and Undo on materials that lie apart."""
     folder = tmp_path_factory.mktemp("distinct")
-    path = write_config(tiny_config(tiny_data, folder / "runs", train={"steps": 1200}), folder / "tiny.toml")
+    config = tiny_config(tiny_data, folder / "runs", train={"steps": 1200, "cover_weight": 0.0})
+    path = write_config(config, folder / "tiny.toml")
     result = run_cli("train", str(path), "--no-eval", "--no-render", cwd=folder)
     assert result.returncode == 0, result.stderr
     return folder / "runs" / "tiny"
