@@ -265,16 +265,11 @@ def test_the_benchmark_finds_the_error_in_the_uncovered_pixels(unseen_run, train
 @pytest.mark.browser
 def test_show_uncovered_in_headless_chromium(unseen_run):
     """The viewer's *Show uncovered* tints the frame in the browser, and unticked, takes the tint off."""
-    import os
+    from test_viewer import _browser_or_skip
 
     from benchmarks import browser
 
-    try:
-        browser.chromium_path()
-    except browser.BrowserMissing as missing:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must run the browser tests: {missing}")
-        pytest.skip(str(missing))
+    _browser_or_skip()
 
     def magenta(image: np.ndarray) -> float:
         image = image.astype(int)
