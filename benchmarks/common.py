@@ -29,7 +29,6 @@ RESULTS = Path(__file__).parent / "results"
 # (tests/test_benchmarks.py checks that no other PNG is there).
 PICTURES = "pictures"
 KEPT_PICTURES = (
-    "cpu2-2026-12-05-seeds-digger-recolour-seed1.png",
     "cpu2-2026-11-26-experiments-digger-recolour.png",
     "cpu2-2026-11-26-experiments-digger-relight.png",
     "cpu2-2026-11-26-experiments-digger-pattern.png",

@@ -64,7 +64,7 @@ def scene_paint(run: LoadedRun, scene: str, style: str) -> dict[str, torch.Tenso
         out["paint"].append((after - before).abs().mean(dim=1) > CHANGED)
         out["styled"].append(styled)
         out["truth"].append(after)
-    return {k: torch.cat(v) for k, v in out.items()}
+    return {k: torch.cat(v) for k, v in out.items()} | {"size": torch.tensor([original.camera.height, original.camera.width])}
 
 
 def measure(run_dir: Path, pictures_dir: Path | None) -> dict:
@@ -113,8 +113,7 @@ def measure(run_dir: Path, pictures_dir: Path | None) -> dict:
             for dr in range(-2, 3):
                 for dc in range(-2, 3):
                     image[np.clip(rows + dr, 0, pixels - 1), np.clip(cols + dc, 0, pixels - 1)] = rim
-        camera = load_test_views(run, run.config.data.dataset(Pairing("target", ORIGINAL)), "target").camera
-        h, w = camera.height, camera.width
+        h, w = target["size"].tolist()
         first = slice(0, h * w)
         transfer = (target["styled"][first].reshape(h, w, 3).numpy() * 255 + 0.5).astype(np.uint8)
         truth = (target["truth"][first].reshape(h, w, 3).numpy() * 255 + 0.5).astype(np.uint8)

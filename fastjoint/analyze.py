@@ -123,7 +123,7 @@ def draw_coverage(run: LoadedRun, path: Path, plane_map: np.ndarray | None) -> S
     reference = reference_features(run)
     coverage = Coverage.of(reference.features)
     share, masks = target_share(run, coverage)
-    if coverage is None or share is None:
+    if share is None:  # (None exactly when there is no coverage)
         return None
     split, _ = target_views(run)
     views = [(image.numpy() * 255 + 0.5).astype(np.uint8) for image in run.render(Pairing("target", ORIGINAL), split.poses, split.camera)]

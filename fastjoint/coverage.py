@@ -27,6 +27,7 @@ density from a table over [-1, 1]^2 (`CoverageTable`) when the feature is 2-D.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -65,12 +66,14 @@ def pixel_features(cache: SampleCache) -> tuple[Tensor, Tensor]:  # [n_rays], [n
     return cache.opacity, summed / weights.clamp(min=1e-12)[:, None].to(summed.dtype)
 
 
-@torch.no_grad()
-def view_features(built: Built, scene: str, pose: Tensor, camera) -> tuple[Tensor, Tensor]:  # [H*W] bool, [H*W, D]
-    """A view's visible pixels (opacity past OPAQUE) and every pixel's feature, on the CPU, row-major."""
-    rays_o, rays_d = image_rays(pose.to(built.device), camera)
-    opacity, features = pixel_features(built.cache_samples(scene, rays_o, rays_d))
-    return (opacity > OPAQUE).cpu(), features.float().cpu()
+def visible_uncovered(cache: SampleCache, covered: Callable[[Tensor], Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+    """Rays' visibility (opacity past OPAQUE) and which visible ones `covered` (features [k, D] -> [k] bool)
+    leaves out, [n_rays] bool each, and every ray's feature [n_rays, D] (`pixel_features`)."""
+    opacity, features = pixel_features(cache)
+    visible = opacity > OPAQUE
+    uncovered = torch.zeros_like(visible)
+    uncovered[visible] = ~covered(features[visible])
+    return visible, uncovered, features
 
 
 @torch.no_grad()
@@ -252,9 +255,9 @@ class Share(NamedTuple):
 @torch.no_grad()
 def view_coverage(built: Built, coverage: Coverage, pose: Tensor, camera) -> ViewCoverage:
     """A target view's visible and uncovered pixels."""
-    visible, features = view_features(built, "target", pose, camera)
-    uncovered = torch.zeros_like(visible)
-    uncovered[visible] = ~coverage.covered(features[visible])
+    rays_o, rays_d = image_rays(pose.to(built.device), camera)
+    visible, uncovered, features = visible_uncovered(built.cache_samples("target", rays_o, rays_d), coverage.covered)
+    visible, uncovered, features = visible.cpu(), uncovered.cpu(), features.float().cpu()
     shape = (camera.height, camera.width)
     return ViewCoverage(visible.reshape(shape), uncovered.reshape(shape), features[visible])
 

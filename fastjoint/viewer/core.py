@@ -24,12 +24,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from fastjoint.coverage import CoverageTable, outline, pixel_features, reference_coverage, tint_uncovered
+from fastjoint.coverage import CoverageTable, outline, reference_coverage, tint_uncovered, visible_uncovered
 from fastjoint.data import Camera, image_rays
 from fastjoint.errors import UserError
 from fastjoint.metrics import psnr
 from fastjoint.pairing import ORIGINAL, SCENES
-from fastjoint.plane import OPAQUE, PLANE_PIXELS, SurfaceSamples, plane_image, plane_points, scatter, surface_samples
+from fastjoint.plane import PLANE_PIXELS, SurfaceSamples, plane_image, plane_points, scatter, surface_samples
 from fastjoint.render import SampleCache, composite_cached
 from fastjoint.render.baked import TABLE_PIXELS, DecoderTable, table_points
 from fastjoint.run import Built, LoadedRun
@@ -115,15 +115,6 @@ def compose(
     rgb = composite_cached(cache, colours, frame.background)
     image = rgb.reshape(frame.camera.height, frame.camera.width, 3).clamp(0.0, 1.0)
     return (image.cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
-
-
-def uncovered_pixels(frame: Frame, table: CoverageTable) -> np.ndarray:  # [H, W] bool
-    """The frame's visible pixels (opacity past plane.OPAQUE) whose style feature the reference does not cover."""
-    opacity, features = pixel_features(frame.cache)
-    visible = opacity > OPAQUE
-    uncovered = torch.zeros_like(visible)
-    uncovered[visible] = ~table.covered(features[visible])
-    return uncovered.reshape(frame.camera.height, frame.camera.width).cpu().numpy()
 
 
 class SharedCoverage:
@@ -338,10 +329,9 @@ class ViewerCore:
         table = self.coverage.get(self.run) if self.show_uncovered else None
         if table is None:
             return image
-        uncovered = uncovered_pixels(frame, table)
-        visible = int((frame.cache.opacity > OPAQUE).sum())
-        self.uncovered_share = float(uncovered.sum()) / visible if visible else 0.0
-        return tint_uncovered(image, uncovered)
+        visible, uncovered, _ = visible_uncovered(frame.cache, table.covered)
+        self.uncovered_share = float(uncovered.sum()) / int(visible.sum()) if visible.any() else 0.0
+        return tint_uncovered(image, uncovered.reshape(frame.camera.height, frame.camera.width).cpu().numpy())
 
     def set_show_uncovered(self, show: bool) -> np.ndarray | None:
         """Tints (or stops tinting) the pixels the reference does not cover; returns the last frame recomposed.
