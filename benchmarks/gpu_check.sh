@@ -12,7 +12,7 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 log="$OUT/check.log"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>&1 | tee "$log"
-python3 -m pytest -q -rs tests/test_hashgrid.py tests/test_mlp.py tests/test_composite.py tests/test_march.py tests/test_baked.py 2>&1 | tail -25 | tee -a "$log"
+python3 -m pytest -q -rs tests/test_hashgrid.py tests/test_mlp.py tests/test_composite.py tests/test_march.py tests/test_extent.py tests/test_baked.py 2>&1 | tail -25 | tee -a "$log"
 python3 -m benchmarks.hashgrid --device cuda --results "$OUT" 2>&1 | tee -a "$log"
 # throughput includes a row with the feature heads and decoders compiled by torch.compile (issue 10).
 python3 -m benchmarks.throughput --results "$OUT" 2>&1 | tee -a "$log"

@@ -9,6 +9,7 @@ asks which encoder a run uses.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Protocol
 
 import torch
@@ -21,6 +22,7 @@ from fastjoint.model.nerf_mlp import NerfEncoder
 from fastjoint.ops import PURE_TORCH, Backends
 from fastjoint.pairing import SCENES
 from fastjoint.render import Sampler, occupancy_sampler, uniform_sampler
+from fastjoint.render.extent import SceneExtent, default_extents, field_box
 
 
 class Architecture(Protocol):
@@ -31,7 +33,7 @@ class Architecture(Protocol):
     lr_key: str
     """The config key of the peak learning rate."""
 
-    def encoders(self, config: Config, backends: Backends) -> dict[str, nn.Module]:
+    def encoders(self, config: Config, backends: Backends, extents: Mapping[str, SceneExtent]) -> dict[str, nn.Module]:
         """One encoder per scene (created in a fixed order: the seed decides their weights)."""
 
     def decoder_layers(self, config: Config) -> int:
@@ -46,7 +48,7 @@ class Architecture(Protocol):
     def lr_factor(self, step: int, config: Config) -> float:
         """The learning rate at `step` as a fraction of the peak."""
 
-    def sampler(self, estimator: OccGridEstimator, config: Config, march_backend: str) -> Sampler:
+    def sampler(self, estimator: OccGridEstimator, config: Config, march_backend: str, extent: SceneExtent) -> Sampler:
         """Where a scene's rays are sampled."""
 
 
@@ -54,15 +56,16 @@ class HashGridArchitecture:
     uses_occupancy = True
     lr_key = "train.lr"
 
-    def encoders(self, config: Config, backends: Backends) -> dict[str, nn.Module]:
+    def encoders(self, config: Config, backends: Backends, extents: Mapping[str, SceneExtent]) -> dict[str, nn.Module]:
+        """An unbounded scene's grid spans contracted space, where the box is its central half: its
+        resolutions are doubled, so that the box keeps a bounded scene's detail (fastjoint.render.extent)."""
         model = config.model
-        box = torch.tensor(config.field_aabb, dtype=torch.float32)  # data.aabb unless render.occ_levels > 1
         grids = {
             scene: HashGrid(
                 model.grid_levels,
                 model.grid_features_per_level,
                 model.grid_log2_table_size,
-                model.grid_base_resolution,
+                model.grid_base_resolution * (2 if extents[scene].unbounded else 1),
                 model.per_level_scale,
                 backend=backends.grid,
             )
@@ -70,7 +73,15 @@ class HashGridArchitecture:
         }
         n_grid = grids[SCENES[0]].n_output_dims
         shared = FeatureHead(n_grid, model, backends.mlp) if model.share_head else None
-        return {scene: HashGridEncoder(grids[scene], shared or FeatureHead(n_grid, model, backends.mlp), box) for scene in SCENES}
+        return {
+            scene: HashGridEncoder(
+                grids[scene],
+                shared or FeatureHead(n_grid, model, backends.mlp),
+                torch.tensor(field_box(config.data.aabb, extents[scene]), dtype=torch.float32),
+                contracted=extents[scene].unbounded,
+            )
+            for scene in SCENES
+        }
 
     def decoder_layers(self, config: Config) -> int:
         return 1
@@ -100,15 +111,15 @@ class HashGridArchitecture:
         decays = sum(step >= int(train.steps * f) for f in (0.5, 0.75, 0.9))
         return warm * 0.33**decays
 
-    def sampler(self, estimator: OccGridEstimator, config: Config, march_backend: str) -> Sampler:
-        return occupancy_sampler(estimator, config.render, march_backend)
+    def sampler(self, estimator: OccGridEstimator, config: Config, march_backend: str, extent: SceneExtent) -> Sampler:
+        return occupancy_sampler(estimator, config.render.step_size, extent.cone_angle, march_backend)
 
 
 class MlpArchitecture:
     uses_occupancy = False
     lr_key = "mlp.lr"
 
-    def encoders(self, config: Config, backends: Backends) -> dict[str, nn.Module]:
+    def encoders(self, config: Config, backends: Backends, extents: Mapping[str, SceneExtent]) -> dict[str, nn.Module]:
         return {scene: NerfEncoder(config.mlp, config.model.feature_dim) for scene in SCENES}
 
     def decoder_layers(self, config: Config) -> int:
@@ -126,7 +137,7 @@ class MlpArchitecture:
         """Tenfold decay every mlp.lr_decay_steps (the research code's)."""
         return 0.1 ** (step / config.mlp.lr_decay_steps)
 
-    def sampler(self, estimator: OccGridEstimator, config: Config, march_backend: str) -> Sampler:
+    def sampler(self, estimator: OccGridEstimator, config: Config, march_backend: str, extent: SceneExtent) -> Sampler:
         return uniform_sampler(config.mlp.near, config.mlp.far, config.mlp.samples_per_ray)
 
 
@@ -138,14 +149,15 @@ def architecture(config: Config) -> Architecture:
     return ARCHITECTURES[config.model.encoder]
 
 
-def build_model(config: Config, backends: Backends = PURE_TORCH) -> JointModel:
+def build_model(config: Config, backends: Backends = PURE_TORCH, extents: Mapping[str, SceneExtent] | None = None) -> JointModel:
     """A freshly initialised JointModel for `config`: its scenes' encoders, a decoder per style.
 
     `backends` are resolved ones (fastjoint.ops.resolve_backends); the grid's and the MLPs' are used.
+    `extents`: each scene's (fastjoint.render.extent); None: bounded, as the config says.
     """
     arch = architecture(config)
     return JointModel(
-        encoders=arch.encoders(config, backends),
+        encoders=arch.encoders(config, backends, extents or default_extents(config)),
         styles=config.data.pairings.styles,
         feature_dim=config.model.feature_dim,
         decoder_hidden=config.model.decoder_hidden,

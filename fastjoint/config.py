@@ -146,6 +146,12 @@ class DataConfig:
     """The factor for the reference's datasets (its original style, every desired style, restyle's photos); 0: data.downscale."""
     aabb: Box = (-1.5, -1.5, -1.5, 1.5, 1.5, 1.5)
     """Scene box (xmin ymin zmin xmax ymax zmax) in world units, shared by both scenes."""
+    unbounded: Literal["auto", "none", "target", "reference", "both"] = "auto"
+    """Which scenes reach beyond data.aabb (a room or landscape around the object, fastjoint.render.extent):
+    their hash grid spans all of space, contracted outside the box, and their occupancy grid grows to
+    render.occ_levels levels with steps that lengthen with distance (render.cone_angle); auto: a scene whose
+    photos are an opaque capture in nerfstudio or COLMAP format (a real capture), not synthetic Blender
+    scenes nor images with transparency."""
 
     def __post_init__(self) -> None:
         _check(bool(self.target), "data.target", "must name a dataset folder")
@@ -308,10 +314,14 @@ class RenderConfig:
     """Marching step in world units."""
     occ_resolution: int = 64
     """Cells per side of each scene's occupancy grid."""
-    occ_levels: int = 1
+    occ_levels: int | Literal["auto"] = "auto"
     """Occupancy-grid levels (nerfacc's): level 0 covers data.aabb, each next level a box twice as large
-    around it, and the hash grid spans the largest. More than 1 for captures whose content reaches beyond
-    the box (a room around an object); hashgrid encoder only."""
+    around it; a bounded scene's hash grid spans the largest. auto: 1 for a bounded scene; for an unbounded
+    one, the levels that reach as far as its capture's instant-ngp aabb_scale says, else 4 (nerfacc's
+    choice for unbounded scenes). hashgrid encoder only above 1."""
+    cone_angle: float | Literal["auto"] = "auto"
+    """Steps lengthen with distance t as max(render.step_size, t * cone_angle) (instant-ngp's and nerfacc's
+    cone stepping); 0: every step render.step_size. auto: 0 for a bounded scene, 1/128 for an unbounded one."""
     occ_update_every: int = 8
     """Update the occupancy grids every this many steps."""
     occ_warmup_steps: int = 128
@@ -328,7 +338,8 @@ class RenderConfig:
     def __post_init__(self) -> None:
         _check(self.step_size > 0, "render.step_size", "must be positive")
         _check(self.occ_resolution >= 2, "render.occ_resolution", "must be at least 2")
-        _check(1 <= self.occ_levels <= 8, "render.occ_levels", "must be between 1 and 8")
+        _check(self.occ_levels == "auto" or 1 <= self.occ_levels <= 8, "render.occ_levels", 'must be "auto" or between 1 and 8')
+        _check(self.cone_angle == "auto" or self.cone_angle >= 0, "render.cone_angle", 'must be "auto" or at least 0 (0: uniform steps)')
         _check(self.occ_update_every >= 1, "render.occ_update_every", "must be at least 1")
         _check(0.0 <= self.occ_ema_decay < 1.0, "render.occ_ema_decay", "must be in [0, 1)")
         _check(self.chunk >= 1, "render.chunk", "must be at least 1")
@@ -436,24 +447,14 @@ class Config:
     def __post_init__(self) -> None:
         plain = bool(self.name) and self.name not in (".", "..") and not any(c in self.name for c in "/\\")
         _check(plain, "name", f"must be a plain folder name (no '/', not '.' or '..'), got '{self.name}'")
-        _check(
-            self.render.occ_levels == 1 or self.model.encoder == "hashgrid",
-            "render.occ_levels",
-            'needs model.encoder = "hashgrid" (the mlp baseline samples uniformly between mlp.near and mlp.far)',
-        )
+        uniform = 'needs model.encoder = "hashgrid" (the mlp baseline samples uniformly between mlp.near and mlp.far)'
+        if self.model.encoder != "hashgrid":
+            _check(self.render.occ_levels in ("auto", 1), "render.occ_levels", uniform)
+            _check(self.data.unbounded in ("auto", "none"), "data.unbounded", uniform)
 
     @property
     def run_dir(self) -> Path:
         return Path(self.output_dir) / self.name
-
-    @property
-    def field_aabb(self) -> Box:
-        """The box the scenes' hash grids span: the largest occupancy level's, data.aabb scaled by 2^(levels-1)."""
-        scale = 2.0 ** (self.render.occ_levels - 1)
-        box = self.data.aabb
-        centre = [(box[i] + box[i + 3]) / 2 for i in range(3)]
-        half = [(box[i + 3] - box[i]) / 2 * scale for i in range(3)]
-        return tuple(c - h for c, h in zip(centre, half, strict=True)) + tuple(c + h for c, h in zip(centre, half, strict=True))  # type: ignore[return-value]
 
 
 def _check(ok: bool, key: str, problem: str) -> None:

@@ -27,6 +27,7 @@ from fastjoint.render import Field, RenderResult, SampleCache, Sampler, cache_sa
 from fastjoint.render.background import EnvironmentMap
 from fastjoint.render.baked import BakedScene, DecoderTable, as_cache, bake_scene, sub_cells
 from fastjoint.render.cached import composite_cached
+from fastjoint.render.extent import SceneExtent, default_extents, saved_extents
 from fastjoint.styles import StoredStyle, run_styles, stored_styles, style_path
 
 RENDERERS = ("fast", "exact")
@@ -62,16 +63,28 @@ class Built:
         backgrounds: each trained pairing's resolved background (`resolve_backgrounds`);
             None: decided as if every dataset were RGBA (checkpoints from before learned
             backgrounds). A `learned` one gets an environment map in `environments`.
+        extents: each scene's (fastjoint.render.extent.resolve_extents); None: bounded, as the
+            config says (checkpoints from before unbounded scenes).
     """
 
-    def __init__(self, config: Config, device: torch.device, backgrounds: Mapping[Pairing, Background] | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        device: torch.device,
+        backgrounds: Mapping[Pairing, Background] | None = None,
+        extents: Mapping[str, SceneExtent] | None = None,
+    ) -> None:
         self.config = config
         self.device = device
         arch = architecture(config)
+        self.extents: dict[str, SceneExtent] = dict(extents or default_extents(config))
         self.backends: Backends = resolve_backends(config.backend, device, arch.mlp_shapes(config))
-        self.model: JointModel = build_model(config, self.backends).to(device)
-        self.estimators: nn.ModuleDict = make_estimators(SCENES, config.data.aabb, config.render).to(device)
-        self.samplers: dict[str, Sampler] = {scene: arch.sampler(self.estimators[scene], config, self.backends.march) for scene in SCENES}
+        self.model: JointModel = build_model(config, self.backends, self.extents).to(device)
+        levels = {scene: self.extents[scene].levels for scene in SCENES}
+        self.estimators: nn.ModuleDict = make_estimators(levels, config.data.aabb, config.render).to(device)
+        self.samplers: dict[str, Sampler] = {
+            scene: arch.sampler(self.estimators[scene], config, self.backends.march, self.extents[scene]) for scene in SCENES
+        }
         if backgrounds is None:
             backgrounds = resolve_backgrounds(config, dict.fromkeys(config.data.pairings.trained, True))
         self.backgrounds: dict[Pairing, Background] = dict(backgrounds)
@@ -233,9 +246,10 @@ class Built:
     def cache_samples(self, scene: str, rays_o: Tensor, rays_d: Tensor) -> SampleCache:
         """The style-free part of rendering these rays of a scene, `render.chunk` rays at a time.
 
-        With an occupancy grid, rays that miss every occupied cell are not marched, and the
-        others start where they enter the occupied cells' box, moved by whole steps so that
-        their samples are the ones `render_rays` takes (samples are anchored at the origin).
+        With a one-level occupancy grid and uniform steps, rays that miss every occupied cell are
+        not marched, and the others start where they enter the occupied cells' box, moved by whole
+        steps so that their samples are the ones `render_rays` takes (samples are anchored at the
+        origin).
         Under the fast renderer, the baked scene's samples instead.
         """
         if self.renderer == "fast":
@@ -247,7 +261,8 @@ class Built:
 
         n_rays = rays_o.shape[0]
         rays = torch.arange(n_rays, device=rays_o.device)
-        if architecture(self.config).uses_occupancy:
+        extent = self.extents[scene]
+        if architecture(self.config).uses_occupancy and extent.levels == 1 and extent.cone_angle == 0:
             rays, rays_o = self._skip_to_occupied(scene, rays_o, rays_d)
             rays_d = rays_d[rays]
         sampler = self.samplers[scene]
@@ -285,6 +300,7 @@ class Built:
             "model": self.model.state_dict(),
             "estimators": self.estimators.state_dict(),
             "backgrounds": {p.name: to_json(choice) for p, choice in self.backgrounds.items()},
+            "extents": {scene: extent.to_json() for scene, extent in self.extents.items()},
             "environments": self.environments.state_dict(),
         }
 
@@ -358,8 +374,8 @@ def load_run(run_dir: str | Path, device_name: str | None = None) -> LoadedRun:
     loaded: list[Built] = []
 
     def apply(state: dict[str, Any], path: Path) -> None:
-        # The backgrounds a run trained with are in its checkpoint, and shape its modules.
-        built = Built(trained, device, saved_backgrounds(trained, state))
+        # The backgrounds and extents a run trained with are in its checkpoint, and shape its modules.
+        built = Built(trained, device, saved_backgrounds(trained, state), saved_extents(state))
         built.load_state_dict(state, path)
         loaded.append(built)
 

@@ -32,11 +32,13 @@ from fastjoint.checkpoints import CHECKPOINT, PREVIOUS, first_line, load_checkpo
 from fastjoint.colours import LEARNED, RANDOM
 from fastjoint.config import Config, changed_keys, load_config, to_dict, to_toml
 from fastjoint.data import RaySampler
+from fastjoint.data.formats import detect_format
 from fastjoint.datasets import check_test_splits, ensure_datasets, load_scene_split
 from fastjoint.errors import Interrupted, UserError
 from fastjoint.files import RunLock, remove_partials, write_text
 from fastjoint.pairing import ORIGINAL, SCENES, Pairing
 from fastjoint.render import RenderResult, update_occupancy
+from fastjoint.render.extent import resolve_extents, saved_extents
 from fastjoint.rng import capture_rng, restore_rng, seed_everything
 from fastjoint.run import Built, resolve_backgrounds, resolve_device, saved_backgrounds
 from fastjoint.trainlog import MetricsLog, StepStats, TrainProgress
@@ -47,7 +49,7 @@ SURFACE_OPACITY = 0.5  # a training ray whose opacity passes this has hit a surf
 COVER_MIN_POINTS = 8  # fewer surface points than this in either scene's batch: no cover term that step
 
 # Settings that shape a checkpoint's tensors or the meaning of its weights: a resumed run keeps them.
-KEPT_ON_RESUME = ("model", "mlp", "data", "render.occ_resolution", "render.occ_levels")
+KEPT_ON_RESUME = ("model", "mlp", "data", "render.occ_resolution", "render.occ_levels", "render.cone_angle")
 
 
 @dataclass(frozen=True)
@@ -85,8 +87,17 @@ class Trainer:
             check_test_splits(data)
         splits = {p: load_scene_split(data, p.scene, data.dataset(p), "train") for p in self.pairings}
         backgrounds = resolve_backgrounds(config, {p: s.transparent for p, s in splits.items()})
-        if resume:  # a resumed run keeps the backgrounds it was trained with (`auto` may decide otherwise today)
-            backgrounds = self._saved_backgrounds() or backgrounds
+        originals = {scene: splits[Pairing(scene, ORIGINAL)] for scene in SCENES}
+        extents = resolve_extents(
+            config,
+            {scene: detect_format(data.dataset(Pairing(scene, ORIGINAL))) for scene in SCENES},
+            {scene: split.transparent for scene, split in originals.items()},
+            {scene: split.reach for scene, split in originals.items()},
+        )
+        if resume:  # a resumed run keeps the backgrounds and extents it was trained with (`auto` may decide otherwise today)
+            saved = self._saved_state()
+            backgrounds = (saved_backgrounds(config, saved) if saved else None) or backgrounds
+            extents = (saved_extents(saved) if saved else None) or extents
         decided = [
             f"{p.name} {choice if isinstance(choice, str) else 'render.background'} ({'transparent' if splits[p].transparent else 'opaque'} photos)"
             for p, choice in backgrounds.items()
@@ -94,6 +105,8 @@ class Trainer:
         ]
         if decided:  # what `auto` made of each dataset's pixels, said once
             print("background auto: " + ", ".join(decided))
+        if data.unbounded == "auto" and any(extent.unbounded for extent in extents.values()):
+            print("unbounded auto: " + "; ".join(f"{scene} {extent.describe(data.aabb)}" for scene, extent in extents.items()))
 
         self.device = resolve_device(config.device)
         target = config.train.target_samples
@@ -101,7 +114,7 @@ class Trainer:
         self.batch_rays = {p: config.train.rays_per_pairing for p in self.pairings}  # adapted when target_samples > 0
         seed_everything(config.train.seed)
         self.generator = torch.Generator().manual_seed(config.train.seed)
-        self.built = Built(config, self.device, backgrounds)
+        self.built = Built(config, self.device, backgrounds, extents)
         self.model = self.built.model
         self.rays = {p: RaySampler(s, self.device) for p, s in splits.items()}
         self.architecture = architecture(config)
@@ -132,12 +145,11 @@ class Trainer:
             self.lock.release()
             raise
 
-    def _saved_backgrounds(self) -> dict | None:
-        """The backgrounds in the run's checkpoint, or None (none there yet, an older checkpoint, or one
-        that cannot be read: resuming then reports it)."""
+    def _saved_state(self) -> dict | None:
+        """The run's checkpoint, or None (none there yet, or one that cannot be read: resuming then reports it)."""
         for path in (self.run_dir / CHECKPOINT, self.run_dir / PREVIOUS):  # as load_latest falls back, quietly
             try:
-                return saved_backgrounds(self.config, load_checkpoint(path, torch.device("cpu")))
+                return load_checkpoint(path, torch.device("cpu"))
             except UserError:
                 continue
         return None

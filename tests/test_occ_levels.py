@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import torch
 
 from fastjoint.config import Config, DataConfig, RenderConfig, StyleData, load_config
 from fastjoint.errors import UserError
 from fastjoint.pairing import Pairing
+from fastjoint.render.extent import SceneExtent, field_box
 from fastjoint.run import Built
 
 
@@ -20,10 +19,10 @@ def test_occ_levels_need_the_hashgrid_encoder(tmp_path):
     )
     with pytest.raises(UserError, match="render.occ_levels: needs model.encoder"):
         load_config(path)
-    config = Config(data=DataConfig(target="t", reference="r", styles={"b": StyleData("rb")}, aabb=(-1, -2, -1, 1, 2, 3)))
-    assert config.field_aabb == (-1, -2, -1, 1, 2, 3)
-    wide = dataclasses.replace(config, render=dataclasses.replace(config.render, occ_levels=3))
-    assert wide.field_aabb == (-4.0, -8.0, -7.0, 4.0, 8.0, 9.0)  # centre (0, 0, 1), 4x the half sizes
+    box = (-1, -2, -1, 1, 2, 3)
+    assert field_box(box, SceneExtent(False, 1, 0.0)) == box
+    assert field_box(box, SceneExtent(False, 3, 0.0)) == (-4.0, -8.0, -7.0, 4.0, 8.0, 9.0)  # centre (0, 0, 1), 4x the half sizes
+    assert field_box(box, SceneExtent(True, 3, 0.0)) == box  # contracted about the box itself
 
 
 def test_built_marches_and_encodes_beyond_the_box():

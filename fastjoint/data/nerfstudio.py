@@ -89,7 +89,37 @@ def load_nerfstudio(root: Path, split: str, downscale: int = 1) -> Split:
     if downscale > 1:
         camera = camera.scaled(downscale)
     names_chosen = tuple(Path(names[i]).as_posix() for i in chosen)
-    return Split(pixels, torch.from_numpy(moved.astype(np.float32)), camera, transparent, path, torch.from_numpy(transform), names_chosen)
+    reach = _declared_reach(meta, path, transform)
+    return Split(
+        pixels, torch.from_numpy(moved.astype(np.float32)), camera, transparent, path, torch.from_numpy(transform), names_chosen, reach
+    )
+
+
+def _declared_reach(meta: dict, path: Path, transform: np.ndarray) -> float | None:
+    """How far from the scene's origin the capture's content reaches, from instant-ngp's `aabb_scale`.
+
+    instant-ngp maps a file's point x to x * scale + offset (its `scale`, default 0.33, and `offset`,
+    default 0.5 on every axis, with its axes cycled: its x, y, z are the file's y, z, x) and holds the
+    scene in the cube of side aabb_scale about (0.5, 0.5, 0.5). Returns the half-size, in the scene's
+    units, of the cube about the scene's origin that holds that one; None without `aabb_scale`.
+    """
+    if "aabb_scale" not in meta:
+        return None
+    values = {}
+    for key, default in (("aabb_scale", None), ("scale", 0.33)):
+        value = meta.get(key, default)
+        if not is_number(value) or not np.isfinite(value) or value <= 0:
+            raise UserError(f"{path}: '{key}' must be a positive number, got {value!r}")
+        values[key] = float(value)
+    offset = meta.get("offset", [0.5, 0.5, 0.5])
+    if not (isinstance(offset, list) and len(offset) == 3 and all(is_number(v) and np.isfinite(v) for v in offset)):
+        raise UserError(f"{path}: 'offset' must be a list of 3 numbers, got {offset!r}")
+    ngp_centre = (0.5 - np.array(offset, dtype=np.float64)) / values["scale"]  # in the file's units, instant-ngp's axes
+    centre = ngp_centre[[2, 0, 1]]  # the file's x, y, z
+    half = values["aabb_scale"] / 2 / values["scale"]
+    scale = transform[0, 0]  # the similarity's scale (it has no rotation)
+    moved = transform[:3, :3] @ centre + transform[:3, 3]
+    return float(np.abs(moved).max() + scale * half)
 
 
 def _camera(meta: dict, frame: dict, path: Path, where: str) -> Camera:

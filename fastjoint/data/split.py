@@ -42,6 +42,9 @@ class Split:
     # (identity for Blender format); a file's point x is at transform @ [x, 1] in the scene.
     transform: Tensor = field(default_factory=lambda: torch.eye(4, dtype=torch.float64))
     names: tuple[str, ...] = ()  # each view's image file, relative to the dataset folder
+    # Half-size, in the scene's units about its origin, of what the capture says it holds (from an
+    # instant-ngp `aabb_scale`; fastjoint.render.extent sizes an unbounded scene's occupancy grid by it).
+    reach: float | None = None
 
     def __len__(self) -> int:
         return self.pixels.shape[0]

@@ -12,6 +12,7 @@ from fastjoint.model.decoder import StyleDecoder
 from fastjoint.model.hashgrid import HashGrid
 from fastjoint.model.head import FeatureHead
 from fastjoint.pairing import ORIGINAL
+from fastjoint.render.extent import contract
 
 
 class QueryResult(NamedTuple):
@@ -21,16 +22,25 @@ class QueryResult(NamedTuple):
 
 
 class HashGridEncoder(nn.Module):
-    """A scene's hash grid (positions normalised by the scene box) and a feature head."""
+    """A scene's hash grid (positions normalised by the scene box) and a feature head.
 
-    def __init__(self, grid: HashGrid, head: FeatureHead, aabb: Tensor) -> None:
+    `contracted`: the scene is unbounded (fastjoint.render.extent): positions are contracted
+    around `aabb`, which fills the grid's central half, and the rest of space its outer shell.
+    """
+
+    def __init__(self, grid: HashGrid, head: FeatureHead, aabb: Tensor, contracted: bool = False) -> None:
         super().__init__()
         self.grid = grid
         self.head = head
+        self.contracted = contracted
         self.register_buffer("aabb", aabb.clone())
 
     def _grid_features(self, x: Tensor) -> Tensor:
-        unit = ((x - self.aabb[:3]) / (self.aabb[3:] - self.aabb[:3])).clamp(0.0, 1.0)
+        if self.contracted:
+            centre, half = (self.aabb[3:] + self.aabb[:3]) / 2, (self.aabb[3:] - self.aabb[:3]) / 2
+            unit = (contract((x - centre) / half) * 0.25 + 0.5).clamp(0.0, 1.0)
+        else:
+            unit = ((x - self.aabb[:3]) / (self.aabb[3:] - self.aabb[:3])).clamp(0.0, 1.0)
         return self.grid(unit)
 
     def density(self, x: Tensor) -> Tensor:  # [N, 3] world -> [N]

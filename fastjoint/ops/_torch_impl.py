@@ -7,6 +7,7 @@ first and vectorised second; none uses a native extension.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -124,6 +125,38 @@ def _finest_levels(
     return level
 
 
+class _ConeSteps:
+    """nerfacc's cone stepping in closed form: from t, a step of max(dt, t * c).
+
+    Below t* = dt / c every step is dt: t_k = near + k dt. From the first step k0 that starts at or
+    after t*, steps grow geometrically: t_k = t_k0 (1 + c)^(k - k0). (nerfacc adds the steps one by
+    one in float32; the closed form, in float64, agrees to rounding.)
+    """
+
+    def __init__(self, near: Tensor, step_size: float, cone_angle: float) -> None:  # near [n_rays]
+        self.near, self.dt, self.c = near.double(), step_size, cone_angle
+        self.k0 = torch.ceil((step_size / cone_angle - self.near) / step_size).clamp(min=0)  # [n_rays] float
+        self.t0 = self.near + self.k0 * step_size  # where geometric steps begin
+        self.log_growth = math.log1p(cone_angle)
+
+    def first_mid_at_or_after(self, t: Tensor) -> Tensor:  # [n_rays] -> [n_rays] float64, a step index
+        """The first step whose midpoint is at or after t (up to rounding)."""
+        t = t.double().clamp(max=1e30)
+        uniform = torch.ceil((t - self.near) / self.dt - 0.5)
+        ratio = (t / (self.t0 * (1 + self.c / 2))).clamp(min=1e-30)
+        geometric = self.k0 + torch.ceil(torch.log(ratio) / self.log_growth)
+        return torch.where(uniform < self.k0, uniform, geometric.clamp(min=self.k0))
+
+    def bounds(self, k: Tensor, ray_indices: Tensor) -> tuple[Tensor, Tensor]:  # [S] int64 -> start, end [S] float32
+        k = k.double()
+        near, k0, t0 = self.near[ray_indices], self.k0[ray_indices], self.t0[ray_indices]
+
+        def start(i: Tensor) -> Tensor:
+            return torch.where(i < k0, near + i * self.dt, t0 * torch.exp((i - k0).clamp(min=0) * self.log_growth))
+
+        return start(k).float(), start(k + 1).float()
+
+
 def _march_rays(
     rays_o: Tensor,  # [n_rays, 3]
     rays_d: Tensor,  # [n_rays, 3], unit length
@@ -132,13 +165,15 @@ def _march_rays(
     near_planes: Tensor,  # [n_rays] where marching starts (stratified offsets already added)
     far_planes: Tensor,  # [n_rays]
     step_size: float,
+    cone_angle: float = 0.0,
 ) -> MarchResult:
-    """Uniform marching through nested occupancy grids, nerfacc's `traverse_grids` semantics.
+    """Marching through nested occupancy grids, nerfacc's `traverse_grids` semantics.
 
-    Steps are anchored at each ray's near plane: step k spans [near + k*dt, near + (k+1)*dt].
-    A step is kept when its midpoint lies inside [max(near, box entry), min(far, box exit)) of
-    the largest box, and in an occupied cell of the finest level whose box (between the ray's
-    entry and exit of it) holds the midpoint. Not differentiable.
+    Steps are anchored at each ray's near plane: with cone_angle 0, step k spans
+    [near + k*dt, near + (k+1)*dt]; else each step from t is max(dt, t * cone_angle) long (see
+    `_cone_steps`). A step is kept when its midpoint lies inside [max(near, box entry), min(far,
+    box exit)) of the largest box, and in an occupied cell of the finest level whose box (between
+    the ray's entry and exit of it) holds the midpoint. Not differentiable.
     """
     assert binaries.dim() == 4 and aabbs.shape == (binaries.shape[0], 6), (
         f"binaries [L, R, R, R] and aabbs [L, 6] expected, got {tuple(binaries.shape)} and {tuple(aabbs.shape)}"
@@ -151,8 +186,14 @@ def _march_rays(
         seg_end = torch.minimum(t_max, far_planes)
         valid = hit & (seg_start < seg_end)
         # First step whose midpoint is at or after seg_start, and one past the last before seg_end.
-        k_first = torch.ceil((seg_start - near_planes) / step_size - 0.5).clamp(min=0)
-        k_end = torch.ceil((seg_end - near_planes) / step_size - 0.5).clamp(min=0)
+        if cone_angle > 0:
+            steps = _ConeSteps(near_planes, step_size, cone_angle)
+            # One step of margin each side: `inside` below keeps exactly the rule.
+            k_first = (steps.first_mid_at_or_after(seg_start) - 1).clamp(min=0)
+            k_end = (steps.first_mid_at_or_after(seg_end) + 1).clamp(min=0)
+        else:
+            k_first = torch.ceil((seg_start - near_planes) / step_size - 0.5).clamp(min=0)
+            k_end = torch.ceil((seg_end - near_planes) / step_size - 0.5).clamp(min=0)
         k_first = torch.where(valid, k_first, torch.zeros_like(k_first)).long()
         n_steps = torch.where(valid, k_end.long() - k_first, torch.zeros_like(k_first)).clamp(min=0)
         total = int(n_steps.sum())
@@ -163,10 +204,14 @@ def _march_rays(
         ray_indices = torch.repeat_interleave(torch.arange(rays_o.shape[0], device=device), n_steps)
         first_sample = torch.cumsum(n_steps, 0) - n_steps
         k = k_first[ray_indices] + torch.arange(total, device=device) - first_sample[ray_indices]
-        near = near_planes[ray_indices]
-        t_starts = near + k.float() * step_size
-        t_ends = t_starts + step_size
-        t_mids = near + (k.float() + 0.5) * step_size
+        if cone_angle > 0:
+            t_starts, t_ends = steps.bounds(k, ray_indices)
+            t_mids = (t_starts + t_ends) * 0.5
+        else:
+            near = near_planes[ray_indices]
+            t_starts = near + k.float() * step_size
+            t_ends = t_starts + step_size
+            t_mids = near + (k.float() + 0.5) * step_size
         # Rounding can put a boundary midpoint on the wrong side; keep exactly the rule above.
         inside = (t_mids >= seg_start[ray_indices]) & (t_mids < seg_end[ray_indices])
 

@@ -23,8 +23,10 @@ def march_rays(
     far_planes: Tensor,  # [n_rays]
     step_size: float,
     backend: str = "torch",
+    cone_angle: float = 0.0,
 ) -> MarchResult:
-    """Packed samples of every ray inside occupied cells (see `_march_rays`)."""
+    """Packed samples of every ray inside occupied cells (see `_march_rays`); steps of
+    max(step_size, t * cone_angle), t measured from the origin."""
     assert rays_o.shape == rays_d.shape and rays_o.dim() == 2 and rays_o.shape[1] == 3, (
         f"rays must be [n_rays, 3], got {tuple(rays_o.shape)} and {tuple(rays_d.shape)}"
     )
@@ -34,7 +36,7 @@ def march_rays(
     assert aabbs.shape == (binaries.shape[0], 6), f"aabbs must be [L, 6] for {binaries.shape[0]} levels, got {tuple(aabbs.shape)}"
     assert near_planes.shape == far_planes.shape == rays_o.shape[:1], "near/far planes must be [n_rays]"
     if backend == "torch":
-        return _march_rays(rays_o, rays_d, binaries, aabbs, near_planes, far_planes, step_size)
+        return _march_rays(rays_o, rays_d, binaries, aabbs, near_planes, far_planes, step_size, cone_angle)
     if backend == "nerfacc":
         from nerfacc.grid import traverse_grids
 
@@ -46,7 +48,7 @@ def march_rays(
             near_planes=near_planes.contiguous(),
             far_planes=far_planes.contiguous(),
             step_size=step_size,
-            cone_angle=0.0,
+            cone_angle=cone_angle,
         )
         return MarchResult(
             samples.ray_indices.long(),

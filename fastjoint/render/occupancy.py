@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from nerfacc import OccGridEstimator
@@ -14,10 +14,11 @@ from fastjoint.config import RenderConfig
 UPDATE_CHUNK = 65536
 
 
-def make_estimators(scenes: Sequence[str], aabb: Sequence[float], config: RenderConfig) -> nn.ModuleDict:
-    """One occupancy grid per scene: level 0 covers the scene box, each further level a box twice as large."""
+def make_estimators(levels: Mapping[str, int], aabb: Sequence[float], config: RenderConfig) -> nn.ModuleDict:
+    """One occupancy grid per scene (`levels`: scene -> its levels): level 0 covers the scene box, each
+    further level a box twice as large."""
     return nn.ModuleDict(
-        {scene: OccGridEstimator(roi_aabb=list(aabb), resolution=config.occ_resolution, levels=config.occ_levels) for scene in scenes}
+        {scene: OccGridEstimator(roi_aabb=list(aabb), resolution=config.occ_resolution, levels=n) for scene, n in levels.items()}
     )
 
 

@@ -12,7 +12,6 @@ import torch
 from nerfacc import OccGridEstimator
 from torch import Tensor
 
-from fastjoint.config import RenderConfig
 from fastjoint.ops import MarchResult, march_rays
 
 Sampler = Callable[[Tensor, Tensor, "Tensor | None"], MarchResult]
@@ -20,15 +19,15 @@ Sampler = Callable[[Tensor, Tensor, "Tensor | None"], MarchResult]
 FAR_PLANE = 1e10
 
 
-def occupancy_sampler(estimator: OccGridEstimator, config: RenderConfig, march_backend: str) -> Sampler:
-    """Steps of `config.step_size` through the occupied cells of `estimator`'s grid."""
+def occupancy_sampler(estimator: OccGridEstimator, step_size: float, cone_angle: float, march_backend: str) -> Sampler:
+    """Steps of max(`step_size`, t * `cone_angle`) through the occupied cells of `estimator`'s grid."""
 
     def sample(rays_o: Tensor, rays_d: Tensor, offsets: Tensor | None = None) -> MarchResult:
         near = torch.zeros(rays_o.shape[0], device=rays_o.device)
         if offsets is not None:
-            near = near + offsets * config.step_size
+            near = near + offsets * step_size
         far = torch.full_like(near, FAR_PLANE)
-        return march_rays(rays_o, rays_d, estimator.binaries, estimator.aabbs, near, far, config.step_size, march_backend)
+        return march_rays(rays_o, rays_d, estimator.binaries, estimator.aabbs, near, far, step_size, march_backend, cone_angle)
 
     return sample
 

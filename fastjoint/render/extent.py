@@ -1,0 +1,141 @@
+"""How far each scene reaches: a box, or a box inside unbounded space (a real capture).
+
+A **bounded** scene (the kit's synthetic scenes, photos with transparency) lives in
+`data.aabb`: its occupancy grid has `render.occ_levels` levels (1 by default) and its hash
+grid spans the largest, with uniform steps of `render.step_size`.
+
+An **unbounded** scene (a photographed object in a room or a landscape) also holds what is
+around the box at any distance. Following mip-NeRF 360 and nerfacc's unbounded recipe:
+
+- its hash grid spans all of space, **contracted** outside the box: with u the position
+  relative to the box (the box is |u|_inf <= 1), c(u) = u inside and (2 - 1/|u|_inf) u/|u|_inf
+  outside (the infinity norm, as MERF: the box stays a box and fills the grid's central half,
+  everything beyond it to infinity the outer shell). Its grid's base and finest resolutions
+  are doubled, so that the box keeps a bounded scene's detail;
+- its occupancy grid has several levels, each twice the size of the one inside it (nerfacc's
+  multi-level grid): as many as reach the extent its capture's instant-ngp `aabb_scale` says,
+  else 4 (nerfacc's choice for unbounded scenes); beyond the largest level, the environment map;
+- its steps lengthen with distance: max(step_size, t * cone_angle), cone angle 1/128 (at the
+  kit's camera distance of 4, steps of the box's step size; 6x longer at 24).
+
+`data.unbounded = "auto"` makes a scene unbounded when its photos (original style) are
+opaque and in a real capture's format (nerfstudio, COLMAP). The decision is made once, from
+the training data, and kept in the run's checkpoints (`Built.extents`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import Tensor
+
+from fastjoint.config import Box, Config
+from fastjoint.pairing import SCENES
+
+CAPTURE_FORMATS = ("nerfstudio", "colmap")  # real captures; blender is the synthetic scenes' format
+UNBOUNDED_LEVELS = 4  # occupancy levels of an unbounded scene whose capture says nothing of its extent
+MAX_LEVELS = 8
+UNBOUNDED_CONE_ANGLE = 1.0 / 128
+
+
+@dataclass(frozen=True)
+class SceneExtent:
+    """How one scene is modelled and marched."""
+
+    unbounded: bool  # hash grid over contracted space
+    levels: int  # occupancy-grid levels
+    cone_angle: float  # 0: uniform steps
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @staticmethod
+    def from_json(value: object) -> SceneExtent | None:
+        if not isinstance(value, dict):
+            return None
+        try:
+            return SceneExtent(bool(value["unbounded"]), int(value["levels"]), float(value["cone_angle"]))
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def describe(self, box: Box) -> str:
+        """The extent in words, for the line training prints."""
+        if not self.unbounded:
+            return "bounded (data.aabb)" if self.levels == 1 else f"bounded, {self.levels} occupancy levels"
+        reach = max(box[i + 3] - box[i] for i in range(3)) / 2 * 2 ** (self.levels - 1)
+        cone = f"cone angle 1/{1 / self.cone_angle:.0f}" if self.cone_angle > 0 else "uniform steps"
+        return f"unbounded (contracted beyond data.aabb; occupancy in {self.levels} levels to +-{reach:g}; {cone})"
+
+
+def levels_for_reach(reach: float, box: Box) -> int:
+    """The fewest occupancy levels whose largest box (data.aabb doubled per level) holds a cube of half-size `reach`."""
+    half = min(box[i + 3] - box[i] for i in range(3)) / 2
+    centre_offset = max(abs(box[i + 3] + box[i]) / 2 for i in range(3))
+    needed = (reach + centre_offset) / half
+    return max(1, min(MAX_LEVELS, 1 + math.ceil(math.log2(needed) - 1e-9))) if needed > 1 else 1
+
+
+def resolve_extents(
+    config: Config,
+    formats: Mapping[str, str],  # scene -> its original style's dataset format
+    transparent: Mapping[str, bool],  # scene -> whether its photos have transparency
+    reach: Mapping[str, float | None],  # scene -> the half-size its capture declares (aabb_scale), if any
+) -> dict[str, SceneExtent]:
+    """Each scene's extent, `data.unbounded`, `render.occ_levels` and `render.cone_angle` resolved."""
+    data, render = config.data, config.render
+    extents = {}
+    for scene in SCENES:
+        if data.unbounded == "auto":
+            unbounded = config.model.encoder == "hashgrid" and formats[scene] in CAPTURE_FORMATS and not transparent[scene]
+        else:
+            unbounded = data.unbounded in (scene, "both")
+        if render.occ_levels != "auto":
+            levels = render.occ_levels
+        elif not unbounded:
+            levels = 1
+        else:
+            declared = reach.get(scene)
+            levels = UNBOUNDED_LEVELS if declared is None else levels_for_reach(declared, data.aabb)
+        if render.cone_angle != "auto":
+            cone = float(render.cone_angle)
+        else:
+            cone = UNBOUNDED_CONE_ANGLE if unbounded else 0.0
+        extents[scene] = SceneExtent(unbounded, levels, cone)
+    return extents
+
+
+def default_extents(config: Config) -> dict[str, SceneExtent]:
+    """The extents of a run whose checkpoint predates them: bounded, as its config says."""
+    render = config.render
+    levels = 1 if render.occ_levels == "auto" else render.occ_levels
+    cone = 0.0 if render.cone_angle == "auto" else float(render.cone_angle)
+    return dict.fromkeys(SCENES, SceneExtent(False, levels, cone))
+
+
+def saved_extents(state: Mapping) -> dict[str, SceneExtent] | None:
+    """The extents a checkpoint was trained with (None in older checkpoints)."""
+    saved = state.get("extents")
+    if not isinstance(saved, dict):
+        return None
+    extents = {scene: SceneExtent.from_json(saved.get(scene)) for scene in SCENES}
+    if any(extent is None for extent in extents.values()):
+        return None
+    return extents  # type: ignore[return-value]
+
+
+def field_box(box: Box, extent: SceneExtent) -> Box:
+    """The box a scene's hash grid is normalised by: data.aabb for an unbounded scene (contracted around
+    it), else the occupancy grid's largest level (data.aabb scaled by 2^(levels-1) about its centre)."""
+    scale = 1.0 if extent.unbounded else 2.0 ** (extent.levels - 1)
+    centre = [(box[i] + box[i + 3]) / 2 for i in range(3)]
+    half = [(box[i + 3] - box[i]) / 2 * scale for i in range(3)]
+    return tuple(c - h for c, h in zip(centre, half, strict=True)) + tuple(c + h for c, h in zip(centre, half, strict=True))  # type: ignore[return-value]
+
+
+def contract(u: Tensor) -> Tensor:  # [N, 3] relative to the box (inside: |u|_inf <= 1) -> [N, 3] in (-2, 2)
+    """The infinity-norm contraction: identity in the box, (2 - 1/m) u/m outside, m = |u|_inf."""
+    m = u.abs().amax(dim=-1, keepdim=True).clamp(min=1.0)
+    return torch.where(m > 1.0, (2.0 - 1.0 / m) * (u / m), u)

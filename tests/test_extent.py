@@ -1,0 +1,240 @@
+"""Unbounded scenes: contraction, cone stepping, the extent each scene gets, and a real training of one."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+
+from conftest import FIXTURES, run_cli, tiny_config, write_config
+from fastjoint.config import Config, DataConfig, RenderConfig, StyleData, load_config
+from fastjoint.data.formats import load_split
+from fastjoint.data.nerfstudio import _declared_reach
+from fastjoint.errors import UserError
+from fastjoint.ops import march_rays
+from fastjoint.render.extent import UNBOUNDED_CONE_ANGLE, UNBOUNDED_LEVELS, contract, levels_for_reach, resolve_extents
+from fastjoint.run import Built, load_run
+from fastjoint.scenes import make_datasets
+
+BOX = (-1.5, -1.5, -1.5, 1.5, 1.5, 1.5)
+
+
+def nested(levels: int) -> torch.Tensor:  # [levels, 6]: the box [-1, 1]^3, twice as large each level
+    return torch.tensor([[-1.0] * 3 + [1.0] * 3]) * (2.0 ** torch.arange(levels, dtype=torch.float32))[:, None]
+
+
+def sequential_steps(near: float, end: float, dt: float, cone: float) -> list[tuple[float, float]]:
+    """nerfacc's rule, one step at a time in float64: from t, a step of max(dt, t * cone)."""
+    steps, t = [], near
+    while t < end:
+        step = max(dt, t * cone)
+        steps.append((t, t + step))
+        t += step
+    return steps
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_cone_steps_match_sequential_marching(seed):
+    generator = torch.Generator().manual_seed(seed)
+    binaries = torch.rand(4, 8, 8, 8, generator=generator) < 0.4
+    aabbs = nested(4)  # up to +-8
+    origins = torch.nn.functional.normalize(torch.randn(48, 3, generator=generator), dim=-1) * 3.0
+    targets = torch.rand(48, 3, generator=generator) * 2.0 - 1.0
+    rays_o, rays_d = origins, torch.nn.functional.normalize(targets - origins, dim=-1)
+    near = torch.rand(48, generator=generator) * 0.05
+    dt, cone = 0.05, 1 / 16  # geometric beyond t = 0.8: most of every ray
+    out = march_rays(rays_o, rays_d, binaries, aabbs, near, torch.full((48,), 1e10), dt, "torch", cone)
+    assert out.ray_indices.numel() > 300
+    lengths = out.t_ends - out.t_starts
+    torch.testing.assert_close(lengths, torch.maximum(torch.full_like(lengths, dt), out.t_starts * cone), rtol=1e-4, atol=1e-6)
+    assert lengths.max() > 5 * dt  # steps grow with distance
+    ours = {(r, round(s, 3)) for r, s in zip(out.ray_indices.tolist(), out.t_starts.tolist(), strict=True)}
+    kept, ambiguous = set(), set()
+    for r in range(48):
+        o, d = rays_o[r].double(), rays_d[r].double()
+        for start, end in sequential_steps(near[r].item(), 40.0, dt, cone):
+            mid = o + d * (start + end) / 2
+            reach = mid.abs().max().item()
+            if reach >= 8.0:  # outside every level (the largest box is +-8)
+                continue
+            level = next(i for i in range(4) if reach < 2.0**i)
+            cell = ((mid / 2.0**level + 1) / 2 * 8).floor().long().clamp(0, 7)
+            cell_float = (mid / 2.0**level + 1) / 2 * 8
+            edge = (cell_float - cell_float.round()).abs().min().item() < 1e-3 or min(abs(reach - 2.0**i) for i in range(4)) < 1e-3
+            if binaries[level, cell[0], cell[1], cell[2]]:
+                (ambiguous if edge else kept).add((r, round(start, 3)))
+            elif edge:
+                ambiguous.add((r, round(start, 3)))
+    assert kept <= ours, f"missing steps: {sorted(kept - ours)[:5]}"
+    assert ours <= kept | ambiguous, f"extra steps: {sorted(ours - kept - ambiguous)[:5]}"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="nerfacc's marcher needs CUDA")
+def test_nerfacc_cone_stepping_matches_torch_on_cuda():
+    generator = torch.Generator().manual_seed(7)
+    binaries = (torch.rand(4, 16, 16, 16, generator=generator) < 0.3).cuda()
+    origins = torch.nn.functional.normalize(torch.randn(256, 3, generator=generator), dim=-1) * 3.0
+    targets = torch.rand(256, 3, generator=generator) * 2.0 - 1.0
+    rays_o, rays_d = origins.cuda(), torch.nn.functional.normalize(targets - origins, dim=-1).cuda()
+    near, far = (torch.rand(256, generator=generator) * 0.02).cuda(), torch.full((256,), 1e10, device="cuda")
+    args = (rays_o, rays_d, binaries, nested(4).cuda(), near, far, 0.02)
+    ours = march_rays(*args, backend="torch", cone_angle=1 / 64)
+    theirs = march_rays(*args, backend="nerfacc", cone_angle=1 / 64)
+
+    def keys(out):
+        return {(r, round(s, 3)) for r, s in zip(out.ray_indices.tolist(), out.t_starts.tolist(), strict=True)}
+
+    a, b = keys(ours), keys(theirs)
+    assert len(a) > 1000
+    assert len(a ^ b) <= 0.005 * len(a), f"{len(a ^ b)} of {len(a)} steps differ"
+
+
+def test_contraction_keeps_the_box_and_squeezes_the_rest():
+    inside = torch.rand(100, 3) * 2 - 1
+    torch.testing.assert_close(contract(inside), inside, rtol=0, atol=0)
+    directions = torch.nn.functional.normalize(torch.randn(100, 3), dim=-1)
+    radii = torch.tensor([1.0 + 1e-6, 2.0, 10.0, 1e6])
+    for radius in radii:
+        u = directions / directions.abs().amax(dim=-1, keepdim=True) * radius  # |u|_inf = radius
+        c = contract(u)
+        torch.testing.assert_close(c.abs().amax(dim=-1), torch.full((100,), 2.0 - 1.0 / radius.item()))
+        torch.testing.assert_close(torch.nn.functional.normalize(c, dim=-1), torch.nn.functional.normalize(u, dim=-1))
+    assert contract(torch.tensor([[1e30, 0.0, 0.0]])).abs().max() <= 2.0
+
+
+def test_levels_reach_what_the_capture_declares():
+    assert levels_for_reach(1.0, BOX) == 1
+    assert levels_for_reach(1.5, BOX) == 1
+    assert levels_for_reach(1.6, BOX) == 2
+    assert levels_for_reach(4.78, BOX) == 3  # instant-ngp's fox: aabb_scale 4
+    assert levels_for_reach(6.0, BOX) == 3
+    assert levels_for_reach(1e9, BOX) == 8
+    assert levels_for_reach(2.0, (-1.0, -1.0, -1.0, 3.0, 1.0, 1.0)) == 3  # box centred at x = 1: needs +-3 about its centre
+
+
+def test_declared_reach_follows_instant_ngp(tmp_path):
+    identity = np.eye(4)
+    assert _declared_reach({}, tmp_path, identity) is None
+    # Cube of side 4 at scale 0.5: +-4 file units about the origin.
+    assert _declared_reach({"aabb_scale": 4, "scale": 0.5}, tmp_path, identity) == pytest.approx(4.0)
+    # instant-ngp's z offset is the file's y: the cube's centre moves 1 file unit along y.
+    assert _declared_reach({"aabb_scale": 4, "scale": 0.5, "offset": [0.5, 0.5, 0.0]}, tmp_path, identity) == pytest.approx(5.0)
+    moved = np.diag([2.0, 2.0, 2.0, 1.0])
+    moved[:3, 3] = [0.0, 0.0, 3.0]  # scene = 2 x + (0, 0, 3)
+    assert _declared_reach({"aabb_scale": 4, "scale": 0.5}, tmp_path, moved) == pytest.approx(11.0)
+    with pytest.raises(UserError, match=r"transforms.json: 'aabb_scale' must be a positive number, got -1"):
+        _declared_reach({"aabb_scale": -1}, tmp_path / "transforms.json", identity)
+    with pytest.raises(UserError, match=r"'offset' must be a list of 3 numbers"):
+        _declared_reach({"aabb_scale": 2, "offset": 0.5}, tmp_path, identity)
+
+
+def test_auto_extents_by_format_and_pixels():
+    data = DataConfig(target="t", reference="r", styles={"s": StyleData("rs")})
+    config = Config(data=data)
+    blender = {"target": "blender", "reference": "blender"}
+    capture = {"target": "nerfstudio", "reference": "blender"}
+    opaque, none = {"target": False, "reference": False}, {"target": None, "reference": None}
+    bounded = resolve_extents(config, blender, opaque, none)
+    assert all(not e.unbounded and e.levels == 1 and e.cone_angle == 0 for e in bounded.values())
+    mixed = resolve_extents(config, capture, opaque, {"target": 4.78, "reference": None})
+    assert (mixed["target"].unbounded, mixed["target"].levels, mixed["target"].cone_angle) == (True, 3, UNBOUNDED_CONE_ANGLE)
+    assert not mixed["reference"].unbounded and mixed["reference"].levels == 1
+    assert resolve_extents(config, capture, opaque, none)["target"].levels == UNBOUNDED_LEVELS
+    # Photos with transparency are an object on nothing: bounded, whatever the format.
+    assert not resolve_extents(config, capture, {"target": True, "reference": False}, none)["target"].unbounded
+    # Explicit: both scenes, with the config's levels and cone angle.
+    both = Config(data=DataConfig(target="t", reference="r", styles={"s": StyleData("rs")}, unbounded="both"))
+    both = resolve_extents(both, blender, opaque, none)
+    assert all(e.unbounded and e.levels == UNBOUNDED_LEVELS for e in both.values())
+    fixed = Config(data=data, render=RenderConfig(occ_levels=2, cone_angle=0.01))
+    fixed = resolve_extents(fixed, capture, opaque, {"target": 100.0, "reference": None})
+    assert (fixed["target"].levels, fixed["target"].cone_angle, fixed["reference"].levels) == (2, 0.01, 2)
+
+
+DATA = '[data]\ntarget = "t"\nreference = "r"\n{extra}[data.styles.b]\nreference = "rb"\n'
+
+
+@pytest.mark.parametrize(
+    "data, rest, message",
+    [
+        ('unbounded = "yes"\n', "", "data.unbounded"),
+        ("", "[render]\ncone_angle = -0.1\n", "render.cone_angle: must be"),
+        ("", '[render]\ncone_angle = "wide"\n', "render.cone_angle"),
+        ("", "[render]\nocc_levels = 9\n", "render.occ_levels: must be"),
+        ('unbounded = "both"\n', '[model]\nencoder = "mlp"\n', "data.unbounded: needs model.encoder"),
+    ],
+)
+def test_extent_key_mistakes_are_one_line(tmp_path, data, rest, message):
+    path = tmp_path / "c.toml"
+    path.write_text(DATA.format(extra=data) + rest)
+    with pytest.raises(UserError, match=message) as error:
+        load_config(path)
+    assert "\n" not in str(error.value)
+
+
+def test_built_contracts_an_unbounded_scene():
+    data = DataConfig(target="t", reference="r", styles={"s": StyleData("rs")})
+    config = Config(device="cpu", data=data, render=RenderConfig(occ_resolution=8))
+    extents = resolve_extents(config, {"target": "colmap", "reference": "blender"}, {"target": False, "reference": True}, {})
+    built = Built(config, torch.device("cpu"), extents=extents)
+    target, reference = built.model.encoders["target"], built.model.encoders["reference"]
+    assert target.contracted and not reference.contracted
+    assert target.grid.layout.resolutions[0] == 2 * reference.grid.layout.resolutions[0]
+    assert tuple(built.estimators["target"].binaries.shape) == (UNBOUNDED_LEVELS, 8, 8, 8)
+    assert tuple(built.estimators["reference"].binaries.shape) == (1, 8, 8, 8)
+    # Far points have finite, distinct features: the grid covers all of space.
+    far = torch.tensor([[100.0, 0.0, 0.0], [0.0, 1000.0, 0.0]])
+    sigma, feature = target(far, torch.nn.functional.normalize(far, dim=-1))
+    assert torch.isfinite(sigma).all() and torch.isfinite(feature).all()
+    assert not torch.equal(target._grid_features(far[:1]), target._grid_features(far[1:]))
+
+
+def opaque_capture(root, aabb_scale: float | None):
+    """The tiny kit in nerfstudio format, its target's photos made opaque (grey behind the object)."""
+    folder = make_datasets(str(FIXTURES / "tiny.toml"), root=root, format="nerfstudio")
+    for dataset in (folder / "target" / "original", folder / "target" / "recolour"):
+        for path in (dataset / "images").glob("*.png"):
+            rgba = iio.imread(path).astype(np.float32) / 255
+            rgb = rgba[..., :3] * rgba[..., 3:] + 0.5 * (1 - rgba[..., 3:])
+            iio.imwrite(path, (rgb * 255 + 0.5).astype(np.uint8))
+        if aabb_scale is not None:
+            meta = json.loads((dataset / "transforms.json").read_text())
+            (dataset / "transforms.json").write_text(json.dumps({**meta, "aabb_scale": aabb_scale}))
+    return folder
+
+
+def test_an_opaque_capture_trains_unbounded_and_keeps_it(tmp_path):
+    """auto: the opaque nerfstudio target is unbounded (levels from its aabb_scale), the transparent reference
+    bounded; the decision is said in one line, kept in the checkpoint, kept on resume, and eval renders it."""
+    kit = opaque_capture(tmp_path / "kit", aabb_scale=8)
+    config = tiny_config(kit, tmp_path / "runs", train={"steps": 40, "checkpoint_every": 20, "log_every": 20})
+    path = write_config(config, tmp_path / "c.toml")
+    result = run_cli("train", str(path), "--train.steps", "20", "--no-render")
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stdout.splitlines() if line.startswith("unbounded auto:")]
+    assert len(lines) == 1 and "target unbounded" in lines[0] and "reference bounded" in lines[0], result.stdout
+    split = load_split(kit / "target" / "original", "train")
+    levels = levels_for_reach(split.reach, config.data.aabb)
+    assert levels >= 3 and f"{levels} levels" in lines[0]
+    run = load_run(config.run_dir)
+    target = run.built.extents["target"]
+    assert (target.unbounded, target.levels, target.cone_angle) == (True, levels, UNBOUNDED_CONE_ANGLE)
+    assert run.built.model.encoders["target"].contracted and not run.built.extents["reference"].unbounded
+    # Resumed where `auto` would now decide otherwise (no aabb_scale: 4 levels): the run keeps its extents.
+    transforms = kit / "target" / "original" / "transforms.json"
+    meta = json.loads(transforms.read_text())
+    del meta["aabb_scale"]
+    transforms.write_text(json.dumps(meta))
+    result = run_cli("train", str(path), "--resume", "--no-render")
+    assert result.returncode == 0, result.stderr
+    assert load_run(config.run_dir).built.extents == run.built.extents
+    result = run_cli("train", str(path), "--resume", "--render.cone_angle", "0.1", "--train.steps", "60", "--no-render")
+    assert result.returncode == 2 and "render.cone_angle differs" in result.stderr
+    result = run_cli("eval", str(config.run_dir))
+    assert result.returncode == 0, result.stderr
+    scores = json.loads((config.run_dir / "eval.json").read_text())
+    assert math.isfinite(scores["pairings"]["target:original"]["psnr"])
