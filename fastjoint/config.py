@@ -380,6 +380,10 @@ class TrainConfig:
     cover_until_step: int | Literal["auto"] = "auto"
     """The cover term trains only the steps before this one, while the feature plane takes its layout; 0: every
     step; auto: the first sixth of train.steps (250 of the demo's 1,500)."""
+    appearance: bool = False
+    """Per-image appearance: an affine colour transform per training photo of each pairing whose photos are
+    opaque (a learned background), for captures whose exposure and white balance change from frame to frame;
+    renders and evaluation use the mean transform (fastjoint.render.appearance)."""
     seed: int = 0
     """Seed of every random choice; the same seed gives the same run on the CPU."""
     log_every: int = 50
