@@ -78,6 +78,7 @@ RETIRED_OPTIONS = {
     "train.desired_until_step": 0,
     "train.cover_through": "all",
     "train.cover_margin": 0.0,
+    "train.appearance": False,
 }
 """Options that were measured, lost and left the code, with the value that meant off (which the
 config.toml of a run trained before their retirement holds)."""
@@ -90,9 +91,13 @@ _PATTERN_OPTIONS = (
     "model.pattern_field",
     "model.pattern_cycles",
 )
-RETIRED_AT = {key: "233ffe5" if key in _PATTERN_OPTIONS else "06e74eb" for key in RETIRED_OPTIONS}
+RETIRED_AT = {key: "233ffe5" if key in _PATTERN_OPTIONS else "06e74eb" for key in RETIRED_OPTIONS} | {"train.appearance": "baaef49"}
 """The last commit with each retired option's code."""
-_RETIRED_WHERE = {"233ffe5": "Retired options", "06e74eb": "A transfer that does not depend on the seed"}
+_RETIRED_WHERE = {
+    "233ffe5": "Retired options",
+    "06e74eb": "A transfer that does not depend on the seed",
+    "baaef49": "A real capture: instant-ngp's fox",
+}
 
 
 def retired_message(key: str) -> str:
@@ -380,10 +385,6 @@ class TrainConfig:
     cover_until_step: int | Literal["auto"] = "auto"
     """The cover term trains only the steps before this one, while the feature plane takes its layout; 0: every
     step; auto: the first sixth of train.steps (250 of the demo's 1,500)."""
-    appearance: bool = False
-    """Per-image appearance: an affine colour transform per training photo of each pairing whose photos are
-    opaque (a learned background), for captures whose exposure and white balance change from frame to frame;
-    renders and evaluation use the mean transform (fastjoint.render.appearance)."""
     seed: int = 0
     """Seed of every random choice; the same seed gives the same run on the CPU."""
     log_every: int = 50

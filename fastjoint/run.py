@@ -24,7 +24,6 @@ from fastjoint.ops._torch_impl import _ray_aabb
 from fastjoint.ops.backends import resolve_native
 from fastjoint.pairing import ORIGINAL, SCENES, Pairing, Pairings, check_style_name
 from fastjoint.render import Field, RenderResult, SampleCache, Sampler, cache_samples, concat_caches, make_estimators, render_rays
-from fastjoint.render.appearance import ImageColours
 from fastjoint.render.background import EnvironmentMap
 from fastjoint.render.baked import BakedScene, DecoderTable, as_cache, bake_scene, sub_cells
 from fastjoint.render.cached import composite_cached
@@ -66,7 +65,6 @@ class Built:
             backgrounds). A `learned` one gets an environment map in `environments`.
         extents: each scene's (fastjoint.render.extent.resolve_extents); None: bounded, as the
             config says (checkpoints from before unbounded scenes).
-        appearance: the pairings with per-image colour transforms, and their training images' count.
     """
 
     def __init__(
@@ -75,7 +73,6 @@ class Built:
         device: torch.device,
         backgrounds: Mapping[Pairing, Background] | None = None,
         extents: Mapping[str, SceneExtent] | None = None,
-        appearance: Mapping[Pairing, int] | None = None,
     ) -> None:
         self.config = config
         self.device = device
@@ -95,9 +92,6 @@ class Built:
         self.environments: nn.ModuleDict = nn.ModuleDict(
             {p.slug: EnvironmentMap() for p, choice in self.backgrounds.items() if choice == LEARNED}
         ).to(device)
-        # Per-image colour transforms (train.appearance): pairing -> its training images' count.
-        self.appearance_images: dict[Pairing, int] = dict(appearance or {})
-        self.appearance: nn.ModuleDict = nn.ModuleDict({p.slug: ImageColours(n) for p, n in self.appearance_images.items()}).to(device)
         self.renderer = "exact"  # see RENDERERS; `use_renderer` changes it
         self.baked: dict[str, BakedScene] = {}
         self._tables: dict[str, tuple[nn.Module, DecoderTable]] = {}
@@ -216,7 +210,7 @@ class Built:
             for o, d in zip(rays_o.split(chunk), rays_d.split(chunk), strict=True)
         ]
         return RenderResult(
-            self.mean_appearance(pairing, torch.cat([p.rgb for p in parts])),
+            torch.cat([p.rgb for p in parts]),
             torch.cat([p.opacity for p in parts]),
             torch.cat([p.depth for p in parts]),
             sum(p.n_samples for p in parts),
@@ -228,13 +222,7 @@ class Built:
         cache = as_cache(out)
         behind = self.backdrop(pairing, rays_d) if background is None else background
         rgb = composite_cached(cache, self.decoder(pairing.style)(cache.features), behind)
-        return RenderResult(self.mean_appearance(pairing, rgb), out.opacity, out.depth, cache.n_samples)
-
-    def mean_appearance(self, pairing: Pairing, rgb: Tensor) -> Tensor:  # [n, 3] -> [n, 3]
-        """A render of a pairing seen as the mean of its training photos (train.appearance); else as it is."""
-        if pairing.slug not in self.appearance:
-            return rgb
-        return self.appearance[pairing.slug].mean(rgb)
+        return RenderResult(rgb, out.opacity, out.depth, cache.n_samples)
 
     def render_image(self, pairing: Pairing, pose: Tensor, camera: Camera, background: Tensor | None = None) -> Tensor:
         """A whole view of a pairing [H, W, 3], on the CPU; on the pairing's backdrop by default (see `backdrop`)."""
@@ -306,7 +294,6 @@ class Built:
         self.model.train(mode)
         self.estimators.train(mode)
         self.environments.train(mode)
-        self.appearance.train(mode)
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -315,8 +302,6 @@ class Built:
             "backgrounds": {p.name: to_json(choice) for p, choice in self.backgrounds.items()},
             "extents": {scene: extent.to_json() for scene, extent in self.extents.items()},
             "environments": self.environments.state_dict(),
-            "appearance": self.appearance.state_dict(),
-            "appearance_images": {p.name: n for p, n in self.appearance_images.items()},
         }
 
     def load_state_dict(self, state: dict[str, Any], source: Path | str = "checkpoint") -> None:
@@ -325,7 +310,6 @@ class Built:
             self.model.load_state_dict(state["model"])
             self.estimators.load_state_dict(state["estimators"])
             self.environments.load_state_dict(state.get("environments", {}))
-            self.appearance.load_state_dict(state.get("appearance", {}))
         except (RuntimeError, KeyError, TypeError, AttributeError) as error:
             raise UserError(f"{source}: does not fit this run's model ({first_line(error)})") from None
 
@@ -391,8 +375,7 @@ def load_run(run_dir: str | Path, device_name: str | None = None) -> LoadedRun:
 
     def apply(state: dict[str, Any], path: Path) -> None:
         # The backgrounds and extents a run trained with are in its checkpoint, and shape its modules.
-        appearance = {trained.data.pairings.parse(name): int(n) for name, n in state.get("appearance_images", {}).items()}
-        built = Built(trained, device, saved_backgrounds(trained, state), saved_extents(state), appearance)
+        built = Built(trained, device, saved_backgrounds(trained, state), saved_extents(state))
         built.load_state_dict(state, path)
         loaded.append(built)
 

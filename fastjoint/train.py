@@ -46,11 +46,10 @@ from fastjoint.trainlog import MetricsLog, StepStats, TrainProgress
 TARGET_SAMPLES_CUDA = 2**18  # train.target_samples = "auto" on CUDA: nerfacc's batch
 MIN_BATCH_RAYS = 64  # the fewest rays an adaptive batch draws per pairing
 SURFACE_OPACITY = 0.5  # a training ray whose opacity passes this has hit a surface (the cover term's points)
-COVER_MIN_POINTS = 8
-APPEARANCE_LR = 1e-2  # Adam's for the per-image colour transforms (train.appearance), as the hash grids'
+COVER_MIN_POINTS = 8  # fewer surface points than this in either scene's batch: no cover term that step
 
 # Settings that shape a checkpoint's tensors or the meaning of its weights: a resumed run keeps them.
-KEPT_ON_RESUME = ("model", "mlp", "data", "render.occ_resolution", "render.occ_levels", "render.cone_angle", "train.appearance")
+KEPT_ON_RESUME = ("model", "mlp", "data", "render.occ_resolution", "render.occ_levels", "render.cone_angle")
 
 
 @dataclass(frozen=True)
@@ -115,8 +114,7 @@ class Trainer:
         self.batch_rays = {p: config.train.rays_per_pairing for p in self.pairings}  # adapted when target_samples > 0
         seed_everything(config.train.seed)
         self.generator = torch.Generator().manual_seed(config.train.seed)
-        appearance = {p: len(splits[p]) for p, choice in backgrounds.items() if choice == LEARNED} if config.train.appearance else {}
-        self.built = Built(config, self.device, backgrounds, extents, appearance)
+        self.built = Built(config, self.device, backgrounds, extents)
         self.model = self.built.model
         self.rays = {p: RaySampler(s, self.device) for p, s in splits.items()}
         self.architecture = architecture(config)
@@ -125,8 +123,6 @@ class Trainer:
             self.optimizer.add_param_group(
                 {"params": list(self.built.environments.parameters()), "lr": config.train.lr, "weight_decay": 0.0}
             )
-        if len(self.built.appearance):  # per-image colour transforms, from zero (the identity)
-            self.optimizer.add_param_group({"params": list(self.built.appearance.parameters()), "lr": APPEARANCE_LR, "weight_decay": 0.0})
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: self.architecture.lr_factor(step, config))
         self.step = 0
         self.train_seconds = 0.0
@@ -251,13 +247,12 @@ class Trainer:
         surfaces: dict[str, torch.Tensor] = {}  # scene -> its batch's surface features, while the cover term trains
         covering = config.train.cover_weight > 0 and (config.train.cover_steps == 0 or self.step < config.train.cover_steps)
         for pairing in self.pairings:
-            rays_o, rays_d, rgba, images = self.rays[pairing].sample_with_images(self.batch_rays[pairing], self.generator)
+            rays_o, rays_d, rgba = self.rays[pairing].sample(self.batch_rays[pairing], self.generator)
             background = self._background(pairing, rays_d)
             target = rgba[:, :3] * rgba[:, 3:] + background.detach() * (1.0 - rgba[:, 3:])
             offsets = torch.rand(rays_o.shape[0], generator=self.generator).to(self.device)
             result = self.built.render_rays(pairing, rays_o, rays_d, background, offsets)
-            rgb = result.rgb if pairing.slug not in self.built.appearance else self.built.appearance[pairing.slug](result.rgb, images)
-            loss = torch.nn.functional.mse_loss(rgb, target)
+            loss = torch.nn.functional.mse_loss(result.rgb, target)
             losses.append(loss)
             names[pairing.name] = loss.item()
             rays += rays_o.shape[0]

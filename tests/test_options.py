@@ -95,6 +95,7 @@ RETIRED_ON = {
     "train.desired_until_step": "500",
     "train.cover_through": '"grid"',
     "train.cover_margin": "0.05",
+    "train.appearance": "true",
 }
 
 

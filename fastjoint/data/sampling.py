@@ -20,14 +20,10 @@ class RaySampler:
 
     def sample(self, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
         """Ray origins [n, 3], directions [n, 3] and RGBA targets [n, 4]."""
-        return self.sample_with_images(n, generator)[:3]
-
-    def sample_with_images(self, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """`sample`, and the index [n] of each ray's image in the split."""
         count, height, width = self.pixels.shape[:3]
         # Indices are drawn on the CPU generator so that runs repeat on any device.
         image = torch.randint(count, (n,), generator=generator).to(self.device)
         row = torch.randint(height, (n,), generator=generator).to(self.device)
         col = torch.randint(width, (n,), generator=generator).to(self.device)
         origins, dirs = pixel_rays(self.poses[image], col.float() + 0.5, row.float() + 0.5, self.split.camera)
-        return origins, dirs, to_float(self.pixels[image, row, col]), image
+        return origins, dirs, to_float(self.pixels[image, row, col])
