@@ -474,15 +474,25 @@ def load_config(path: str | Path, saved: bool = False) -> Config:
     """Reads a TOML config; every problem is a UserError naming the file and key.
 
     `saved`: the file is a run's own config.toml, where a retired option at its off value (as
-    runs trained before its retirement wrote it) is dropped instead of refused.
+    runs trained before its retirement wrote it) is dropped instead of refused, and a run from
+    before unbounded scenes reads as the `auto` that means what it did.
     """
     table = read_toml(path, "config file")
     if saved:
         _drop_retired(table)
+        _before_extents(table)
     try:
         return from_dict(Config, table)
     except UserError as error:
         raise UserError(f"{path}: {error}") from None
+
+
+def _before_extents(table: dict[str, Any]) -> None:
+    """A run trained before render.cone_angle saved render.occ_levels = 1 where `auto` now means the same
+    (its checkpoint has no extents: it loads bounded), so that resuming it with today's defaults works."""
+    render = table.get("render")
+    if isinstance(render, dict) and "cone_angle" not in render and render.get("occ_levels") == 1:
+        render["occ_levels"] = "auto"
 
 
 def _drop_retired(table: dict[str, Any]) -> None:

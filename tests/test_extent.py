@@ -176,6 +176,17 @@ def test_extent_key_mistakes_are_one_line(tmp_path, data, rest, message):
     assert "\n" not in str(error.value)
 
 
+def test_a_run_from_before_extents_reads_as_auto(tmp_path):
+    """Its config.toml says occ_levels = 1 and has no cone_angle: as a saved config that is today's "auto"
+    (so resuming it with today's defaults is no change), as a config of one's own it stays 1."""
+    path = tmp_path / "config.toml"
+    path.write_text(DATA.format(extra="") + "[render]\nocc_levels = 1\n")
+    assert load_config(path, saved=True).render.occ_levels == "auto"
+    assert load_config(path).render.occ_levels == 1
+    path.write_text(DATA.format(extra="") + "[render]\nocc_levels = 1\ncone_angle = 0.0\n")
+    assert load_config(path, saved=True).render.occ_levels == 1
+
+
 def test_built_contracts_an_unbounded_scene():
     data = DataConfig(target="t", reference="r", styles={"s": StyleData("rs")})
     config = Config(device="cpu", data=data, render=RenderConfig(occ_resolution=8))
