@@ -218,6 +218,7 @@ def opaque_capture(root, aabb_scale: float | None):
     return folder
 
 
+@pytest.mark.slow
 def test_an_opaque_capture_trains_unbounded_and_keeps_it(tmp_path):
     """auto: the opaque nerfstudio target is unbounded (levels from its aabb_scale), the transparent reference
     bounded; the decision is said in one line, kept in the checkpoint, kept on resume, and eval renders it."""
