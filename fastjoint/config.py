@@ -155,8 +155,9 @@ class DataConfig:
     """Which scenes reach beyond data.aabb (a room or landscape around the object, fastjoint.render.extent):
     their hash grid spans all of space, contracted outside the box, and their occupancy grid grows to
     render.occ_levels levels with steps that lengthen with distance (render.cone_angle); auto: a scene whose
-    photos are an opaque capture in nerfstudio or COLMAP format (a real capture), not synthetic Blender
-    scenes nor images with transparency."""
+    photos are an opaque capture in nerfstudio or COLMAP format whose instant-ngp aabb_scale reaches past
+    data.aabb (a real capture that says it holds a room), not synthetic Blender scenes, images with
+    transparency, nor captures that declare no extent (name them here to make them unbounded)."""
 
     def __post_init__(self) -> None:
         _check(bool(self.target), "data.target", "must name a dataset folder")

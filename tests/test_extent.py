@@ -143,13 +143,15 @@ def test_auto_extents_by_format_and_pixels():
     mixed = resolve_extents(config, capture, opaque, {"target": 4.78, "reference": None})
     assert (mixed["target"].unbounded, mixed["target"].levels, mixed["target"].cone_angle) == (True, 3, UNBOUNDED_CONE_ANGLE)
     assert not mixed["reference"].unbounded and mixed["reference"].levels == 1
-    assert resolve_extents(config, capture, opaque, none)["target"].levels == UNBOUNDED_LEVELS
+    # A capture that declares no extent, or one within the box, keeps the box.
+    assert not resolve_extents(config, capture, opaque, none)["target"].unbounded
+    assert not resolve_extents(config, capture, opaque, {"target": 1.2, "reference": None})["target"].unbounded
     # Photos with transparency are an object on nothing: bounded, whatever the format.
     assert not resolve_extents(config, capture, {"target": True, "reference": False}, none)["target"].unbounded
     # Explicit: both scenes, with the config's levels and cone angle.
     both = Config(data=DataConfig(target="t", reference="r", styles={"s": StyleData("rs")}, unbounded="both"))
     both = resolve_extents(both, blender, opaque, none)
-    assert all(e.unbounded and e.levels == UNBOUNDED_LEVELS for e in both.values())
+    assert all(e.unbounded and e.levels == UNBOUNDED_LEVELS for e in both.values())  # none declared: 4 levels
     fixed = Config(data=data, render=RenderConfig(occ_levels=2, cone_angle=0.01))
     fixed = resolve_extents(fixed, capture, opaque, {"target": 100.0, "reference": None})
     assert (fixed["target"].levels, fixed["target"].cone_angle, fixed["reference"].levels) == (2, 0.01, 2)
@@ -190,12 +192,12 @@ def test_a_run_from_before_extents_reads_as_auto(tmp_path):
 def test_built_contracts_an_unbounded_scene():
     data = DataConfig(target="t", reference="r", styles={"s": StyleData("rs")})
     config = Config(device="cpu", data=data, render=RenderConfig(occ_resolution=8))
-    extents = resolve_extents(config, {"target": "colmap", "reference": "blender"}, {"target": False, "reference": True}, {})
+    extents = resolve_extents(config, {"target": "colmap", "reference": "blender"}, {"target": False, "reference": True}, {"target": 30.0})
     built = Built(config, torch.device("cpu"), extents=extents)
     target, reference = built.model.encoders["target"], built.model.encoders["reference"]
     assert target.contracted and not reference.contracted
     assert target.grid.layout.resolutions[0] == 2 * reference.grid.layout.resolutions[0]
-    assert tuple(built.estimators["target"].binaries.shape) == (UNBOUNDED_LEVELS, 8, 8, 8)
+    assert tuple(built.estimators["target"].binaries.shape) == (levels_for_reach(30.0, BOX), 8, 8, 8) == (6, 8, 8, 8)
     assert tuple(built.estimators["reference"].binaries.shape) == (1, 8, 8, 8)
     # Far points have finite, distinct features: the grid covers all of space.
     far = torch.tensor([[100.0, 0.0, 0.0], [0.0, 1000.0, 0.0]])
@@ -236,7 +238,7 @@ def test_an_opaque_capture_trains_unbounded_and_keeps_it(tmp_path):
     target = run.built.extents["target"]
     assert (target.unbounded, target.levels, target.cone_angle) == (True, levels, UNBOUNDED_CONE_ANGLE)
     assert run.built.model.encoders["target"].contracted and not run.built.extents["reference"].unbounded
-    # Resumed where `auto` would now decide otherwise (no aabb_scale: 4 levels): the run keeps its extents.
+    # Resumed where `auto` would now decide otherwise (no aabb_scale: bounded): the run keeps its extents.
     transforms = kit / "target" / "original" / "transforms.json"
     meta = json.loads(transforms.read_text())
     del meta["aabb_scale"]
