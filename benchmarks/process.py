@@ -13,8 +13,8 @@ materials are flat colours.) Then:
    of the true cameras' distance from the scene's centre) are reported;
 3. the same photos with their true poses (a nerfstudio folder, pinhole camera) and the processed
    dataset are each trained as the target of the kit's recolour analogy for `--steps` steps
-   (both are opaque captures, so both are unbounded), and the target's held-out views (every
-   8th photo by name, the same photos in both) are scored.
+   (neither declares an `aabb_scale`, so `data.unbounded = "auto"` keeps both in the box), and
+   the target's held-out views (every 8th photo by name, the same photos in both) are scored.
 
 Issue 22's targets: poses within 1 degree and 1% of the truth, and the training on them within
 1 dB of the one on the true poses.
