@@ -38,7 +38,7 @@ from fastjoint.errors import Interrupted, UserError
 from fastjoint.files import RunLock, remove_partials, write_text
 from fastjoint.pairing import ORIGINAL, SCENES, Pairing
 from fastjoint.render import RenderResult, update_occupancy
-from fastjoint.render.extent import resolve_extents, saved_extents
+from fastjoint.render.extent import default_extents, resolve_extents, saved_extents
 from fastjoint.rng import capture_rng, restore_rng, seed_everything
 from fastjoint.run import Built, resolve_backgrounds, resolve_device, saved_backgrounds
 from fastjoint.trainlog import MetricsLog, StepStats, TrainProgress
@@ -94,10 +94,10 @@ class Trainer:
             {scene: split.transparent for scene, split in originals.items()},
             {scene: split.reach for scene, split in originals.items()},
         )
-        if resume:  # a resumed run keeps the backgrounds and extents it was trained with (`auto` may decide otherwise today)
-            saved = self._saved_state()
-            backgrounds = (saved_backgrounds(config, saved) if saved else None) or backgrounds
-            extents = (saved_extents(saved) if saved else None) or extents
+        saved = self._saved_state() if resume else None
+        if saved is not None:  # a resumed run keeps the backgrounds and extents it was trained with (`auto` may decide otherwise today)
+            backgrounds = saved_backgrounds(config, saved) or backgrounds
+            extents = saved_extents(saved) or default_extents(config)  # a checkpoint from before extents: bounded
         decided = [
             f"{p.name} {choice if isinstance(choice, str) else 'render.background'} ({'transparent' if splits[p].transparent else 'opaque'} photos)"
             for p, choice in backgrounds.items()

@@ -252,3 +252,25 @@ def test_an_opaque_capture_trains_unbounded_and_keeps_it(tmp_path):
     assert result.returncode == 0, result.stderr
     scores = json.loads((config.run_dir / "eval.json").read_text())
     assert math.isfinite(scores["pairings"]["target:original"]["psnr"])
+
+
+@pytest.mark.slow
+def test_a_checkpoint_from_before_extents_resumes_bounded(tmp_path):
+    """A run trained before extents (its checkpoints have none) resumes as it was trained, in the box, even
+    where `auto` would now make the scene unbounded (its capture has gained an aabb_scale)."""
+    kit = opaque_capture(tmp_path / "kit", aabb_scale=None)
+    config = tiny_config(kit, tmp_path / "runs", train={"steps": 40, "checkpoint_every": 20, "log_every": 20})
+    path = write_config(config, tmp_path / "c.toml")
+    result = run_cli("train", str(path), "--train.steps", "20", "--no-render", "--no-eval")
+    assert result.returncode == 0, result.stderr
+    for checkpoint in (config.run_dir / "checkpoints").glob("*.pt"):
+        state = torch.load(checkpoint, weights_only=True)
+        del state["extents"]
+        torch.save(state, checkpoint)
+    transforms = kit / "target" / "original" / "transforms.json"
+    transforms.write_text(json.dumps({**json.loads(transforms.read_text()), "aabb_scale": 8}))
+    result = run_cli("train", str(path), "--resume", "--no-render", "--no-eval")
+    assert result.returncode == 0, result.stderr
+    assert "unbounded auto" not in result.stdout
+    run = load_run(config.run_dir)
+    assert run.step == 40 and not any(extent.unbounded for extent in run.built.extents.values())
