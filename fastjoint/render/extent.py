@@ -41,7 +41,7 @@ from fastjoint.config import Box, Config
 from fastjoint.pairing import SCENES
 
 CAPTURE_FORMATS = ("nerfstudio", "colmap")  # real captures; blender is the synthetic scenes' format
-UNBOUNDED_LEVELS = 4  # occupancy levels of an unbounded scene whose capture says nothing of its extent
+UNBOUNDED_LEVELS = 4  # occupancy levels of a scene named unbounded by hand whose capture declares no extent (nerfacc's)
 MAX_LEVELS = 8
 UNBOUNDED_CONE_ANGLE = 1.0 / 128
 
