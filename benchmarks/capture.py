@@ -27,7 +27,6 @@ target: at least 27 dB at 1/8 size after 10 minutes on 2 cores, no box edge in t
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import shutil
 import time
@@ -37,10 +36,10 @@ import numpy as np
 import torch
 from rich.table import Table
 
-from benchmarks.common import REPO, RESULTS, fastjoint, machine_slug, pictures, write_results
+from benchmarks.common import REPO, RESULTS, fastjoint, kit_analogy, machine_slug, pictures, write_results
 from benchmarks.common import console as make_console
 from benchmarks.experiments import contact_sheet
-from fastjoint.config import load_config, to_toml
+from fastjoint.config import to_toml
 from fastjoint.data import image_rays
 from fastjoint.metrics import psnr, ssim
 from fastjoint.pairing import Pairing
@@ -73,23 +72,9 @@ def prepare(source: Path, folder: Path) -> Path:
 
 
 def write_config(capture: Path, runs: Path) -> Path:
-    """The analogy: the capture against the kit's paper reference and its recolour style."""
-    base = load_config(REPO / "configs" / "digger-recolour.toml")
-    style = base.data.styles["recolour"]
-    config = dataclasses.replace(
-        base,
-        name="capture",
-        output_dir=str(runs),
-        data=dataclasses.replace(
-            base.data,
-            target=str(capture),
-            target_downscale=8,
-            reference=str(REPO / base.data.reference),
-            styles={"recolour": dataclasses.replace(style, reference=str(REPO / style.reference), target="")},
-        ),
-    )
+    """The analogy: the capture at 1/8 size against the kit's paper reference and its recolour style."""
     path = runs / "capture.toml"
-    path.write_text(to_toml(config))
+    path.write_text(to_toml(kit_analogy(capture, "capture", runs, target_downscale=8)))
     return path
 
 

@@ -137,6 +137,21 @@ class Scored:
         }
 
 
+def kit_analogy(target: Path, name: str, output_dir: Path, target_downscale: int = 0) -> Config:
+    """The kit's digger recolour analogy (configs/digger-recolour.toml) with `target` as its target and no
+    ground truth for the transfer: how a capture of one's own is trained against the kit's reference."""
+    base = load_config(REPO / "configs" / "digger-recolour.toml")
+    style = base.data.styles["recolour"]
+    data = dataclasses.replace(
+        base.data,
+        target=str(target),
+        target_downscale=target_downscale,
+        reference=str(REPO / base.data.reference),
+        styles={"recolour": dataclasses.replace(style, reference=str(REPO / style.reference), target="")},
+    )
+    return dataclasses.replace(base, name=name, output_dir=str(output_dir), data=data)
+
+
 def train_and_score(
     config: Path | Config,
     output_dir: Path,

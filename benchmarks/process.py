@@ -23,7 +23,6 @@ Issue 22's targets: poses within 1 degree and 1% of the truth, and the training 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import shutil
@@ -34,8 +33,7 @@ import imageio.v3 as iio
 import numpy as np
 from rich.progress import track
 
-from benchmarks.common import REPO, RESULTS, fastjoint, write_results
-from fastjoint.config import load_config, to_toml
+from benchmarks.common import REPO, RESULTS, fastjoint, kit_analogy, train_and_score, write_results
 from fastjoint.data import load_split
 from fastjoint.scenes.make import render_view, view_poses
 from fastjoint.scenes.recipe import find_recipe, load_recipe, with_size
@@ -112,26 +110,8 @@ def pose_errors(dataset: Path, names: list[str], poses: np.ndarray) -> dict:
 
 def train(target: Path, runs: Path, name: str, steps: int) -> dict:
     """The kit's recolour analogy with `target` as the target, trained for `steps`; its eval.json's target:original."""
-    base = load_config(REPO / "configs" / "digger-recolour.toml")
-    style = base.data.styles["recolour"]
-    config = dataclasses.replace(
-        base,
-        name=name,
-        output_dir=str(runs),
-        data=dataclasses.replace(
-            base.data,
-            target=str(target),
-            reference=str(REPO / base.data.reference),
-            styles={"recolour": dataclasses.replace(style, reference=str(REPO / style.reference), target="")},
-        ),
-    )
-    path = runs / f"{name}.toml"
-    path.write_text(to_toml(config))
-    if not (runs / name / "eval.json").is_file():
-        shutil.rmtree(runs / name, ignore_errors=True)
-        fastjoint("train", str(path), "--train.steps", str(steps), "--no-render")
-    scores = json.loads((runs / name / "eval.json").read_text())
-    return {**scores["pairings"]["target:original"], "train_seconds": scores["train_seconds"]}
+    scored = train_and_score(kit_analogy(target, name, runs), runs, options=["--train.steps", str(steps)], reuse=True)
+    return {**scored.eval["pairings"]["target:original"], "train_seconds": scored.eval["train_seconds"]}
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
+from test_march import nested_aabbs
 
 from conftest import FIXTURES, run_cli, tiny_config, write_config
 from fastjoint.config import Config, DataConfig, RenderConfig, StyleData, load_config
@@ -21,10 +22,6 @@ from fastjoint.run import Built, load_run
 from fastjoint.scenes import make_datasets
 
 BOX = (-1.5, -1.5, -1.5, 1.5, 1.5, 1.5)
-
-
-def nested(levels: int) -> torch.Tensor:  # [levels, 6]: the box [-1, 1]^3, twice as large each level
-    return torch.tensor([[-1.0] * 3 + [1.0] * 3]) * (2.0 ** torch.arange(levels, dtype=torch.float32))[:, None]
 
 
 def sequential_steps(near: float, end: float, dt: float, cone: float) -> list[tuple[float, float]]:
@@ -41,7 +38,7 @@ def sequential_steps(near: float, end: float, dt: float, cone: float) -> list[tu
 def test_cone_steps_match_sequential_marching(seed):
     generator = torch.Generator().manual_seed(seed)
     binaries = torch.rand(4, 8, 8, 8, generator=generator) < 0.4
-    aabbs = nested(4)  # up to +-8
+    aabbs = nested_aabbs(4)  # up to +-8
     origins = torch.nn.functional.normalize(torch.randn(48, 3, generator=generator), dim=-1) * 3.0
     targets = torch.rand(48, 3, generator=generator) * 2.0 - 1.0
     rays_o, rays_d = origins, torch.nn.functional.normalize(targets - origins, dim=-1)
@@ -81,7 +78,7 @@ def test_nerfacc_cone_stepping_matches_torch_on_cuda():
     targets = torch.rand(256, 3, generator=generator) * 2.0 - 1.0
     rays_o, rays_d = origins.cuda(), torch.nn.functional.normalize(targets - origins, dim=-1).cuda()
     near, far = (torch.rand(256, generator=generator) * 0.02).cuda(), torch.full((256,), 1e10, device="cuda")
-    args = (rays_o, rays_d, binaries, nested(4).cuda(), near, far, 0.02)
+    args = (rays_o, rays_d, binaries, nested_aabbs(4).cuda(), near, far, 0.02)
     ours = march_rays(*args, backend="torch", cone_angle=1 / 64)
     theirs = march_rays(*args, backend="nerfacc", cone_angle=1 / 64)
 

@@ -34,11 +34,13 @@ class HashGridEncoder(nn.Module):
         self.head = head
         self.contracted = contracted
         self.register_buffer("aabb", aabb.clone())
+        # The box's centre and half-size, for the contraction (derived: not saved in checkpoints).
+        self.register_buffer("box_centre", (aabb[3:] + aabb[:3]) / 2, persistent=False)
+        self.register_buffer("box_half", (aabb[3:] - aabb[:3]) / 2, persistent=False)
 
     def _grid_features(self, x: Tensor) -> Tensor:
         if self.contracted:
-            centre, half = (self.aabb[3:] + self.aabb[:3]) / 2, (self.aabb[3:] - self.aabb[:3]) / 2
-            unit = (contract((x - centre) / half) * 0.25 + 0.5).clamp(0.0, 1.0)
+            unit = (contract((x - self.box_centre) / self.box_half) * 0.25 + 0.5).clamp(0.0, 1.0)
         else:
             unit = ((x - self.aabb[:3]) / (self.aabb[3:] - self.aabb[:3])).clamp(0.0, 1.0)
         return self.grid(unit)

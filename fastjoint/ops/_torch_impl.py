@@ -171,7 +171,7 @@ def _march_rays(
 
     Steps are anchored at each ray's near plane: with cone_angle 0, step k spans
     [near + k*dt, near + (k+1)*dt]; else each step from t is max(dt, t * cone_angle) long (see
-    `_cone_steps`). A step is kept when its midpoint lies inside [max(near, box entry), min(far,
+    `_ConeSteps`). A step is kept when its midpoint lies inside [max(near, box entry), min(far,
     box exit)) of the largest box, and in an occupied cell of the finest level whose box (between
     the ray's entry and exit of it) holds the midpoint. Not differentiable.
     """

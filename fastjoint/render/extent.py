@@ -93,14 +93,15 @@ def resolve_extents(
     data, render = config.data, config.render
     extents = {}
     for scene in SCENES:
+        declared = reach.get(scene)
+        declared_levels = None if declared is None else levels_for_reach(declared, data.aabb)
         if data.unbounded == "auto":
-            declared = reach.get(scene)
             unbounded = (
                 config.model.encoder == "hashgrid"
                 and formats[scene] in CAPTURE_FORMATS
                 and not transparent[scene]
-                and declared is not None
-                and levels_for_reach(declared, data.aabb) > 1
+                and declared_levels is not None
+                and declared_levels > 1
             )
         else:
             unbounded = data.unbounded in (scene, "both")
@@ -109,8 +110,7 @@ def resolve_extents(
         elif not unbounded:
             levels = 1
         else:
-            declared = reach.get(scene)
-            levels = UNBOUNDED_LEVELS if declared is None else levels_for_reach(declared, data.aabb)
+            levels = UNBOUNDED_LEVELS if declared_levels is None else declared_levels
         if render.cone_angle != "auto":
             cone = float(render.cone_angle)
         else:
