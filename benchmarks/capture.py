@@ -50,6 +50,8 @@ VARIANTS = {
     "box": ["--data.unbounded", "none"],
     "levels3": ["--data.unbounded", "none", "--render.occ_levels", "3"],
     "unbounded": [],
+    "no-distortion": ["--train.distortion_weight", "0"],
+    "distortion-0.01": ["--train.distortion_weight", "0.01"],
 }
 SHEET_VIEWS = (0, 3, 6)
 TARGET = Pairing("target", "original")

@@ -62,6 +62,7 @@ _NEW_DATA_FORM = (
     'per desired style with reference = "..." (and target = "..." for ground truth); see configs/demo.toml'
 )
 
+DISTORTION_WEIGHT = 0.002  # train.distortion_weight = "auto" for an unbounded scene (nerfacto's)
 COVER_FRACTION = 6  # train.cover_until_step = "auto": the cover term trains the first 1/6 of the steps
 
 RETIRED_OPTIONS = {
@@ -386,6 +387,10 @@ class TrainConfig:
     cover_until_step: int | Literal["auto"] = "auto"
     """The cover term trains only the steps before this one, while the feature plane takes its layout; 0: every
     step; auto: the first sixth of train.steps (250 of the demo's 1,500)."""
+    distortion_weight: float | Literal["auto"] = "auto"
+    """Weight of mip-NeRF 360's distortion loss (each ray's weights pulled into one short interval, so that
+    fog in front of a surface costs), summed into the loss as the mean over a pairing's rays; auto:
+    DISTORTION_WEIGHT for an unbounded scene's pairings and 0 for a bounded one's; a number: every pairing."""
     seed: int = 0
     """Seed of every random choice; the same seed gives the same run on the CPU."""
     log_every: int = 50
@@ -402,6 +407,11 @@ class TrainConfig:
         )
         _check(self.lr_warmup_steps >= 0, "train.lr_warmup_steps", "must not be negative")
         _check(self.cover_weight >= 0, "train.cover_weight", "must not be negative (0: off)")
+        _check(
+            self.distortion_weight == "auto" or self.distortion_weight >= 0,
+            "train.distortion_weight",
+            'must be "auto" or at least 0 (0: off)',
+        )
         _check(
             self.cover_until_step == "auto" or self.cover_until_step >= 0,
             "train.cover_until_step",

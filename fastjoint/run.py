@@ -194,10 +194,14 @@ class Built:
         rays_d: Tensor,  # [n_rays, 3]
         background: Tensor,  # [n_rays, 3] or [3]
         offsets: Tensor | None = None,  # [n_rays] stratification, training only
+        distortion: bool = False,
     ) -> RenderResult:
-        """One batch of rays of a pairing (differentiable; the caller chooses the grad mode)."""
+        """One batch of rays of a pairing (differentiable; the caller chooses the grad mode); `distortion`:
+        with each ray's distortion loss, distances normalised by the half-size of data.aabb."""
         sampler = self.samplers[pairing.scene]
-        return render_rays(self.field(pairing), sampler, rays_o, rays_d, background, self.backends.composite, offsets)
+        box = self.config.data.aabb
+        scale = min(box[i + 3] - box[i] for i in range(3)) / 2 if distortion else None
+        return render_rays(self.field(pairing), sampler, rays_o, rays_d, background, self.backends.composite, offsets, scale)
 
     @torch.no_grad()
     def render_chunked(self, pairing: Pairing, rays_o: Tensor, rays_d: Tensor, background: Tensor | None = None) -> RenderResult:
