@@ -391,6 +391,11 @@ class TrainConfig:
     """Weight of mip-NeRF 360's distortion loss (each ray's weights pulled into one short interval, so that
     fog in front of a surface costs), summed into the loss as the mean over a pairing's rays; auto:
     DISTORTION_WEIGHT for an unbounded scene's pairings and 0 for a bounded one's; a number: every pairing."""
+    near_gradient_distance: float | Literal["auto"] = "auto"
+    """The gradients of samples nearer a training camera than this are scaled by (t / distance)^2, so that
+    the few rays that pass near a camera cannot grow floaters in front of it ("Floaters No More", Philip and
+    Deschaintre 2023; values unchanged); 0: off; auto: half the size of data.aabb for an unbounded scene's
+    pairings and 0 for a bounded one's; a number: every pairing."""
     seed: int = 0
     """Seed of every random choice; the same seed gives the same run on the CPU."""
     log_every: int = 50
@@ -410,6 +415,11 @@ class TrainConfig:
         _check(
             self.distortion_weight == "auto" or self.distortion_weight >= 0,
             "train.distortion_weight",
+            'must be "auto" or at least 0 (0: off)',
+        )
+        _check(
+            self.near_gradient_distance == "auto" or self.near_gradient_distance >= 0,
+            "train.near_gradient_distance",
             'must be "auto" or at least 0 (0: off)',
         )
         _check(

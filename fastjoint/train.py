@@ -120,6 +120,10 @@ class Trainer:
         self.distortion_weights = {  # per scene: train.distortion_weight resolved
             scene: (DISTORTION_WEIGHT if extents[scene].unbounded else 0.0) if weight == "auto" else weight for scene in SCENES
         }
+        near, half = config.train.near_gradient_distance, min(data.aabb[i + 3] - data.aabb[i] for i in range(3)) / 2
+        self.near_gradient = {  # per scene: train.near_gradient_distance resolved
+            scene: (half if extents[scene].unbounded else 0.0) if near == "auto" else near for scene in SCENES
+        }
         self.rays = {p: RaySampler(s, self.device) for p, s in splits.items()}
         self.architecture = architecture(config)
         self.optimizer = self.architecture.optimizer(self.model, config)
@@ -256,7 +260,9 @@ class Trainer:
             target = rgba[:, :3] * rgba[:, 3:] + background.detach() * (1.0 - rgba[:, 3:])
             offsets = torch.rand(rays_o.shape[0], generator=self.generator).to(self.device)
             distortion_weight = self.distortion_weights[pairing.scene]
-            result = self.built.render_rays(pairing, rays_o, rays_d, background, offsets, distortion=distortion_weight > 0)
+            result = self.built.render_rays(
+                pairing, rays_o, rays_d, background, offsets, distortion_weight > 0, self.near_gradient[pairing.scene]
+            )
             loss = torch.nn.functional.mse_loss(result.rgb, target)
             losses.append(loss)
             names[pairing.name] = loss.item()

@@ -77,3 +77,24 @@ def test_distortion_weight_mistakes_are_one_line(tmp_path, value, message):
     with pytest.raises(UserError, match=message) as error:
         load_config(path)
     assert "\n" not in str(error.value)
+
+
+def test_near_gradient_scales_gradients_not_values():
+    """Samples nearer the origin than near_gradient get (t / near_gradient)^2 of their gradient; the colour and
+    opacity are those of a plain render, and samples beyond it keep their whole gradient."""
+    rays_o, rays_d = torch.zeros(1, 3), torch.tensor([[0.0, 0.0, 1.0]])
+    sampler = uniform_sampler(0.0, 4.0, 8)  # midpoints 0.25, 0.75, ..., 3.75
+    density = torch.full((8,), 0.3, requires_grad=True)
+
+    def field(points, dirs):
+        return density.clone(), torch.full((points.shape[0], 3), 0.5) + 0.1 * points[:, 2:]
+
+    plain = render_rays(field, sampler, rays_o, rays_d, torch.zeros(3))
+    scaled = render_rays(field, sampler, rays_o, rays_d, torch.zeros(3), near_gradient=2.0)
+    torch.testing.assert_close(scaled.rgb, plain.rgb)
+    torch.testing.assert_close(scaled.opacity, plain.opacity)
+    grad_plain = torch.autograd.grad(plain.rgb.sum(), density)[0]
+    grad_scaled = torch.autograd.grad(scaled.rgb.sum(), density)[0]
+    mids = torch.arange(8) * 0.5 + 0.25
+    torch.testing.assert_close(grad_scaled, grad_plain * (mids / 2.0).square().clamp(max=1.0))
+    assert (grad_plain[:4] != 0).all()

@@ -44,11 +44,14 @@ def render_rays(
     composite_backend: str = "torch",
     offsets: Tensor | None = None,  # [n_rays] in [0, 1): stratified starts, in steps
     distortion_scale: float | None = None,
+    near_gradient: float = 0.0,
 ) -> RenderResult:
     """Samples each ray, queries the field at the sample midpoints, composites over the background.
 
     With `distortion_scale`, the result also holds each ray's distortion loss (mip-NeRF 360), measured
-    in `normalised_distance(t, distortion_scale)` and differentiable in the densities.
+    in `normalised_distance(t, distortion_scale)` and differentiable in the densities. With `near_gradient`,
+    the gradients of the samples nearer the ray's origin than that are scaled by (t / near_gradient)^2
+    (Philip and Deschaintre's "Floaters No More"): the values are unchanged.
     """
     samples = sampler(rays_o, rays_d, offsets)
     ray_indices = samples.ray_indices
@@ -56,6 +59,9 @@ def render_rays(
     dirs = rays_d.index_select(0, ray_indices)
     points = rays_o.index_select(0, ray_indices) + dirs * t_mids
     sigmas, rgbs = field(points, dirs)
+    if near_gradient > 0:
+        scale = (t_mids / near_gradient).square().clamp(max=1.0)  # [S, 1]
+        sigmas, rgbs = scaled_gradient(sigmas, scale[:, 0]), scaled_gradient(rgbs, scale)
     n_rays = rays_o.shape[0]
     out = composite(sigmas, rgbs, samples.t_starts, samples.t_ends, ray_indices, n_rays, composite_backend)
     rgb = out.rgb + (1.0 - out.opacity)[:, None] * background
@@ -67,6 +73,11 @@ def render_rays(
         s_ends = normalised_distance(samples.t_ends, distortion_scale)
         distortion = _distortion(weights, s_starts, s_ends, indices, n_rays)
     return RenderResult(rgb, out.opacity, out.depth, int(ray_indices.shape[0]), distortion)
+
+
+def scaled_gradient(values: Tensor, scale: Tensor) -> Tensor:
+    """`values`, with the gradient that flows back through them multiplied by `scale` (broadcast)."""
+    return values * scale + (values * (1.0 - scale)).detach()
 
 
 def normalised_distance(t: Tensor, scale: float) -> Tensor:
