@@ -1,11 +1,12 @@
 """`fastjoint process` on the scene kit's renders given as plain photos: its poses, and a training on them, against the truth.
 
-    python -m benchmarks.process [--size 192] [--scene digger] [--style pattern] [--steps 1500] [--runs runs/process]
+    python -m benchmarks.process [--size 192] [--scene digger] [--style pattern] [--noise] [--steps 1500] [--runs runs/process]
 
 The kit's `paper` recipe renders `--scene` in `--style` at `--size` pixels from its training and
 test cameras. The renders are composited on mid-grey and written as RGB PNGs with no poses:
-plain photos. (The checked `pattern` paint gives SIFT texture to match; the kit's plain
-materials are flat colours.) Then:
+plain photos. (The checked `pattern` paint gives SIFT texture, but its checks repeat, so they
+match one another across the scene; `--noise` turns the style's patterns into value noise,
+which does not repeat. The kit's plain materials are flat colours.) Then:
 
 1. `fastjoint process PHOTOS OUT` (COLMAP through pycolmap) poses them;
 2. the poses it found are aligned to the true ones by the best similarity (Umeyama, on the
@@ -23,6 +24,7 @@ Issue 22's targets: poses within 1 degree and 1% of the truth, and the training 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import shutil
@@ -36,14 +38,25 @@ from rich.progress import track
 from benchmarks.common import REPO, RESULTS, fastjoint, kit_analogy, train_and_score, write_results
 from fastjoint.data import load_split
 from fastjoint.scenes.make import render_view, view_poses
-from fastjoint.scenes.recipe import find_recipe, load_recipe, with_size
+from fastjoint.scenes.recipe import Recipe, find_recipe, load_recipe, with_size
 
 GREY = 0.5
 
 
-def write_photos(folder: Path, size: int, scene: str, style: str) -> tuple[list[str], np.ndarray, float]:
+def as_noise(recipe: Recipe, style: str) -> Recipe:
+    """The recipe with `style`'s patterns turned into value noise (same scale and colours)."""
+    materials = {
+        material: {**fields, "pattern": dataclasses.replace(fields["pattern"], kind="noise")} if "pattern" in fields else fields
+        for material, fields in recipe.styles[style].get("materials", {}).items()
+    }
+    return dataclasses.replace(recipe, styles={**recipe.styles, style: {**recipe.styles[style], "materials": materials}})
+
+
+def write_photos(folder: Path, size: int, scene: str, style: str, noise: bool = False) -> tuple[list[str], np.ndarray, float]:
     """The renders as plain RGB photos; their names, true camera-to-world poses [n, 4, 4] and focal length."""
     recipe = with_size(load_recipe(find_recipe("paper")), size)
+    if noise:
+        recipe = as_noise(recipe, style)
     splits = view_poses(recipe)
     poses = np.concatenate([splits["train"], splits["test"]])
     folder.mkdir(parents=True, exist_ok=True)
@@ -119,6 +132,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=192, help="the renders' width and height in pixels")
     parser.add_argument("--scene", default="digger")
     parser.add_argument("--style", default="pattern")
+    parser.add_argument(
+        "--noise", action="store_true", help="the style's patterns become value noise, which SIFT can match (same scale and colours)"
+    )
     parser.add_argument("--steps", type=int, default=1500, help="training steps of each of the two runs")
     parser.add_argument("--runs", type=Path, default=REPO / "runs" / "process")
     parser.add_argument("--results", type=Path, default=RESULTS)
@@ -126,7 +142,7 @@ def main() -> None:
     runs = args.runs.resolve()
     shutil.rmtree(runs, ignore_errors=True)
     photos = runs / "photos"
-    names, poses, focal = write_photos(photos, args.size, args.scene, args.style)
+    names, poses, focal = write_photos(photos, args.size, args.scene, args.style, args.noise)
     start = time.time()
     done = fastjoint("process", str(photos), str(runs / "processed"))
     process_seconds = time.time() - start
@@ -141,7 +157,7 @@ def main() -> None:
         "photos": len(names),
         "size": args.size,
         "scene": args.scene,
-        "style": args.style,
+        "style": args.style + (" (as noise)" if args.noise else ""),
         "steps": args.steps,
         "process_seconds": process_seconds,
         "poses": errors,

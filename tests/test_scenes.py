@@ -169,6 +169,26 @@ def test_check_pattern_alternates_on_a_face():
     assert np.all(colours[(points[:, 0] * 4).astype(int) % 2 == 1] == 1)
 
 
+def test_noise_pattern_is_smooth_fills_its_range_and_does_not_repeat():
+    """Value noise blends the two colours: continuous, the same at the same point, using the whole range
+    between them, and unlike itself whole cells away, where a check repeats."""
+    from fastjoint.scenes.raytrace import albedo, value_noise
+    from fastjoint.scenes.recipe import Material, Pattern
+
+    black, white = (0.0, 0.0, 0.0), (1.0, 0.5, 0.0)
+    material = Material((1.0, 1.0, 0.0), pattern=Pattern("noise", 4.0, (black, white)))
+    points = np.random.default_rng(0).uniform(-2.0, 2.0, (20000, 3))
+    colours = albedo(material, points)
+    np.testing.assert_allclose(colours[:, 1], colours[:, 0] * 0.5)  # every colour on the line from black to white
+    assert colours[:, 0].min() < 0.05 and colours[:, 0].max() > 0.95 and 0.4 < colours[:, 0].mean() < 0.6
+    assert np.array_equal(albedo(material, points), colours)
+    step = 1e-4  # continuous: a tiny step changes it a little
+    assert np.abs(value_noise(points * 4 + step) - value_noise(points * 4)).max() < 0.05
+    for shift in (1.0, 2.0, 3.0):  # whole cells away (where a check repeats): unrelated values
+        moved = value_noise(points * 4 + shift)
+        assert abs(np.corrcoef(moved, value_noise(points * 4))[0, 1]) < 0.2
+
+
 def test_local_stripes_follow_each_shape_not_the_world():
     from fastjoint.scenes.raytrace import albedo
     from fastjoint.scenes.recipe import Material, Pattern, Shape

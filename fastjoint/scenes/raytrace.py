@@ -100,10 +100,11 @@ def _cylinder(o: np.ndarray, d: np.ndarray, radius: float, half_height: float) -
 def albedo(material: Material, points: np.ndarray, shape: Shape | None = None) -> np.ndarray:  # [N, 3] -> [N, 3]
     """The material's colour at world points of `shape`.
 
-    A pattern is a 3-D checkerboard ("check") or bands across the z axis ("stripes"), in
-    world coordinates or, for `frame = "local"`, in the shape's own frame: axes turned with
-    it, measured from its centre in x and y and from its base (its lowest point along its own
-    z axis) in z, so that the bands start at each part's base whatever its size and place.
+    A pattern is a 3-D checkerboard ("check"), bands across the z axis ("stripes") or value noise
+    blending its two colours ("noise", `value_noise`), in world coordinates or, for `frame = "local"`,
+    in the shape's own frame: axes turned with it, measured from its centre in x and y and from its
+    base (its lowest point along its own z axis) in z, so that the bands start at each part's base
+    whatever its size and place.
     """
     pattern = material.pattern
     if pattern is None:
@@ -113,10 +114,46 @@ def albedo(material: Material, points: np.ndarray, shape: Shape | None = None) -
             raise ValueError("a local-frame pattern needs the shape it is drawn on")
         points = (points - np.asarray(shape.center)) @ rotation_matrix(shape.rotation)  # world -> local
         points = points + np.array([0.0, 0.0, _half_height(shape)])
+    a, b = (np.asarray(c) for c in pattern.colours)
+    if pattern.kind == "noise":
+        mix = value_noise(points * pattern.scale)[:, None]
+        return a * (1.0 - mix) + b * mix
     cells = np.floor(points * pattern.scale + 1e-4).astype(np.int64)
     parity = ((cells.sum(axis=1) if pattern.kind == "check" else cells[:, 2]) % 2)[:, None]
-    a, b = (np.asarray(c) for c in pattern.colours)
     return np.where(parity == 0, a, b)
+
+
+NOISE_OCTAVES = (1.0, 0.5, 0.25, 0.125)  # weights of the octaves, each at twice the last's frequency
+
+
+def value_noise(points: np.ndarray) -> np.ndarray:  # [N, 3] -> [N] in [0, 1]
+    """Smooth 3-D value noise: a hashed random value at every integer lattice point, interpolated
+    with a smoothstep inside each cell, summed over `NOISE_OCTAVES` and stretched to fill [0, 1]."""
+    total = np.zeros(len(points))
+    for octave, weight in enumerate(NOISE_OCTAVES):
+        x = points * 2.0**octave + 17.0 * octave  # octaves shifted apart, so that their lattices do not line up
+        cell = np.floor(x)
+        f = x - cell
+        f = f * f * (3.0 - 2.0 * f)  # smoothstep
+        cell = cell.astype(np.int64)
+        value = np.zeros(len(points))
+        for corner in range(8):
+            offset = np.array([(corner >> axis) & 1 for axis in range(3)])
+            w = np.prod(np.where(offset == 1, f, 1.0 - f), axis=1)
+            value += w * _lattice_random(cell + offset)
+        total += weight * value
+    total /= sum(NOISE_OCTAVES)
+    return np.clip((total - 0.5) * 2.5 + 0.5, 0.0, 1.0)  # the sum of octaves sits near 0.5: stretch its contrast
+
+
+def _lattice_random(cells: np.ndarray) -> np.ndarray:  # [N, 3] int64 -> [N] in [0, 1)
+    """A fixed pseudo-random value per integer lattice point (a multiplicative hash)."""
+    h = cells.astype(np.uint64) * np.array([0x9E3779B1, 0x85EBCA77, 0xC2B2AE3D], dtype=np.uint64)
+    h = h[:, 0] ^ h[:, 1] ^ h[:, 2]
+    h ^= h >> np.uint64(29)
+    h *= np.uint64(0xBF58476D1CE4E5B9)
+    h ^= h >> np.uint64(32)
+    return (h & np.uint64(0xFFFFFF)).astype(np.float64) / float(1 << 24)
 
 
 def _half_height(shape: Shape) -> float:

@@ -21,7 +21,7 @@ from fastjoint.errors import UserError
 from fastjoint.schema import Invalid, Range, from_dict
 
 SHAPE_KINDS = ("sphere", "box", "cylinder")
-PATTERN_KINDS = ("check", "stripes")
+PATTERN_KINDS = ("check", "stripes", "noise")
 PATTERN_FRAMES = ("world", "local")
 BACKDROP_KINDS = ("sky",)
 MIN_EXTENT = 1e-3  # a shape's smallest radius, height or side
@@ -32,8 +32,10 @@ Colour = Annotated[tuple[float, float, float], Range(0.0, 1.0)]  # RGB in [0, 1]
 
 @dataclass(frozen=True)
 class Pattern:
-    kind: Literal[PATTERN_KINDS] = "check"  # "check": a 3-D checkerboard; "stripes": bands across the frame's z axis
-    scale: Annotated[float, Range(0.01)] = 4.0  # cells (or bands) per world unit
+    # "check": a 3-D checkerboard; "stripes": bands across the frame's z axis; "noise": 3-D value noise (no two
+    # places alike, so that feature matching finds the right match)
+    kind: Literal[PATTERN_KINDS] = "check"
+    scale: Annotated[float, Range(0.01)] = 4.0  # cells (or bands, or the noise's coarsest cells) per world unit
     colours: tuple[Colour, Colour] = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
     frame: Literal[PATTERN_FRAMES] = "world"  # "world": world coordinates; "local": each shape's own frame (centre, rotation)
 
