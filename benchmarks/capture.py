@@ -50,12 +50,6 @@ VARIANTS = {
     "box": ["--data.unbounded", "none"],
     "levels3": ["--data.unbounded", "none", "--render.occ_levels", "3"],
     "unbounded": [],
-    "no-distortion": ["--train.distortion_weight", "0", "--train.near_gradient_distance", "0"],
-    "near-gradient": ["--train.distortion_weight", "0"],
-    "near-0.5": ["--train.distortion_weight", "0", "--train.near_gradient_distance", "0.5"],
-    "max-res-1024": ["--train.distortion_weight", "0", "--train.near_gradient_distance", "0", "--model.grid_max_resolution", "1024"],
-    "max-res-128": ["--train.distortion_weight", "0", "--train.near_gradient_distance", "0", "--model.grid_max_resolution", "128"],
-    "levels-12": ["--train.distortion_weight", "0", "--train.near_gradient_distance", "0", "--model.grid_levels", "12"],
 }
 SHEET_VIEWS = (0, 3, 6)
 TARGET = Pairing("target", "original")

@@ -62,7 +62,6 @@ _NEW_DATA_FORM = (
     'per desired style with reference = "..." (and target = "..." for ground truth); see configs/demo.toml'
 )
 
-DISTORTION_WEIGHT = 0.002  # train.distortion_weight = "auto" for an unbounded scene (nerfacto's)
 COVER_FRACTION = 6  # train.cover_until_step = "auto": the cover term trains the first 1/6 of the steps
 
 RETIRED_OPTIONS = {
@@ -80,6 +79,8 @@ RETIRED_OPTIONS = {
     "train.cover_through": "all",
     "train.cover_margin": 0.0,
     "train.appearance": False,
+    "train.distortion_weight": 0.0,
+    "train.near_gradient_distance": 0.0,
 }
 """Options that were measured, lost and left the code, with the value that meant off (which the
 config.toml of a run trained before their retirement holds)."""
@@ -92,12 +93,17 @@ _PATTERN_OPTIONS = (
     "model.pattern_field",
     "model.pattern_cycles",
 )
-RETIRED_AT = {key: "233ffe5" if key in _PATTERN_OPTIONS else "06e74eb" for key in RETIRED_OPTIONS} | {"train.appearance": "baaef49"}
+RETIRED_AT = {key: "233ffe5" if key in _PATTERN_OPTIONS else "06e74eb" for key in RETIRED_OPTIONS} | {
+    "train.appearance": "baaef49",
+    "train.distortion_weight": "6e09a70",
+    "train.near_gradient_distance": "6e09a70",
+}
 """The last commit with each retired option's code."""
 _RETIRED_WHERE = {
     "233ffe5": "Retired options",
     "06e74eb": "A transfer that does not depend on the seed",
     "baaef49": "A real capture: instant-ngp's fox",
+    "6e09a70": "Floaters on the fox",
 }
 
 
@@ -109,7 +115,7 @@ def retired_message(key: str) -> str:
 def _retired_why(key: str) -> str:
     commit = RETIRED_AT[key]
     return (
-        f'retired: measured on the kit, it lost (results in benchmarks/README.md, "{_RETIRED_WHERE[commit]}"; '
+        f'retired: measured, it lost (results in benchmarks/README.md, "{_RETIRED_WHERE[commit]}"; '
         f"the code is at commit {commit}); remove the key"
     )
 
@@ -387,15 +393,6 @@ class TrainConfig:
     cover_until_step: int | Literal["auto"] = "auto"
     """The cover term trains only the steps before this one, while the feature plane takes its layout; 0: every
     step; auto: the first sixth of train.steps (250 of the demo's 1,500)."""
-    distortion_weight: float | Literal["auto"] = "auto"
-    """Weight of mip-NeRF 360's distortion loss (each ray's weights pulled into one short interval, so that
-    fog in front of a surface costs), summed into the loss as the mean over a pairing's rays; auto:
-    DISTORTION_WEIGHT for an unbounded scene's pairings and 0 for a bounded one's; a number: every pairing."""
-    near_gradient_distance: float | Literal["auto"] = "auto"
-    """The gradients of samples nearer a training camera than this are scaled by (t / distance)^2, so that
-    the few rays that pass near a camera cannot grow floaters in front of it ("Floaters No More", Philip and
-    Deschaintre 2023; values unchanged); 0: off; auto: half the size of data.aabb for an unbounded scene's
-    pairings and 0 for a bounded one's; a number: every pairing."""
     seed: int = 0
     """Seed of every random choice; the same seed gives the same run on the CPU."""
     log_every: int = 50
@@ -412,16 +409,6 @@ class TrainConfig:
         )
         _check(self.lr_warmup_steps >= 0, "train.lr_warmup_steps", "must not be negative")
         _check(self.cover_weight >= 0, "train.cover_weight", "must not be negative (0: off)")
-        _check(
-            self.distortion_weight == "auto" or self.distortion_weight >= 0,
-            "train.distortion_weight",
-            'must be "auto" or at least 0 (0: off)',
-        )
-        _check(
-            self.near_gradient_distance == "auto" or self.near_gradient_distance >= 0,
-            "train.near_gradient_distance",
-            'must be "auto" or at least 0 (0: off)',
-        )
         _check(
             self.cover_until_step == "auto" or self.cover_until_step >= 0,
             "train.cover_until_step",

@@ -194,17 +194,10 @@ class Built:
         rays_d: Tensor,  # [n_rays, 3]
         background: Tensor,  # [n_rays, 3] or [3]
         offsets: Tensor | None = None,  # [n_rays] stratification, training only
-        distortion: bool = False,
-        near_gradient: float = 0.0,
     ) -> RenderResult:
-        """One batch of rays of a pairing (differentiable; the caller chooses the grad mode); `distortion`:
-        with each ray's distortion loss, distances normalised by the half-size of data.aabb; `near_gradient`:
-        the gradients of samples nearer the camera than this scaled down (fastjoint.render.rays.render_rays)."""
+        """One batch of rays of a pairing (differentiable; the caller chooses the grad mode)."""
         sampler = self.samplers[pairing.scene]
-        box = self.config.data.aabb
-        scale = min(box[i + 3] - box[i] for i in range(3)) / 2 if distortion else None
-        field = self.field(pairing)
-        return render_rays(field, sampler, rays_o, rays_d, background, self.backends.composite, offsets, scale, near_gradient)
+        return render_rays(self.field(pairing), sampler, rays_o, rays_d, background, self.backends.composite, offsets)
 
     @torch.no_grad()
     def render_chunked(self, pairing: Pairing, rays_o: Tensor, rays_d: Tensor, background: Tensor | None = None) -> RenderResult:

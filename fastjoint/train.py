@@ -30,7 +30,7 @@ import torch
 from fastjoint.architecture import architecture
 from fastjoint.checkpoints import CHECKPOINT, PREVIOUS, first_line, load_checkpoint, load_latest, save_checkpoint
 from fastjoint.colours import LEARNED, RANDOM
-from fastjoint.config import DISTORTION_WEIGHT, Config, changed_keys, load_config, to_dict, to_toml
+from fastjoint.config import Config, changed_keys, load_config, to_dict, to_toml
 from fastjoint.data import RaySampler
 from fastjoint.data.formats import detect_format
 from fastjoint.datasets import check_test_splits, ensure_datasets, load_scene_split
@@ -116,14 +116,6 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(config.train.seed)
         self.built = Built(config, self.device, backgrounds, extents)
         self.model = self.built.model
-        weight = config.train.distortion_weight
-        self.distortion_weights = {  # per scene: train.distortion_weight resolved
-            scene: (DISTORTION_WEIGHT if extents[scene].unbounded else 0.0) if weight == "auto" else weight for scene in SCENES
-        }
-        near, half = config.train.near_gradient_distance, min(data.aabb[i + 3] - data.aabb[i] for i in range(3)) / 2
-        self.near_gradient = {  # per scene: train.near_gradient_distance resolved
-            scene: (half if extents[scene].unbounded else 0.0) if near == "auto" else near for scene in SCENES
-        }
         self.rays = {p: RaySampler(s, self.device) for p, s in splits.items()}
         self.architecture = architecture(config)
         self.optimizer = self.architecture.optimizer(self.model, config)
@@ -251,7 +243,7 @@ class Trainer:
             for scene in SCENES:
                 density = lambda x, scene=scene: self.model.density(scene, x)  # noqa: E731
                 update_occupancy(self.built.estimators[scene], density, self.step, config.render)
-        losses, names, rays, samples, distortions = [], {}, 0, 0, []
+        losses, names, rays, samples = [], {}, 0, 0
         surfaces: dict[str, torch.Tensor] = {}  # scene -> its batch's surface features, while the cover term trains
         covering = config.train.cover_weight > 0 and (config.train.cover_steps == 0 or self.step < config.train.cover_steps)
         for pairing in self.pairings:
@@ -259,17 +251,10 @@ class Trainer:
             background = self._background(pairing, rays_d)
             target = rgba[:, :3] * rgba[:, 3:] + background.detach() * (1.0 - rgba[:, 3:])
             offsets = torch.rand(rays_o.shape[0], generator=self.generator).to(self.device)
-            distortion_weight = self.distortion_weights[pairing.scene]
-            result = self.built.render_rays(
-                pairing, rays_o, rays_d, background, offsets, distortion_weight > 0, self.near_gradient[pairing.scene]
-            )
+            result = self.built.render_rays(pairing, rays_o, rays_d, background, offsets)
             loss = torch.nn.functional.mse_loss(result.rgb, target)
             losses.append(loss)
             names[pairing.name] = loss.item()
-            if result.distortion is not None:
-                distortion = result.distortion.mean()
-                losses.append(distortion_weight * distortion)
-                distortions.append(distortion.item())
             rays += rays_o.shape[0]
             samples += result.n_samples
             if self.target_samples:
@@ -284,8 +269,6 @@ class Trainer:
         for name, value in names.items():
             if not math.isfinite(value):
                 raise NonFinite(f"the loss of {name} is {value}", self.step + 1)
-        if not all(math.isfinite(value) for value in distortions):
-            raise NonFinite(f"the distortion loss is {distortions}", self.step + 1)
         self.optimizer.zero_grad(set_to_none=True)
         torch.stack(losses).sum().backward()
         try:
@@ -296,8 +279,7 @@ class Trainer:
             raise NonFinite("the parameter update overflows float32", self.step + 1) from None
         self.scheduler.step()
         self.step += 1
-        distortion = sum(distortions) / len(distortions) if distortions else None
-        return StepStats(names, rays, samples, None if cover is None else cover.item(), distortion)
+        return StepStats(names, rays, samples, None if cover is None else cover.item())
 
     def _surface_features(self, scene: str, rays_o: torch.Tensor, rays_d: torch.Tensor, result: RenderResult) -> torch.Tensor:
         """The style features [k, feature_dim] where a batch's rays hit a surface (opacity above

@@ -22,7 +22,6 @@ class StepStats(NamedTuple):
     rays: int
     samples: int
     cover: float | None = None  # the cover term (fastjoint.train.cover_term), on the steps it trains
-    distortion: float | None = None  # the distortion loss, mean over the pairings that train it
 
     @property
     def psnr(self) -> dict[str, float]:
@@ -76,9 +75,6 @@ class MetricsLog:
         covers = [w.cover for w in window if w.cover is not None]
         if covers:
             line["loss/cover"] = float(np.mean(covers))
-        distortions = [w.distortion for w in window if w.distortion is not None]
-        if distortions:
-            line["loss/distortion"] = float(np.mean(distortions))
         with naming(self.path):
             self._handle.write(json.dumps(line) + "\n")
             self._handle.flush()

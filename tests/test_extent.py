@@ -231,8 +231,6 @@ def test_an_opaque_capture_trains_unbounded_and_keeps_it(tmp_path):
     split = load_split(kit / "target" / "original", "train")
     levels = levels_for_reach(split.reach, config.data.aabb)
     assert levels >= 3 and f"{levels} levels" in lines[0]
-    metrics = [json.loads(line) for line in (config.run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert all(line["loss/distortion"] > 0 for line in metrics)  # auto: the unbounded target trains it
     run = load_run(config.run_dir)
     target = run.built.extents["target"]
     assert (target.unbounded, target.levels, target.cone_angle) == (True, levels, UNBOUNDED_CONE_ANGLE)
@@ -273,5 +271,3 @@ def test_a_checkpoint_from_before_extents_resumes_bounded(tmp_path):
     assert "unbounded auto" not in result.stdout
     run = load_run(config.run_dir)
     assert run.step == 40 and not any(extent.unbounded for extent in run.built.extents.values())
-    metrics = (config.run_dir / "metrics.jsonl").read_text()
-    assert "loss/target:original" in metrics and "loss/distortion" not in metrics  # auto: bounded scenes train none

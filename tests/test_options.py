@@ -96,6 +96,8 @@ RETIRED_ON = {
     "train.cover_through": '"grid"',
     "train.cover_margin": "0.05",
     "train.appearance": "true",
+    "train.distortion_weight": "0.002",
+    "train.near_gradient_distance": "1.5",
 }
 
 

@@ -263,41 +263,12 @@ def _transmittance(
     n_rays: int,
 ) -> Tensor:  # [S]
     """T_i = exp(-sum_{j<i on the same ray} tau_j), the light that reaches each sample (differentiable in tau)."""
-    return torch.exp(-_exclusive_ray_sum(tau, ray_indices, n_rays))
-
-
-def _exclusive_ray_sum(
-    values: Tensor,  # [S]
-    ray_indices: Tensor,  # [S] int64, sorted
-    n_rays: int,
-) -> Tensor:  # [S]
-    """sum_{j<i on the same ray} values_j for each sample i (differentiable in values)."""
-    # A global running sum (in float64, so that long packs lose no precision) minus the
-    # running sum before the ray's first sample.
-    running = torch.cumsum(values.double(), dim=0) - values.double()  # sum over earlier samples
+    # Exclusive per-ray sum of tau: a global running sum (in float64, so that long packs
+    # lose no precision) minus the running sum before the ray's first sample.
+    running = torch.cumsum(tau.double(), dim=0) - tau.double()  # sum over earlier samples
     first = _ray_offsets(ray_indices, n_rays)[:-1]  # index of each ray's first sample
     before_ray = running.index_select(0, first.index_select(0, ray_indices))
-    return (running - before_ray).to(values.dtype)
-
-
-def _distortion(
-    weights: Tensor,  # [S]
-    s_starts: Tensor,  # [S] the samples' intervals in normalised distance, increasing along each ray
-    s_ends: Tensor,  # [S]
-    ray_indices: Tensor,  # [S] int64, sorted
-    n_rays: int,
-) -> Tensor:  # [n_rays]
-    """mip-NeRF 360's distortion loss per ray, in O(S) (differentiable in weights):
-
-    sum_{i,j} w_i w_j |m_i - m_j| + 1/3 sum_i w_i^2 (s1_i - s0_i), with m the interval midpoints.
-    As the midpoints increase along a ray, the double sum is 2 sum_i w_i (m_i W_i - (wm)_i), where
-    W_i and (wm)_i sum w and w * m over the ray's earlier samples.
-    """
-    mids = (s_starts + s_ends) * 0.5
-    before = _exclusive_ray_sum(weights, ray_indices, n_rays)
-    before_mids = _exclusive_ray_sum(weights * mids, ray_indices, n_rays)
-    per_sample = 2.0 * weights * (mids * before - before_mids) + weights.square() * (s_ends - s_starts) / 3.0
-    return torch.zeros(n_rays, dtype=weights.dtype, device=weights.device).index_add(0, ray_indices, per_sample)
+    return torch.exp(-(running - before_ray).to(tau.dtype))
 
 
 def _composite(
