@@ -64,40 +64,28 @@ _NEW_DATA_FORM = (
 
 COVER_FRACTION = 6  # train.cover_until_step = "auto": the cover term trains the first 1/6 of the steps
 
-RETIRED_OPTIONS = {
-    "train.align": "off",
-    "train.align_weight": 0.05,
-    "train.align_warmup_steps": 250,
-    "model.decoder_position": 0,
-    "model.decoder_position_original": True,
-    "model.pattern_field": 0,
-    "model.pattern_cycles": 4.0,
-    "train.desired_gradient": 1.0,
-    "train.desired_through": "all",
-    "train.desired_from_step": 0,
-    "train.desired_until_step": 0,
-    "train.cover_through": "all",
-    "train.cover_margin": 0.0,
-    "train.appearance": False,
-    "train.distortion_weight": 0.0,
-    "train.near_gradient_distance": 0.0,
+_RETIRED = {  # key: (the value that meant off, the last commit with its code)
+    "train.align": ("off", "233ffe5"),
+    "train.align_weight": (0.05, "233ffe5"),
+    "train.align_warmup_steps": (250, "233ffe5"),
+    "model.decoder_position": (0, "233ffe5"),
+    "model.decoder_position_original": (True, "233ffe5"),
+    "model.pattern_field": (0, "233ffe5"),
+    "model.pattern_cycles": (4.0, "233ffe5"),
+    "train.desired_gradient": (1.0, "06e74eb"),
+    "train.desired_through": ("all", "06e74eb"),
+    "train.desired_from_step": (0, "06e74eb"),
+    "train.desired_until_step": (0, "06e74eb"),
+    "train.cover_through": ("all", "06e74eb"),
+    "train.cover_margin": (0.0, "06e74eb"),
+    "train.appearance": (False, "baaef49"),
+    "train.distortion_weight": (0.0, "6e09a70"),
+    "train.near_gradient_distance": (0.0, "6e09a70"),
 }
+RETIRED_OPTIONS = {key: off for key, (off, _) in _RETIRED.items()}
 """Options that were measured, lost and left the code, with the value that meant off (which the
 config.toml of a run trained before their retirement holds)."""
-_PATTERN_OPTIONS = (
-    "train.align",
-    "train.align_weight",
-    "train.align_warmup_steps",
-    "model.decoder_position",
-    "model.decoder_position_original",
-    "model.pattern_field",
-    "model.pattern_cycles",
-)
-RETIRED_AT = {key: "233ffe5" if key in _PATTERN_OPTIONS else "06e74eb" for key in RETIRED_OPTIONS} | {
-    "train.appearance": "baaef49",
-    "train.distortion_weight": "6e09a70",
-    "train.near_gradient_distance": "6e09a70",
-}
+RETIRED_AT = {key: commit for key, (_, commit) in _RETIRED.items()}
 """The last commit with each retired option's code."""
 _RETIRED_WHERE = {
     "233ffe5": "Retired options",
