@@ -112,7 +112,7 @@ class HashGridArchitecture:
         return warm * 0.33**decays
 
     def sampler(self, estimator: OccGridEstimator, config: Config, march_backend: str, extent: SceneExtent) -> Sampler:
-        return occupancy_sampler(estimator, config.render.step_size, extent.cone_angle, march_backend)
+        return occupancy_sampler(estimator, config.render.step_size, extent.cone_angle, march_backend, extent.near)
 
 
 class MlpArchitecture:

@@ -323,6 +323,11 @@ class RenderConfig:
     cone_angle: float | Literal["auto"] = "auto"
     """Steps lengthen with distance t as max(render.step_size, t * cone_angle) (instant-ngp's and nerfacc's
     cone stepping); 0: every step render.step_size. auto: 0 for a bounded scene, 1/128 for an unbounded one."""
+    near: float | Literal["auto"] = "auto"
+    """How far from the camera rays start (scene units), in training and in renders: a floater just in front
+    of a camera, which only the views taken nearby see, is never sampled. A ray never starts more than
+    halfway from its camera to data.aabb, so nothing in the box or next to it is cut. auto: 0 for a bounded
+    scene; for an unbounded one, half the size of data.aabb (benchmarks/README.md, "Floaters on the fox")."""
     occ_update_every: int = 8
     """Update the occupancy grids every this many steps."""
     occ_warmup_steps: int = 128
@@ -341,6 +346,7 @@ class RenderConfig:
         _check(self.occ_resolution >= 2, "render.occ_resolution", "must be at least 2")
         _check(self.occ_levels == "auto" or 1 <= self.occ_levels <= 8, "render.occ_levels", 'must be "auto" or between 1 and 8')
         _check(self.cone_angle == "auto" or self.cone_angle >= 0, "render.cone_angle", 'must be "auto" or at least 0 (0: uniform steps)')
+        _check(self.near == "auto" or self.near >= 0, "render.near", 'must be "auto" or at least 0 (0: rays start at the camera)')
         _check(self.occ_update_every >= 1, "render.occ_update_every", "must be at least 1")
         _check(0.0 <= self.occ_ema_decay < 1.0, "render.occ_ema_decay", "must be in [0, 1)")
         _check(self.chunk >= 1, "render.chunk", "must be at least 1")

@@ -27,7 +27,7 @@ from fastjoint.render import Field, RenderResult, SampleCache, Sampler, cache_sa
 from fastjoint.render.background import EnvironmentMap
 from fastjoint.render.baked import BakedScene, DecoderTable, as_cache, bake_scene, sub_cells
 from fastjoint.render.cached import composite_cached
-from fastjoint.render.extent import SceneExtent, default_extents, saved_extents
+from fastjoint.render.extent import SceneExtent, default_extents, ray_near, saved_extents
 from fastjoint.styles import StoredStyle, run_styles, stored_styles, style_path
 
 RENDERERS = ("fast", "exact")
@@ -218,11 +218,21 @@ class Built:
 
     def _render_fast(self, pairing: Pairing, rays_o: Tensor, rays_d: Tensor, background: Tensor | None) -> RenderResult:
         """`render_chunked` through the baked scene and the style's lookup table."""
-        out = self.baked[pairing.scene].march(rays_o, rays_d, self._baked_backend)
+        starts, near = self._from_near(pairing.scene, rays_o, rays_d)
+        out = self.baked[pairing.scene].march(starts, rays_d, self._baked_backend)
         cache = as_cache(out)
         behind = self.backdrop(pairing, rays_d) if background is None else background
         rgb = composite_cached(cache, self.decoder(pairing.style)(cache.features), behind)
-        return RenderResult(rgb, out.opacity, out.depth, cache.n_samples)
+        return RenderResult(rgb, out.opacity, out.depth + near * out.opacity, cache.n_samples)
+
+    def _from_near(self, scene: str, rays_o: Tensor, rays_d: Tensor) -> tuple[Tensor, Tensor]:
+        """The rays' origins moved up to where the scene's rays start (`ray_near`; the baked march has no near
+        plane of its own) and how far each moved, [n_rays]."""
+        extent = self.extents[scene]
+        if extent.near == 0:
+            return rays_o, torch.zeros(rays_o.shape[0], device=rays_o.device)
+        near = ray_near(rays_o, extent.near, self.estimators[scene].aabbs[0])
+        return rays_o + rays_d * near[:, None], near
 
     def render_image(self, pairing: Pairing, pose: Tensor, camera: Camera, background: Tensor | None = None) -> Tensor:
         """A whole view of a pairing [H, W, 3], on the CPU; on the pairing's backdrop by default (see `backdrop`)."""
@@ -253,7 +263,7 @@ class Built:
         Under the fast renderer, the baked scene's samples instead.
         """
         if self.renderer == "fast":
-            return self.baked[scene].cache_samples(rays_o, rays_d, self._baked_backend)
+            return self.baked[scene].cache_samples(self._from_near(scene, rays_o, rays_d)[0], rays_d, self._baked_backend)
         chunk = self.config.render.chunk
 
         def field(points: Tensor, dirs: Tensor) -> tuple[Tensor, Tensor]:
@@ -262,7 +272,7 @@ class Built:
         n_rays = rays_o.shape[0]
         rays = torch.arange(n_rays, device=rays_o.device)
         extent = self.extents[scene]
-        if architecture(self.config).uses_occupancy and extent.levels == 1 and extent.cone_angle == 0:
+        if architecture(self.config).uses_occupancy and extent.levels == 1 and extent.cone_angle == 0 and extent.near == 0:
             rays, rays_o = self._skip_to_occupied(scene, rays_o, rays_d)
             rays_d = rays_d[rays]
         sampler = self.samplers[scene]

@@ -49,7 +49,7 @@ SURFACE_OPACITY = 0.5  # a training ray whose opacity passes this has hit a surf
 COVER_MIN_POINTS = 8  # fewer surface points than this in either scene's batch: no cover term that step
 
 # Settings that shape a checkpoint's tensors or the meaning of its weights: a resumed run keeps them.
-KEPT_ON_RESUME = ("model", "mlp", "data", "render.occ_resolution", "render.occ_levels", "render.cone_angle")
+KEPT_ON_RESUME = ("model", "mlp", "data", "render.occ_resolution", "render.occ_levels", "render.cone_angle", "render.near")
 
 
 @dataclass(frozen=True)

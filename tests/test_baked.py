@@ -3,6 +3,7 @@ tables against the model, and the fast path of `eval`, `render` and the viewer a
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -16,7 +17,9 @@ from fastjoint.ops.baked import baked_march, skipping
 from fastjoint.pairing import Pairing
 from fastjoint.render.baked import BAKE_DIRECTIONS, DecoderTable, bake_scene, icosahedron, sub_cells
 from fastjoint.render.cached import composite_cached
-from fastjoint.run import load_run
+from fastjoint.render.extent import ray_near
+from fastjoint.renders import camera_split
+from fastjoint.run import Built, load_run
 from tests.conftest import run_cli
 
 
@@ -230,3 +233,33 @@ def test_eval_and_render_take_the_fast_renderer(run_copy):
     result = run_cli("render", str(run_copy), "--orbit", "2")
     assert result.returncode == 0, result.stderr
     assert "rendered" in result.stdout
+
+
+@pytest.mark.slow  # trains the session's tiny run
+def test_a_near_plane_short_of_the_box_changes_neither_renderer(trained_run):
+    """The tiny scene lies in the box and no ray starts past halfway to it: with a near plane both renderers
+    give the images and depths they give without one (the fast one moves its rays' origins up to the near
+    plane and adds that distance back to the depth)."""
+    run_dir, _, _ = trained_run
+    run = load_run(run_dir, "cpu")
+    extents = {scene: dataclasses.replace(extent, near=100.0) for scene, extent in run.built.extents.items()}
+    near = Built(run.config, torch.device("cpu"), run.built.backgrounds, extents)
+    near.load_state_dict(run.built.state_dict())
+    near.train(False)
+    pairing = Pairing("target", "original")
+    views = camera_split(run, pairing, "test")
+    rays_o, rays_d = image_rays(views.poses[0], views.camera)
+    starts = ray_near(rays_o, 100.0, near.estimators["target"].aabbs[0])
+    assert (starts > 0.5).all()  # the tiny kit's cameras are 1.7 from the box: its rays start 0.84 from them
+    for renderer in ("exact", "fast"):
+        run.built.use_renderer(renderer)
+        near.use_renderer(renderer)
+        at_camera, at_near = run.built.render_chunked(pairing, rays_o, rays_d), near.render_chunked(pairing, rays_o, rays_d)
+        assert at_near.n_samples <= at_camera.n_samples
+        # Samples shift to the near plane's step grid: close, not equal.
+        assert psnr(at_near.rgb, at_camera.rgb) > 35.0, renderer
+        hit = at_camera.opacity > 0.5
+        assert hit.sum() > 50
+        depth = at_near.depth[hit] / at_near.opacity[hit]
+        torch.testing.assert_close(depth, at_camera.depth[hit] / at_camera.opacity[hit], atol=0.1, rtol=0, msg=renderer)
+        assert (depth > starts[hit]).all()

@@ -17,7 +17,16 @@ from fastjoint.data.formats import load_split
 from fastjoint.data.nerfstudio import _declared_reach
 from fastjoint.errors import UserError
 from fastjoint.ops import march_rays
-from fastjoint.render.extent import UNBOUNDED_CONE_ANGLE, UNBOUNDED_LEVELS, contract, levels_for_reach, resolve_extents
+from fastjoint.render import make_estimators, occupancy_sampler
+from fastjoint.render.extent import (
+    UNBOUNDED_CONE_ANGLE,
+    UNBOUNDED_LEVELS,
+    SceneExtent,
+    contract,
+    levels_for_reach,
+    ray_near,
+    resolve_extents,
+)
 from fastjoint.run import Built, load_run
 from fastjoint.scenes import make_datasets
 
@@ -152,6 +161,38 @@ def test_auto_extents_by_format_and_pixels():
     fixed = Config(data=data, render=RenderConfig(occ_levels=2, cone_angle=0.01))
     fixed = resolve_extents(fixed, capture, opaque, {"target": 100.0, "reference": None})
     assert (fixed["target"].levels, fixed["target"].cone_angle, fixed["reference"].levels) == (2, 0.01, 2)
+    # The near plane: auto is half the box's largest side for an unbounded scene, 0 (at the camera) for a bounded one.
+    assert (mixed["target"].near, mixed["reference"].near) == (1.5, 0.0)
+    assert all(e.near == 0.0 for e in bounded.values())
+    near = resolve_extents(Config(data=data, render=RenderConfig(near=0.25)), capture, opaque, {"target": 4.78, "reference": None})
+    assert (near["target"].near, near["reference"].near) == (0.25, 0.25)
+
+
+def test_rays_start_near_but_never_past_halfway_to_the_box():
+    box = torch.tensor(BOX)
+    origins = torch.tensor([[10.0, 0.0, 0.0], [2.5, 0.0, 0.0], [2.5, 2.5, 0.0], [0.5, 0.0, 0.0]])
+    # Distances to the box: 8.5, 1, sqrt(2) and 0 (inside): halfway 4.25, 0.5, 0.707, 0.
+    torch.testing.assert_close(ray_near(origins, 1.5, box), torch.tensor([1.5, 0.5, 0.5 * math.sqrt(2.0), 0.0]))
+    torch.testing.assert_close(ray_near(origins, 0.2, box), torch.tensor([0.2, 0.2, 0.2, 0.0]))
+    # The sampler takes no sample before its ray's start, and the steps it drops are the nearest ones.
+    generator = torch.Generator().manual_seed(0)
+    estimator = make_estimators({"target": 2, "reference": 1}, BOX, RenderConfig(occ_resolution=8))["target"]
+    estimator.binaries.fill_(True)
+    rays_o = torch.nn.functional.normalize(torch.randn(64, 3, generator=generator), dim=-1) * 4.0
+    rays_d = torch.nn.functional.normalize(torch.rand(64, 3, generator=generator) - 0.5 - rays_o / 4.0, dim=-1)
+    start = ray_near(rays_o, 1.5, box)
+    assert (start > 0.5).all()
+    near = occupancy_sampler(estimator, 0.05, UNBOUNDED_CONE_ANGLE, "torch", 1.5)(rays_o, rays_d, None)
+    camera = occupancy_sampler(estimator, 0.05, UNBOUNDED_CONE_ANGLE, "torch")(rays_o, rays_d, None)
+    assert (near.t_starts >= start[near.ray_indices] - 1e-5).all()
+    assert (camera.t_starts < start[camera.ray_indices]).sum() > 64  # what the near plane drops
+    assert near.ray_indices.unique().numel() == 64
+
+
+def test_an_extent_from_before_the_near_plane_starts_rays_at_the_camera():
+    saved = {"unbounded": True, "levels": 3, "cone_angle": UNBOUNDED_CONE_ANGLE}
+    assert SceneExtent.from_json(saved) == SceneExtent(True, 3, UNBOUNDED_CONE_ANGLE, 0.0)
+    assert SceneExtent.from_json(SceneExtent(True, 3, 0.0, 1.5).to_json()).near == 1.5
 
 
 DATA = '[data]\ntarget = "t"\nreference = "r"\n{extra}[data.styles.b]\nreference = "rb"\n'
@@ -164,6 +205,8 @@ DATA = '[data]\ntarget = "t"\nreference = "r"\n{extra}[data.styles.b]\nreference
         ("", "[render]\ncone_angle = -0.1\n", "render.cone_angle: must be"),
         ("", '[render]\ncone_angle = "wide"\n', "render.cone_angle"),
         ("", "[render]\nocc_levels = 9\n", "render.occ_levels: must be"),
+        ("", "[render]\nnear = -1.0\n", "render.near: must be"),
+        ("", '[render]\nnear = "far"\n', "render.near"),
         ('unbounded = "both"\n', '[model]\nencoder = "mlp"\n', "data.unbounded: needs model.encoder"),
     ],
 )
@@ -233,7 +276,8 @@ def test_an_opaque_capture_trains_unbounded_and_keeps_it(tmp_path):
     assert levels >= 3 and f"{levels} levels" in lines[0]
     run = load_run(config.run_dir)
     target = run.built.extents["target"]
-    assert (target.unbounded, target.levels, target.cone_angle) == (True, levels, UNBOUNDED_CONE_ANGLE)
+    assert (target.unbounded, target.levels, target.cone_angle, target.near) == (True, levels, UNBOUNDED_CONE_ANGLE, 1.5)
+    assert "rays start 1.5 from the camera" in lines[0]
     assert run.built.model.encoders["target"].contracted and not run.built.extents["reference"].unbounded
     # Resumed where `auto` would now decide otherwise (no aabb_scale: bounded): the run keeps its extents.
     transforms = kit / "target" / "original" / "transforms.json"
@@ -245,6 +289,8 @@ def test_an_opaque_capture_trains_unbounded_and_keeps_it(tmp_path):
     assert load_run(config.run_dir).built.extents == run.built.extents
     result = run_cli("train", str(path), "--resume", "--render.cone_angle", "0.1", "--train.steps", "60", "--no-render")
     assert result.returncode == 2 and "render.cone_angle differs" in result.stderr
+    result = run_cli("train", str(path), "--resume", "--render.near", "0.5", "--train.steps", "60", "--no-render")
+    assert result.returncode == 2 and "render.near differs" in result.stderr
     result = run_cli("eval", str(config.run_dir))
     assert result.returncode == 0, result.stderr
     scores = json.loads((config.run_dir / "eval.json").read_text())

@@ -16,7 +16,12 @@ around the box at any distance. Following mip-NeRF 360 and nerfacc's unbounded r
   multi-level grid): as many as reach the extent its capture's instant-ngp `aabb_scale` says,
   else 4 (nerfacc's choice for unbounded scenes); beyond the largest level, the environment map;
 - its steps lengthen with distance: max(step_size, t * cone_angle), cone angle 1/128 (at the
-  kit's camera distance of 4, steps of the box's step size; 6x longer at 24).
+  kit's camera distance of 4, steps of the box's step size; 6x longer at 24);
+- its rays start `render.near` from the camera (half the box's largest side under auto), but never
+  more than halfway from the camera to the box (`ray_near`): the fog that training grows just in
+  front of a camera, to explain what only that camera saw, is never sampled, neither in training
+  nor in renders, where the test views taken nearby would look through it (the fox: 26.30 dB with
+  the floaters, benchmarks/README.md).
 
 `data.unbounded = "auto"` makes a scene unbounded when its photos (original style) are
 opaque, in a real capture's format (nerfstudio, COLMAP), and the capture declares content
@@ -44,6 +49,7 @@ CAPTURE_FORMATS = ("nerfstudio", "colmap")  # real captures; blender is the synt
 UNBOUNDED_LEVELS = 4  # occupancy levels of a scene named unbounded by hand whose capture declares no extent (nerfacc's)
 MAX_LEVELS = 8
 UNBOUNDED_CONE_ANGLE = 1.0 / 128
+NEAR_SHARE = 0.5  # a ray starts at most this share of the way from its camera to data.aabb
 
 
 @dataclass(frozen=True)
@@ -53,6 +59,7 @@ class SceneExtent:
     unbounded: bool  # hash grid over contracted space
     levels: int  # occupancy-grid levels
     cone_angle: float  # 0: uniform steps
+    near: float = 0.0  # rays start this far from the camera (at most NEAR_SHARE of the way to the box)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -61,8 +68,8 @@ class SceneExtent:
     def from_json(value: object) -> SceneExtent | None:
         if not isinstance(value, dict):
             return None
-        try:
-            return SceneExtent(bool(value["unbounded"]), int(value["levels"]), float(value["cone_angle"]))
+        try:  # checkpoints from before render.near have none: rays started at the camera
+            return SceneExtent(bool(value["unbounded"]), int(value["levels"]), float(value["cone_angle"]), float(value.get("near", 0.0)))
         except (KeyError, TypeError, ValueError):
             return None
 
@@ -72,7 +79,8 @@ class SceneExtent:
             return "bounded (data.aabb)" if self.levels == 1 else f"bounded, {self.levels} occupancy levels"
         reach = max(box[i + 3] - box[i] for i in range(3)) / 2 * 2 ** (self.levels - 1)
         cone = f"cone angle 1/{1 / self.cone_angle:.0f}" if self.cone_angle > 0 else "uniform steps"
-        return f"unbounded (contracted beyond data.aabb; occupancy in {self.levels} levels to +-{reach:g}; {cone})"
+        near = f"; rays start {self.near:g} from the camera" if self.near > 0 else ""
+        return f"unbounded (contracted beyond data.aabb; occupancy in {self.levels} levels to +-{reach:g}; {cone}{near})"
 
 
 def levels_for_reach(reach: float, box: Box) -> int:
@@ -115,7 +123,11 @@ def resolve_extents(
             cone = float(render.cone_angle)
         else:
             cone = UNBOUNDED_CONE_ANGLE if unbounded else 0.0
-        extents[scene] = SceneExtent(unbounded, levels, cone)
+        if render.near != "auto":
+            near = float(render.near)
+        else:
+            near = max(data.aabb[i + 3] - data.aabb[i] for i in range(3)) / 2 if unbounded else 0.0
+        extents[scene] = SceneExtent(unbounded, levels, cone, near)
     return extents
 
 
@@ -124,7 +136,8 @@ def default_extents(config: Config) -> dict[str, SceneExtent]:
     render = config.render
     levels = 1 if render.occ_levels == "auto" else render.occ_levels
     cone = 0.0 if render.cone_angle == "auto" else float(render.cone_angle)
-    return dict.fromkeys(SCENES, SceneExtent(False, levels, cone))
+    near = 0.0 if render.near == "auto" else float(render.near)
+    return dict.fromkeys(SCENES, SceneExtent(False, levels, cone, near))
 
 
 def saved_extents(state: Mapping) -> dict[str, SceneExtent] | None:
@@ -151,3 +164,11 @@ def contract(u: Tensor) -> Tensor:  # [N, 3] relative to the box (inside: |u|_in
     """The infinity-norm contraction: identity in the box, (2 - 1/m) u/m outside, m = |u|_inf."""
     m = u.abs().amax(dim=-1, keepdim=True).clamp(min=1.0)
     return torch.where(m > 1.0, (2.0 - 1.0 / m) * (u / m), u)
+
+
+def ray_near(rays_o: Tensor, near: float, box: Tensor) -> Tensor:  # [n_rays, 3], box [6] -> [n_rays]
+    """Where each ray starts: `near` from its camera, but at most NEAR_SHARE of the camera's distance to `box`
+    (0 for a camera in the box), so that nothing in the box or next to it is cut."""
+    centre, half = (box[:3] + box[3:]) / 2, (box[3:] - box[:3]) / 2
+    to_box = ((rays_o - centre).abs() - half).clamp(min=0.0).norm(dim=-1)
+    return (NEAR_SHARE * to_box).clamp(max=near)

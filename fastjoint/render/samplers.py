@@ -13,17 +13,25 @@ from nerfacc import OccGridEstimator
 from torch import Tensor
 
 from fastjoint.ops import MarchResult, march_rays
+from fastjoint.render.extent import ray_near
 
 Sampler = Callable[[Tensor, Tensor, "Tensor | None"], MarchResult]
 
 FAR_PLANE = 1e10
 
 
-def occupancy_sampler(estimator: OccGridEstimator, step_size: float, cone_angle: float, march_backend: str) -> Sampler:
-    """Steps of max(`step_size`, t * `cone_angle`) through the occupied cells of `estimator`'s grid."""
+def occupancy_sampler(
+    estimator: OccGridEstimator, step_size: float, cone_angle: float, march_backend: str, near_plane: float = 0.0
+) -> Sampler:
+    """Steps of max(`step_size`, t * `cone_angle`) through the occupied cells of `estimator`'s grid, from
+    `near_plane` (at most halfway to the grid's innermost box: `ray_near`)."""
+    box = estimator.aabbs[0]
 
     def sample(rays_o: Tensor, rays_d: Tensor, offsets: Tensor | None = None) -> MarchResult:
-        near = torch.zeros(rays_o.shape[0], device=rays_o.device)
+        if near_plane > 0:
+            near = ray_near(rays_o, near_plane, box.to(rays_o.device))
+        else:
+            near = torch.zeros(rays_o.shape[0], device=rays_o.device)
         if offsets is not None:
             near = near + offsets * step_size
         far = torch.full_like(near, FAR_PLANE)
