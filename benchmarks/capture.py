@@ -17,10 +17,18 @@ that the learning-rate schedule ends about on time; `--max-seconds` stops it at 
   unbounded scenes, on every default);
 - `levels3`: as box, with render.occ_levels = 3 named by hand (the box grown 4x for both grids);
 - `unbounded`: every default (auto: the opaque nerfstudio capture is unbounded; 3 occupancy levels
-  from its aabb_scale, the hash grid contracted beyond the box, cone stepping).
+  from its aabb_scale, the hash grid contracted beyond the box, cone stepping, rays starting 1.5
+  from the camera);
+- `at-camera`: as unbounded, with render.near = 0: rays start at the camera (fastjoint before the
+  near plane).
 
-It reports PSNR and SSIM on the test views, samples per ray there, the steps done, and writes a
-contact sheet of three test views (truth, then each variant) to `results/pictures/`. Issue 22's
+`--seeds 0 1 2` trains each variant at each seed (the fox's floaters come and go with the seed:
+one run decides nothing) and reports each figure's mean and range; `--steps N` trains exactly N
+steps instead of what fits `--seconds`, so that variants compare on a machine that is not quiet.
+
+It reports PSNR and SSIM on the test views (and the median view's PSNR), samples per ray there,
+the steps done, and writes a contact sheet of three test views (truth, then each variant, at the
+first seed) to `results/pictures/`. Issue 22's
 target: at least 27 dB at 1/8 size after 10 minutes on 2 cores, no box edge in the renders.
 """
 
@@ -50,6 +58,7 @@ VARIANTS = {
     "box": ["--data.unbounded", "none"],
     "levels3": ["--data.unbounded", "none", "--render.occ_levels", "3"],
     "unbounded": [],
+    "at-camera": ["--render.near", "0"],
 }
 SHEET_VIEWS = (0, 3, 6)
 TARGET = Pairing("target", "original")
@@ -114,6 +123,8 @@ def score(run_dir: Path) -> tuple[dict, list[np.ndarray], list[np.ndarray]]:
     return (
         {
             "psnr": float(np.mean(psnrs)),
+            "view_psnrs": [float(p) for p in psnrs],
+            "median_view_psnr": float(np.median(psnrs)),
             "ssim": float(np.mean(ssims)),
             "samples_per_ray": samples / rays,
             "steps": run.step,
@@ -126,6 +137,28 @@ def score(run_dir: Path) -> tuple[dict, list[np.ndarray], list[np.ndarray]]:
     )
 
 
+def summarise(per_seed: dict[int, dict]) -> dict:
+    """A variant's runs: each figure's mean, lowest and highest over the seeds, and every seed's own row."""
+    keys = ("psnr", "ssim", "samples_per_ray", "steps", "train_seconds", "train_samples_per_ray", "median_view_psnr")
+    rows = list(per_seed.values())
+    summary = {
+        key: {
+            "mean": float(np.mean([r[key] for r in rows])),
+            "low": float(min(r[key] for r in rows)),
+            "high": float(max(r[key] for r in rows)),
+        }
+        for key in keys
+    }
+    return {**summary, "n": len(rows), "seeds": {str(seed): row for seed, row in per_seed.items()}}
+
+
+def spread(figure: dict, fmt: str) -> str:
+    """mean (lowest to highest), or the one value of a single run."""
+    if figure["low"] == figure["high"]:
+        return fmt.format(figure["mean"])
+    return f"{fmt.format(figure['mean'])} ({fmt.format(figure['low'])} to {fmt.format(figure['high'])})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--source", type=Path, required=True, help="instant-ngp's data/nerf/fox folder")
@@ -133,6 +166,13 @@ def main() -> None:
     parser.add_argument("--probe-steps", type=int, default=300, help="steps of the probe that sets train.steps")
     parser.add_argument("--runs", type=Path, default=REPO / "runs" / "capture")
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="train each variant at these seeds (mean and range)")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=0,
+        help="train exactly this many steps (0: what fits --seconds, by a probe; a fixed count compares variants on a busy machine)",
+    )
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args()
     runs = args.runs.resolve()
@@ -143,28 +183,40 @@ def main() -> None:
     truths: list[np.ndarray] = []
     for name in args.variants:
         options = VARIANTS[name]
-        run_dir = runs / name
-        if not (run_dir / "eval.json").is_file():
-            shutil.rmtree(run_dir, ignore_errors=True)
-            steps, per_step = steps_that_fit(config, runs, name, options, args.seconds, args.probe_steps)
-            start = time.time()
-            fastjoint("train", str(config), "--output-dir", str(runs), "--name", name, "--train.steps", str(steps),
-                      "--max-seconds", str(args.seconds), "--no-render", *options)  # fmt: skip
-            print(f"{name}: {steps} steps planned ({per_step:.2f} s per step in the probe), command {time.time() - start:.0f} s")
-        rows[name], renders, truths = score(run_dir)
-        sheets[name] = renders
-        print(name, json.dumps({k: v for k, v in rows[name].items() if k != "extents"}))
-    table = Table(title=f"instant-ngp's fox at 1/8 size, {args.seconds:.0f} s of training per variant")
-    for column in ("variant", "steps", "train s", "PSNR", "SSIM", "samples/ray (test views)"):
+        per_seed = {}
+        for seed in args.seeds:
+            run_name = name if seed == 0 else f"{name}-seed{seed}"
+            run_dir = runs / run_name
+            if not (run_dir / "eval.json").is_file():
+                shutil.rmtree(run_dir, ignore_errors=True)
+                if args.steps:
+                    steps, budget = args.steps, []
+                else:
+                    steps, per_step = steps_that_fit(config, runs, name, options, args.seconds, args.probe_steps)
+                    budget = ["--max-seconds", str(args.seconds)]
+                    print(f"{run_name}: {steps} steps planned ({per_step:.2f} s per step in the probe)")
+                start = time.time()
+                fastjoint("train", str(config), "--output-dir", str(runs), "--name", run_name, "--train.steps", str(steps),
+                          "--train.seed", str(seed), "--no-render", *budget, *options)  # fmt: skip
+                print(f"{run_name}: command {time.time() - start:.0f} s")
+            per_seed[seed], renders, truths = score(run_dir)
+            sheets.setdefault(name, renders)
+            print(run_name, json.dumps({k: v for k, v in per_seed[seed].items() if k != "extents"}))
+        rows[name] = summarise(per_seed)
+    seeds = ", ".join(map(str, args.seeds))
+    budget = f"{args.steps} steps" if args.steps else f"{args.seconds:.0f} s of training"
+    table = Table(title=f"instant-ngp's fox at 1/8 size, {budget} per run, seeds {seeds}: mean (lowest to highest)")
+    for column in ("variant", "steps", "train s", "PSNR", "SSIM", "samples/ray (test views)", "views: median PSNR"):
         table.add_column(column)
     for name, row in rows.items():
         table.add_row(
             name,
-            str(row["steps"]),
-            f"{row['train_seconds']:.0f}",
-            f"{row['psnr']:.2f}",
-            f"{row['ssim']:.3f}",
-            f"{row['samples_per_ray']:.1f}",
+            spread(row["steps"], "{:.0f}"),
+            spread(row["train_seconds"], "{:.0f}"),
+            spread(row["psnr"], "{:.2f}"),
+            spread(row["ssim"], "{:.3f}"),
+            spread(row["samples_per_ray"], "{:.1f}"),
+            spread(row["median_view_psnr"], "{:.2f}"),
         )
     make_console().print(table)
     date = time.strftime("%Y-%m-%d")
@@ -175,7 +227,15 @@ def main() -> None:
     print(f"contact sheet: {sheet}")
     print(
         write_results(
-            "capture-fox", {"seconds": args.seconds, "source": "NVlabs/instant-ngp data/nerf/fox", "variants": rows}, args.results
+            "capture-fox",
+            {
+                "seconds": args.seconds,
+                "steps": args.steps,
+                "seeds": args.seeds,
+                "source": "NVlabs/instant-ngp data/nerf/fox",
+                "variants": rows,
+            },
+            args.results,
         )
     )
 
