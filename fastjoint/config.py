@@ -326,8 +326,8 @@ class RenderConfig:
     near: float | Literal["auto"] = "auto"
     """How far from the camera rays start (scene units), in training and in renders: a floater just in front
     of a camera, which only the views taken nearby see, is never sampled. A ray never starts more than
-    halfway from its camera to data.aabb, so nothing in the box or next to it is cut. auto: 0 for a bounded
-    scene; for an unbounded one, half the size of data.aabb (benchmarks/README.md, "Floaters on the fox")."""
+    nine tenths of the way from its camera to data.aabb, so nothing in the box or just outside it is cut. auto: 0 for a
+    bounded scene; for an unbounded one, half the size of data.aabb (benchmarks/README.md, "Floaters on the fox")."""
     occ_update_every: int = 8
     """Update the occupancy grids every this many steps."""
     occ_warmup_steps: int = 128

@@ -168,11 +168,11 @@ def test_auto_extents_by_format_and_pixels():
     assert (near["target"].near, near["reference"].near) == (0.25, 0.25)
 
 
-def test_rays_start_near_but_never_past_halfway_to_the_box():
+def test_rays_start_near_but_never_past_nine_tenths_of_the_way_to_the_box():
     box = torch.tensor(BOX)
     origins = torch.tensor([[10.0, 0.0, 0.0], [2.5, 0.0, 0.0], [2.5, 2.5, 0.0], [0.5, 0.0, 0.0]])
-    # Distances to the box: 8.5, 1, sqrt(2) and 0 (inside): halfway 4.25, 0.5, 0.707, 0.
-    torch.testing.assert_close(ray_near(origins, 1.5, box), torch.tensor([1.5, 0.5, 0.5 * math.sqrt(2.0), 0.0]))
+    # Distances to the box: 8.5, 1, sqrt(2) and 0 (inside); nine tenths of them: 7.65, 0.9, 1.27, 0.
+    torch.testing.assert_close(ray_near(origins, 1.5, box), torch.tensor([1.5, 0.9, 0.9 * math.sqrt(2.0), 0.0]))
     torch.testing.assert_close(ray_near(origins, 0.2, box), torch.tensor([0.2, 0.2, 0.2, 0.0]))
     # The sampler takes no sample before its ray's start, and the steps it drops are the nearest ones.
     generator = torch.Generator().manual_seed(0)

@@ -24,7 +24,7 @@ def occupancy_sampler(
     estimator: OccGridEstimator, step_size: float, cone_angle: float, march_backend: str, near_plane: float = 0.0
 ) -> Sampler:
     """Steps of max(`step_size`, t * `cone_angle`) through the occupied cells of `estimator`'s grid, from
-    `near_plane` (at most halfway to the grid's innermost box: `ray_near`)."""
+    `near_plane` (at most nine tenths of the way to the grid's innermost box: `ray_near`)."""
     box = estimator.aabbs[0]
 
     def sample(rays_o: Tensor, rays_d: Tensor, offsets: Tensor | None = None) -> MarchResult:
