@@ -255,8 +255,7 @@ def test_a_near_plane_short_of_the_box_changes_neither_renderer(trained_run):
         run.built.use_renderer(renderer)
         near.use_renderer(renderer)
         at_camera, at_near = run.built.render_chunked(pairing, rays_o, rays_d), near.render_chunked(pairing, rays_o, rays_d)
-        assert at_near.n_samples <= at_camera.n_samples
-        # Samples shift to the near plane's step grid: close, not equal.
+        # The steps are anchored at the near plane, so the samples (and their count) shift a little: close, not equal.
         assert psnr(at_near.rgb, at_camera.rgb) > 35.0, renderer
         hit = at_camera.opacity > 0.5
         assert hit.sum() > 50
