@@ -325,9 +325,10 @@ class RenderConfig:
     cone stepping); 0: every step render.step_size. auto: 0 for a bounded scene, 1/128 for an unbounded one."""
     near: float | Literal["auto"] = "auto"
     """How far from the camera rays start (scene units), in training and in renders: a floater just in front
-    of a camera, which only the views taken nearby see, is never sampled. A ray never starts more than
-    nine tenths of the way from its camera to data.aabb, so nothing in the box or just outside it is cut. auto: 0 for a
-    bounded scene; for an unbounded one, half the size of data.aabb (benchmarks/README.md, "Floaters on the fox")."""
+    of a camera, which only the views taken nearby see, is never sampled. A ray never starts more than nine
+    tenths of the way from its camera to data.aabb, so nothing in the box or just outside it is cut. auto: 0
+    for a bounded scene; for an unbounded one, half the size of data.aabb (benchmarks/README.md, "The near
+    plane"). hashgrid encoder only."""
     occ_update_every: int = 8
     """Update the occupancy grids every this many steps."""
     occ_warmup_steps: int = 128
@@ -458,6 +459,7 @@ class Config:
         if self.model.encoder != "hashgrid":
             _check(self.render.occ_levels in ("auto", 1), "render.occ_levels", uniform)
             _check(self.data.unbounded in ("auto", "none"), "data.unbounded", uniform)
+            _check(self.render.near in ("auto", 0), "render.near", uniform)
 
     @property
     def run_dir(self) -> Path:

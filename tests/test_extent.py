@@ -208,6 +208,7 @@ DATA = '[data]\ntarget = "t"\nreference = "r"\n{extra}[data.styles.b]\nreference
         ("", "[render]\nnear = -1.0\n", "render.near: must be"),
         ("", '[render]\nnear = "far"\n', "render.near"),
         ('unbounded = "both"\n', '[model]\nencoder = "mlp"\n', "data.unbounded: needs model.encoder"),
+        ("", '[model]\nencoder = "mlp"\n[render]\nnear = 0.5\n', "render.near: needs model.encoder"),
     ],
 )
 def test_extent_key_mistakes_are_one_line(tmp_path, data, rest, message):
