@@ -53,6 +53,7 @@ from fastjoint.metrics import psnr, ssim
 from fastjoint.pairing import Pairing
 from fastjoint.run import load_run
 from fastjoint.scoring import backdrop, load_test_views
+from fastjoint.sweepsummary import spread as fj_spread
 
 VARIANTS = {
     "box": ["--data.unbounded", "none"],
@@ -141,14 +142,7 @@ def summarise(per_seed: dict[int, dict]) -> dict:
     """A variant's runs: each figure's mean, lowest and highest over the seeds, and every seed's own row."""
     keys = ("psnr", "ssim", "samples_per_ray", "steps", "train_seconds", "train_samples_per_ray", "median_view_psnr")
     rows = list(per_seed.values())
-    summary = {
-        key: {
-            "mean": float(np.mean([r[key] for r in rows])),
-            "low": float(min(r[key] for r in rows)),
-            "high": float(max(r[key] for r in rows)),
-        }
-        for key in keys
-    }
+    summary = {key: fj_spread([float(r[key]) for r in rows])._asdict() for key in keys}
     return {**summary, "n": len(rows), "seeds": {str(seed): row for seed, row in per_seed.items()}}
 
 

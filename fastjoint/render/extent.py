@@ -78,10 +78,15 @@ class SceneExtent:
         """The extent in words, for the line training prints."""
         if not self.unbounded:
             return "bounded (data.aabb)" if self.levels == 1 else f"bounded, {self.levels} occupancy levels"
-        reach = max(box[i + 3] - box[i] for i in range(3)) / 2 * 2 ** (self.levels - 1)
+        reach = largest_half(box) * 2 ** (self.levels - 1)
         cone = f"cone angle 1/{1 / self.cone_angle:.0f}" if self.cone_angle > 0 else "uniform steps"
         near = f"; rays start {self.near:g} from the camera" if self.near > 0 else ""
         return f"unbounded (contracted beyond data.aabb; occupancy in {self.levels} levels to +-{reach:g}; {cone}{near})"
+
+
+def largest_half(box: Box) -> float:
+    """Half of the box's largest side."""
+    return max(box[i + 3] - box[i] for i in range(3)) / 2
 
 
 def levels_for_reach(reach: float, box: Box) -> int:
@@ -127,7 +132,7 @@ def resolve_extents(
         if render.near != "auto":
             near = float(render.near)
         else:
-            near = max(data.aabb[i + 3] - data.aabb[i] for i in range(3)) / 2 if unbounded else 0.0
+            near = largest_half(data.aabb) if unbounded else 0.0
         extents[scene] = SceneExtent(unbounded, levels, cone, near)
     return extents
 
