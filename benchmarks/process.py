@@ -1,6 +1,10 @@
 """`fastjoint process` on the scene kit's renders given as plain photos: its poses, and a training on them, against the truth.
 
-    python -m benchmarks.process [--size 192] [--scene digger] [--style pattern] [--noise] [--steps 1500] [--runs runs/process]
+    python -m benchmarks.process [--size 192] [--scene digger] [--style pattern] [--noise] [--steps 1500] [--repeats 3] [--runs runs/process]
+    python -m benchmarks.process --posed DATASET [--repeats 3]
+
+With `--posed`, a posed dataset's photos (a real capture, say) go through `process` and the
+poses found are compared to the dataset's own, as in step 2 below; nothing is trained.
 
 The kit's `paper` recipe renders `--scene` in `--style` at `--size` pixels from its training and
 test cameras. The renders are composited on mid-grey and written as RGB PNGs with no poses:
@@ -9,7 +13,7 @@ match one another across the scene; `--noise` turns the style's patterns into va
 which does not repeat. The kit's plain materials are flat colours.) Then:
 
 1. `fastjoint process PHOTOS OUT` (COLMAP through pycolmap) poses them;
-2. the poses it found are aligned to the true ones by the best similarity (Umeyama, on the
+2. (`--repeats` times) the poses it found are aligned to the true ones by the best similarity (Umeyama, on the
    camera centres), and each camera's rotation error (degrees) and position error (as a share
    of the true cameras' distance from the scene's centre) are reported;
 3. the same photos with their true poses (a nerfstudio folder, pinhole camera) and the processed
@@ -127,6 +131,37 @@ def train(target: Path, runs: Path, name: str, steps: int) -> dict:
     return {**scored.eval["pairings"]["target:original"], "train_seconds": scored.eval["train_seconds"]}
 
 
+def processed(photos: Path, runs: Path, repeats: int, names: list[str], poses: np.ndarray) -> tuple[list[dict], list[float]]:
+    """`fastjoint process` on `photos`, `repeats` times (runs/processed, processed-1, ...); each run's pose errors and seconds."""
+    errors, seconds = [], []
+    for k in range(repeats):
+        folder = runs / ("processed" if k == 0 else f"processed-{k}")
+        start = time.time()
+        done = fastjoint("process", str(photos), str(folder))
+        seconds.append(time.time() - start)
+        print(done.stdout.strip().splitlines()[-2])
+        errors.append(pose_errors(folder, names, poses))
+        print(json.dumps(errors[-1], indent=1))
+    return errors, seconds
+
+
+def against_posed(dataset: Path, runs: Path, repeats: int, results: Path) -> None:
+    """`process` on a posed dataset's photos, its poses against the dataset's own (every split)."""
+    names, poses = [], []
+    for split in ("train", "test"):
+        views = load_split(dataset, split)
+        names += [Path(name).name for name in views.names]
+        poses += list(views.poses.numpy().astype(np.float64))
+        folder = Path(views.names[0]).parent if Path(views.names[0]).is_absolute() else dataset / Path(views.names[0]).parent
+    photos = runs / "photos"
+    photos.mkdir(parents=True)
+    for name in names:
+        shutil.copyfile(folder / name, photos / name)
+    errors, seconds = processed(photos, runs, repeats, names, np.stack(poses))
+    payload = {"dataset": str(dataset), "photos": len(names), "process_seconds": seconds, "poses_each_run": errors}
+    print(write_results(f"process-posed-{dataset.name}", payload, results))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=192, help="the renders' width and height in pixels")
@@ -136,20 +171,28 @@ def main() -> None:
         "--noise", action="store_true", help="the style's patterns become value noise, which SIFT can match (same scale and colours)"
     )
     parser.add_argument("--steps", type=int, default=1500, help="training steps of each of the two runs")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="times `process` runs on the same photos (COLMAP's multi-threaded RANSAC differs run to run); the first is trained",
+    )
+    parser.add_argument(
+        "--posed",
+        type=Path,
+        help="instead of the kit: `process` the photos of this posed dataset (nerfstudio or COLMAP) and compare its poses to the dataset's (no training)",
+    )
     parser.add_argument("--runs", type=Path, default=REPO / "runs" / "process")
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args()
     runs = args.runs.resolve()
     shutil.rmtree(runs, ignore_errors=True)
+    if args.posed is not None:
+        return against_posed(args.posed.resolve(), runs, args.repeats, args.results)
     photos = runs / "photos"
     names, poses, focal = write_photos(photos, args.size, args.scene, args.style, args.noise)
-    start = time.time()
-    done = fastjoint("process", str(photos), str(runs / "processed"))
-    process_seconds = time.time() - start
-    print(done.stdout.strip().splitlines()[-1])
-    errors = pose_errors(runs / "processed", names, poses)
-    errors["focal_true"] = focal
-    print(json.dumps(errors, indent=1))
+    repeats, seconds = processed(photos, runs, args.repeats, names, poses)
+    errors = {**repeats[0], "focal_true": focal}
     write_truth(runs / "truth", photos, names, poses, args.size, focal)
     scores = {kind: train(runs / kind, runs, f"{kind}-target", args.steps) for kind in ("truth", "processed")}
     print(json.dumps(scores, indent=1))
@@ -159,8 +202,9 @@ def main() -> None:
         "scene": args.scene,
         "style": args.style + (" (as noise)" if args.noise else ""),
         "steps": args.steps,
-        "process_seconds": process_seconds,
+        "process_seconds": seconds,
         "poses": errors,
+        "poses_each_run": repeats,
         "target_original": scores,
         "psnr_difference_db": scores["processed"]["psnr"] - scores["truth"]["psnr"],
     }

@@ -392,7 +392,8 @@ class Process:
 
         with progress_bar(f"process {self.input}") as bar:
             done = process(Path(self.input), Path(self.out), self.frames, self.camera_model, bar)
-        print(f"{done.registered} of {done.images} images registered, {done.points} 3-D points: {done.folder}")
+        lowered = "" if done.peak_threshold is None else f" (few SIFT features: extracted at peak threshold {done.peak_threshold})"
+        print(f"{done.registered} of {done.images} images registered, {done.points} 3-D points{lowered}: {done.folder}")
         print(f'use it as a scene: data.target = "{done.folder}" (or data.reference), then fastjoint train')
         return 0
 

@@ -3,7 +3,8 @@
 The output is a COLMAP dataset (see `data/colmap.py`): OUT/images/ (the photos, or the
 frames chosen from the video) and OUT/sparse/0/ (the cameras and poses), with COLMAP's own
 database beside them (OUT/database.db; its log in OUT/colmap.log). Poses come from COLMAP through pycolmap (PyPI's
-wheels; no hand-installed binary): SIFT features, exhaustive matching for photos (sequential
+wheels; no hand-installed binary): SIFT features (with a lower peak threshold when the photos give few: see
+`LOW_TEXTURE_FEATURES`), exhaustive matching for photos (sequential
 for a video's frames, which follow each other), incremental mapping; one camera shared by every
 image, SIMPLE_RADIAL by default (COLMAP's own: one focal length, one radial distortion term),
 OPENCV for strongly distorted lenses; the COLMAP loader undistorts it in its rays.
@@ -34,6 +35,12 @@ CAMERA_MODELS = ("SIMPLE_RADIAL", "OPENCV", "PINHOLE")  # of those the COLMAP lo
 MIN_REGISTERED = 8  # fewer registered images than this cannot train a scene
 MIN_SHARE = 0.5  # nor a reconstruction that leaves most of the images out
 MIN_CONTRAST = 2.0  # a frame whose grey levels spread less (std, of 255) is not a picture of anything
+# When the median photo gives fewer SIFT features than this at COLMAP's peak threshold (1/150),
+# they are extracted again at LOW_TEXTURE_PEAK: on the kit's renders (median 204 features) that
+# registers 68 of 68 photos instead of 44; the fox (median 7,682) never takes it, where it would
+# cost 55% more time for the same poses (benchmarks/README.md, "`fastjoint process` on the kit").
+LOW_TEXTURE_FEATURES = 1000
+LOW_TEXTURE_PEAK = 0.002
 
 Progress = Callable[..., None]
 
@@ -44,6 +51,7 @@ class Processed:
     registered: int  # images with a pose in the model kept
     points: int  # 3-D points of that model
     folder: Path
+    peak_threshold: float | None = None  # SIFT's peak threshold where lowered for photos with little texture
 
 
 def sharpness(image: np.ndarray) -> float:
@@ -129,20 +137,53 @@ def logged_to(path: Path) -> Iterator[None]:
             os.close(terminal)
 
 
-def reconstruct(folder: Path, sequential: bool, camera_model: str = "SIMPLE_RADIAL", progress: Progress | None = None) -> tuple[int, int]:
+def median_features(database: Path) -> float:
+    """The median number of SIFT features per image in a COLMAP database."""
+    import pycolmap
+
+    db = pycolmap.Database.open(database)
+    try:
+        return float(np.median([db.num_keypoints_for_image(image.image_id) for image in db.read_all_images()]))
+    finally:
+        db.close()
+
+
+def extract(database: Path, images: Path, camera_model: str, peak_threshold: float | None = None) -> None:
+    """SIFT features of every image into a new `database` (one camera shared by all)."""
+    import pycolmap
+
+    for path in (database, database.with_name(database.name + "-shm"), database.with_name(database.name + "-wal")):
+        path.unlink(missing_ok=True)
+    reader = pycolmap.ImageReaderOptions()
+    reader.camera_model = camera_model
+    extraction = pycolmap.FeatureExtractionOptions()
+    if peak_threshold is not None:
+        extraction.sift.peak_threshold = peak_threshold
+    pycolmap.extract_features(
+        database, images, camera_mode=pycolmap.CameraMode.SINGLE, reader_options=reader, extraction_options=extraction
+    )
+
+
+def reconstruct(
+    folder: Path, sequential: bool, camera_model: str = "SIMPLE_RADIAL", progress: Progress | None = None
+) -> tuple[int, int, float | None]:
     """COLMAP through pycolmap on folder/images: folder/database.db and the largest model in
-    folder/sparse/0; returns (registered images, 3-D points)."""
+    folder/sparse/0; returns (registered images, 3-D points, the peak threshold where lowered)."""
     import pycolmap
 
     database, images = folder / "database.db", folder / "images"
-    reader = pycolmap.ImageReaderOptions()
-    reader.camera_model = camera_model
     if progress is not None:
         progress(0, 3, "COLMAP: features")
     work = folder / "sparse" / "models"
     work.mkdir(parents=True)
+    peak = None
     with logged_to(folder / "colmap.log"):
-        pycolmap.extract_features(database, images, camera_mode=pycolmap.CameraMode.SINGLE, reader_options=reader)
+        extract(database, images, camera_model)
+        if median_features(database) < LOW_TEXTURE_FEATURES:
+            peak = LOW_TEXTURE_PEAK
+            if progress is not None:
+                progress(0, 3, f"COLMAP: few features, extracting again at peak threshold {peak}")
+            extract(database, images, camera_model, peak)
         if progress is not None:
             progress(1, 3, "COLMAP: matching")
         (pycolmap.match_sequential if sequential else pycolmap.match_exhaustive)(database)
@@ -151,7 +192,7 @@ def reconstruct(folder: Path, sequential: bool, camera_model: str = "SIMPLE_RADI
         models = pycolmap.incremental_mapping(database, images, work)
     if not models:
         shutil.rmtree(work)
-        return 0, 0
+        return 0, 0, peak
     best = max(models.values(), key=lambda m: m.num_reg_images())
     final = folder / "sparse" / "0"
     final.mkdir()
@@ -159,7 +200,7 @@ def reconstruct(folder: Path, sequential: bool, camera_model: str = "SIMPLE_RADI
     shutil.rmtree(work)
     if progress is not None:
         progress(3, 3, "COLMAP: done")
-    return best.num_reg_images(), best.num_points3D()
+    return best.num_reg_images(), best.num_points3D(), peak
 
 
 def process(source: Path, out: Path, frames: int = 150, camera_model: str = "SIMPLE_RADIAL", progress: Progress | None = None) -> Processed:
@@ -181,7 +222,7 @@ def process(source: Path, out: Path, frames: int = 150, camera_model: str = "SIM
         shutil.rmtree(partial)
     try:
         names = gather_images(source, partial / "images", frames, progress)
-        registered, points = reconstruct(partial, source.is_file(), camera_model, progress)
+        registered, points, peak = reconstruct(partial, source.is_file(), camera_model, progress)
         needed = max(MIN_REGISTERED, int(np.ceil(MIN_SHARE * len(names))))
         if registered < needed:
             raise UserError(
@@ -192,4 +233,4 @@ def process(source: Path, out: Path, frames: int = 150, camera_model: str = "SIM
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    return Processed(len(names), registered, points, out)
+    return Processed(len(names), registered, points, out, peak)
