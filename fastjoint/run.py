@@ -4,6 +4,7 @@ rendering a pairing, and loading a finished run (its checkpoints: fastjoint.chec
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -22,6 +23,7 @@ from fastjoint.model import JointModel
 from fastjoint.ops import Backends, resolve_backends
 from fastjoint.ops._torch_impl import _ray_aabb
 from fastjoint.ops.backends import resolve_native
+from fastjoint.ops.baked import MAX_CHANNELS, BakedMarch
 from fastjoint.pairing import ORIGINAL, SCENES, Pairing, Pairings, check_style_name
 from fastjoint.render import Field, RenderResult, SampleCache, Sampler, cache_samples, concat_caches, make_estimators, render_rays
 from fastjoint.render.background import EnvironmentMap
@@ -52,6 +54,14 @@ def resolve_backgrounds(config: Config, transparent: Mapping[Pairing, bool]) -> 
         )
         for pairing in data.pairings.trained
     }
+
+
+def bakes_view_dependent(extent: SceneExtent) -> bool:
+    """Whether the fast renderer bakes a scene view-dependent (fastjoint.render.baked): an unbounded
+    scene, a real capture, whose feature depends on the view far more than the kit's (the fox: 5.7 dB
+    lost to the averaged bake, against 0.07 to 0.67 dB on the demo, where the averaged bake is 2 to 3
+    times faster; benchmarks/README.md, "The fast renderer against the exact one")."""
+    return extent.unbounded
 
 
 class Built:
@@ -97,11 +107,13 @@ class Built:
         self._tables: dict[str, tuple[nn.Module, DecoderTable]] = {}
         self._baked_backend = "torch"
 
-    def use_renderer(self, renderer: str, progress: Callable[[int, int], None] | None = None) -> None:
+    def use_renderer(self, renderer: str, progress: Callable[[int, int], None] | None = None, view_dependent: bool | None = None) -> None:
         """Renders with `renderer` from now on (see RENDERERS); `fast` bakes both scenes first.
 
         Baking evaluates the trained model once, so it is done again after any further training.
-        `progress(done, total)` follows the bake. UserError where the run cannot be baked.
+        `progress(done, total)` follows the bake. `view_dependent`: how each scene is baked
+        (fastjoint.render.baked); None, by the scene's extent (`bakes_view_dependent`). UserError
+        where the run cannot be baked.
         """
         assert renderer in RENDERERS, renderer
         if renderer == "fast":
@@ -109,6 +121,12 @@ class Built:
             if not arch.uses_occupancy:
                 raise UserError(
                     f'--renderer fast: needs model.encoder = "hashgrid" (this run: "{self.config.model.encoder}"); use --renderer exact'
+                )
+            views = {scene: bakes_view_dependent(self.extents[scene]) if view_dependent is None else view_dependent for scene in SCENES}
+            if any(views.values()) and 1 + self.config.model.geometry_features > MAX_CHANNELS:
+                raise UserError(
+                    f"--renderer fast: needs model.geometry_features at most {MAX_CHANNELS - 1} for an unbounded scene "
+                    f"(this run: {self.config.model.geometry_features}); use --renderer exact"
                 )
             self._baked_backend = resolve_native("--renderer fast", self.device)
             render, model = self.config.render, self.config.model
@@ -122,8 +140,9 @@ class Built:
 
             for scene in SCENES:
                 estimator = self.estimators[scene]
+                values = functools.partial(self.model.encoders[scene].baked_values, view_dependent=views[scene])
                 self.baked[scene] = bake_scene(
-                    self.model.encoders[scene].baked_values, estimator.binaries, estimator.aabbs, render.step_size, sub, scene_progress
+                    values, estimator.binaries, estimator.aabbs, render.step_size, sub, scene_progress, views[scene]
                 )
                 done += int(estimator.binaries.sum())
             self._tables.clear()
@@ -218,12 +237,22 @@ class Built:
 
     def _render_fast(self, pairing: Pairing, rays_o: Tensor, rays_d: Tensor, background: Tensor | None) -> RenderResult:
         """`render_chunked` through the baked scene and the style's lookup table."""
-        starts, near = self._from_near(pairing.scene, rays_o, rays_d)
-        out = self.baked[pairing.scene].march(starts, rays_d, self._baked_backend)
+        out, near = self._baked_march(pairing.scene, rays_o, rays_d)
         cache = as_cache(out)
         behind = self.backdrop(pairing, rays_d) if background is None else background
         rgb = composite_cached(cache, self.decoder(pairing.style)(cache.features), behind)
         return RenderResult(rgb, out.opacity, out.depth + near * out.opacity, cache.n_samples)
+
+    def _baked_march(self, scene: str, rays_o: Tensor, rays_d: Tensor) -> tuple[BakedMarch, Tensor]:
+        """The baked scene's kept samples of these rays with their style features (a view-dependent
+        bake's geometry features through the feature network, each along its ray), and how far each
+        ray's origin moved to where it starts (`_from_near`)."""
+        starts, near = self._from_near(scene, rays_o, rays_d)
+        baked = self.baked[scene]
+        out = baked.march(starts, rays_d, self._baked_backend)
+        if baked.view_dependent:
+            out = out._replace(features=self.model.encoders[scene].baked_feature(out.features, rays_d, out.ray_indices))
+        return out, near
 
     def _from_near(self, scene: str, rays_o: Tensor, rays_d: Tensor) -> tuple[Tensor, Tensor]:
         """The rays' origins moved up to where the scene's rays start (`ray_near`; the baked march has no near
@@ -263,7 +292,7 @@ class Built:
         Under the fast renderer, the baked scene's samples instead.
         """
         if self.renderer == "fast":
-            return self.baked[scene].cache_samples(self._from_near(scene, rays_o, rays_d)[0], rays_d, self._baked_backend)
+            return as_cache(self._baked_march(scene, rays_o, rays_d)[0])
         chunk = self.config.render.chunk
 
         def field(points: Tensor, dirs: Tensor) -> tuple[Tensor, Tensor]:

@@ -43,6 +43,15 @@ class FeatureHead(nn.Module):
         features = rest((from_geometry[:, None, :] + from_direction[None, :, :]).reshape(-1, hidden)).tanh()
         return features.reshape(geometry.shape[0], dirs.shape[0], -1).mean(dim=1)
 
+    def feature_along_rays(self, geometry: Tensor, ray_dirs: Tensor, rays: Tensor) -> Tensor:
+        """`feature(geometry, ray_dirs[rays])` ([N, geo], [R, 3], [N] -> [N, feature_dim]) with the
+        direction's part of the first layer computed once per ray rather than once per sample."""
+        first, rest = self.feature_net[0], self.feature_net[1:]
+        n_geometry = geometry.shape[1]
+        from_direction = spherical_harmonics(ray_dirs, self.sh_degree) @ first.weight[:, n_geometry:].T  # [R, hidden]
+        hidden = torch.addmm(first.bias, geometry, first.weight[:, :n_geometry].T) + from_direction.index_select(0, rays)
+        return rest(hidden).tanh()
+
     def feature(self, geometry: Tensor, dirs: Tensor) -> Tensor:  # [N, geo], [N, 3] -> [N, feature_dim]
         sh = spherical_harmonics(dirs, self.sh_degree)
         return self.feature_net(torch.cat([geometry, sh], dim=-1)).tanh()

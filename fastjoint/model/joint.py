@@ -12,6 +12,7 @@ from fastjoint.model.decoder import StyleDecoder
 from fastjoint.model.hashgrid import HashGrid
 from fastjoint.model.head import FeatureHead
 from fastjoint.pairing import ORIGINAL
+from fastjoint.render.baked import BAKE_DIRECTIONS
 from fastjoint.render.extent import contract
 
 
@@ -49,11 +50,19 @@ class HashGridEncoder(nn.Module):
         sigma, _ = self.head.density(self._grid_features(x))
         return sigma
 
-    def baked_values(self, x: Tensor, dirs: Tensor) -> Tensor:  # [N, 3] world, [M, 3] unit -> [N, 1 + dim]
-        """What a baked scene stores at a point: the density before its exp activation, then the
-        style feature averaged over the view directions `dirs` (fastjoint.render.baked)."""
+    def baked_values(self, x: Tensor, view_dependent: bool) -> Tensor:  # [N, 3] world -> [N, C]
+        """What a baked scene stores at a point (fastjoint.render.baked): the density before its exp
+        activation, then the geometry features that the feature network reads with the view direction
+        (`view_dependent`) or the style feature averaged over BAKE_DIRECTIONS."""
         logit, geometry = self.head.density_logit(self._grid_features(x))
-        return torch.cat([logit[:, None], self.head.mean_feature(geometry, dirs)], dim=1)
+        if not view_dependent:
+            geometry = self.head.mean_feature(geometry, BAKE_DIRECTIONS.to(x.device))
+        return torch.cat([logit[:, None], geometry], dim=1)
+
+    def baked_feature(self, geometry: Tensor, ray_dirs: Tensor, rays: Tensor) -> Tensor:  # [N, geo], [R, 3], [N] -> [N, dim]
+        """The style feature from baked geometry features, each seen along its ray's direction
+        `ray_dirs[rays]` (the feature network, as `forward`)."""
+        return self.head.feature_along_rays(geometry, ray_dirs, rays)
 
     def forward(self, x: Tensor, d: Tensor) -> tuple[Tensor, Tensor]:  # -> sigma [N], feature [N, dim]
         sigma, geometry = self.head.density(self._grid_features(x))

@@ -17,6 +17,7 @@ from fastjoint.ops._torch_impl import BakedMarch, _baked_march
 
 BLOCK = 4  # cells per block and axis of the native kernel's coarse skipping grid (kBlockCells in baked.h)
 MAX_DISTANCE = 255  # the blocks' distances are capped here (uint8)
+MAX_CHANNELS = 16  # a brick corner's values at most (the kernel's values[16] in baked.h): the density logit and 15 geometry features
 
 
 class Skipping(NamedTuple):
@@ -83,7 +84,7 @@ def baked_march(
     )
     assert index.dim() == 4 and index.dtype == torch.int32, f"index must be int32 [L, R, R, R], got {index.dtype} {tuple(index.shape)}"
     assert aabbs.shape == (index.shape[0], 6), f"aabbs must be [L, 6] for {index.shape[0]} levels, got {tuple(aabbs.shape)}"
-    assert bricks.dim() == 5 and 2 <= bricks.shape[-1] <= 16, f"bricks must be [n, B+1, B+1, B+1, C], got {tuple(bricks.shape)}"
+    assert bricks.dim() == 5 and 2 <= bricks.shape[-1] <= MAX_CHANNELS, f"bricks must be [n, B+1, B+1, B+1, C], got {tuple(bricks.shape)}"
     if backend == "torch":
         return _baked_march(rays_o, rays_d, aabbs, index, bricks, step_size, min_transmittance, min_weight)
     if backend == "native":
