@@ -21,7 +21,7 @@ around the box at any distance. Following mip-NeRF 360 and nerfacc's unbounded r
   more than nine tenths of the way from the camera to the box (`ray_near`): the fog that training
   grows just in front of a camera, to explain what only that camera saw, is never sampled, neither
   in training nor in renders, where the test views taken nearby would look through it (the fox,
-  24.91 dB from the camera at seeds 0 and 1, 27.73 dB so at seeds 0 to 2; benchmarks/README.md,
+  24.91 dB from the camera at seeds 0 and 1, 27.50 dB so at seeds 0 to 4; benchmarks/README.md,
   "The near plane").
 
 `data.unbounded = "auto"` makes a scene unbounded when its photos (original style) are
