@@ -168,7 +168,8 @@ def extract_surface(volume: np.ndarray, aabb: Tensor, threshold: float) -> tuple
 @torch.no_grad()
 def vertex_colours(run: LoadedRun, pairing: Pairing, vertices: np.ndarray, progress: Progress | None = None) -> np.ndarray:
     """Each vertex's colour in the pairing's style: its decoder on the style feature at the vertex,
-    averaged over BAKE_DIRECTIONS (what the fast renderer shows there), [V, 3] in [0, 1]."""
+    averaged over BAKE_DIRECTIONS (what the fast renderer shows there in a bounded scene; a mesh has no
+    view direction), [V, 3] in [0, 1]."""
     built = run.built
     model, decoder = built.model, built.model.decoders[pairing.style]
     directions = BAKE_DIRECTIONS.to(built.device)

@@ -59,7 +59,7 @@ def resolve_backgrounds(config: Config, transparent: Mapping[Pairing, bool]) -> 
 def bakes_view_dependent(extent: SceneExtent) -> bool:
     """Whether the fast renderer bakes a scene view-dependent (fastjoint.render.baked): an unbounded
     scene, a real capture, whose feature depends on the view far more than the kit's (the fox: 5.7 dB
-    lost to the averaged bake, against 0.07 to 0.67 dB on the demo, where the averaged bake is 2 to 3
+    lost to the averaged bake, against 0.07 to 0.67 dB on the demo, where the averaged bake is about 2
     times faster; benchmarks/README.md, "The fast renderer against the exact one")."""
     return extent.unbounded
 
@@ -251,7 +251,8 @@ class Built:
         baked = self.baked[scene]
         out = baked.march(starts, rays_d, self._baked_backend)
         if baked.view_dependent:
-            out = out._replace(features=self.model.encoders[scene].baked_feature(out.features, rays_d, out.ray_indices))
+            with torch.no_grad():
+                out = out._replace(features=self.model.encoders[scene].baked_feature(out.features, rays_d, out.ray_indices))
         return out, near
 
     def _from_near(self, scene: str, rays_o: Tensor, rays_d: Tensor) -> tuple[Tensor, Tensor]:

@@ -170,7 +170,10 @@ def test_the_feature_along_rays_is_the_feature_network_at_each_samples_direction
     ray_dirs = torch.nn.functional.normalize(torch.randn(7, 3), dim=-1)
     rays = torch.randint(0, 7, (50,))
     with torch.no_grad():
-        torch.testing.assert_close(head.feature_along_rays(geometry, ray_dirs, rays), head.feature(geometry, ray_dirs[rays]))
+        expected = head.feature(geometry, ray_dirs[rays])
+        torch.testing.assert_close(head.feature_along_rays(geometry, ray_dirs, rays), expected)
+        torch.testing.assert_close(head.feature_along_rays(geometry, ray_dirs, rays, chunk=16), expected)  # in 4 chunks
+        assert head.feature_along_rays(geometry[:0], ray_dirs, rays[:0]).shape == (0, ModelConfig().feature_dim)  # a frame of sky
 
 
 def test_unbounded_scenes_bake_view_dependent():

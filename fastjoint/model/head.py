@@ -43,14 +43,20 @@ class FeatureHead(nn.Module):
         features = rest((from_geometry[:, None, :] + from_direction[None, :, :]).reshape(-1, hidden)).tanh()
         return features.reshape(geometry.shape[0], dirs.shape[0], -1).mean(dim=1)
 
-    def feature_along_rays(self, geometry: Tensor, ray_dirs: Tensor, rays: Tensor) -> Tensor:
+    def feature_along_rays(self, geometry: Tensor, ray_dirs: Tensor, rays: Tensor, chunk: int = 1 << 18) -> Tensor:
         """`feature(geometry, ray_dirs[rays])` ([N, geo], [R, 3], [N] -> [N, feature_dim]) with the
-        direction's part of the first layer computed once per ray rather than once per sample."""
+        direction's part of the first layer computed once per ray rather than once per sample, and
+        `chunk` samples at a time (their hidden layer is the memory)."""
         first, rest = self.feature_net[0], self.feature_net[1:]
         n_geometry = geometry.shape[1]
         from_direction = spherical_harmonics(ray_dirs, self.sh_degree) @ first.weight[:, n_geometry:].T  # [R, hidden]
-        hidden = torch.addmm(first.bias, geometry, first.weight[:, :n_geometry].T) + from_direction.index_select(0, rays)
-        return rest(hidden).tanh()
+        parts = [
+            rest(torch.addmm(first.bias, g, first.weight[:, :n_geometry].T) + from_direction.index_select(0, r)).tanh()
+            for g, r in zip(geometry.split(chunk), rays.split(chunk), strict=True)
+        ]
+        if not parts:
+            return geometry.new_zeros(0, rest[-1].out_features)
+        return torch.cat(parts)
 
     def feature(self, geometry: Tensor, dirs: Tensor) -> Tensor:  # [N, geo], [N, 3] -> [N, feature_dim]
         sh = spherical_harmonics(dirs, self.sh_degree)

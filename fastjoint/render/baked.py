@@ -23,7 +23,7 @@ What it gives up against the exact renderer: the interpolation between corners (
 sub-cells per cell; the defaults match the hash grid's finest resolution) and, averaged, the
 view dependence. Measured (benchmarks/README.md, "The fast renderer against the exact one"):
 on the fox, a real capture, the averaged bake lost 5.7 dB against the exact renderer; on the
-demo it costs 0.07 to 0.67 dB and runs 2 to 3 times faster than the view-dependent one, with
+demo it costs 0.07 to 0.67 dB and runs about twice as fast as the view-dependent one, with
 a fifth of the memory.
 """
 
