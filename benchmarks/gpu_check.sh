@@ -21,3 +21,5 @@ python3 -m fastjoint train configs/demo.toml --device cuda --output-dir /tmp/gpu
 cp /tmp/gpu-runs/demo/eval.json "$OUT/demo-eval.json" && cp /tmp/gpu-runs/demo/metrics.jsonl "$OUT/demo-metrics.jsonl"
 # The fast renderer (issue 25) against the exact one on that run: the baked march's CUDA kernel.
 python3 -m benchmarks.fast --run /tmp/gpu-runs/demo --results "$OUT" 2>&1 | tee -a "$log"
+# The view-dependent bake (unbounded scenes' default since 2026-12-05) forced on the same run: the kernel with 16 channels, the feature network per kept sample.
+python3 -m benchmarks.fast --run /tmp/gpu-runs/demo --bake view-dependent --results "$OUT/view-dependent" 2>&1 | tee -a "$log"
