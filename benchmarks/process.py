@@ -147,16 +147,16 @@ def processed(photos: Path, runs: Path, repeats: int, names: list[str], poses: n
 
 def against_posed(dataset: Path, runs: Path, repeats: int, results: Path) -> None:
     """`process` on a posed dataset's photos, its poses against the dataset's own (every split)."""
-    names, poses = [], []
+    names, poses, sources = [], [], []
     for split in ("train", "test"):
         views = load_split(dataset, split)
         names += [Path(name).name for name in views.names]
+        sources += [dataset / name for name in views.names]  # relative to the dataset (an absolute name stays itself)
         poses += list(views.poses.numpy().astype(np.float64))
-        folder = Path(views.names[0]).parent if Path(views.names[0]).is_absolute() else dataset / Path(views.names[0]).parent
     photos = runs / "photos"
     photos.mkdir(parents=True)
-    for name in names:
-        shutil.copyfile(folder / name, photos / name)
+    for name, source in zip(names, sources, strict=True):
+        shutil.copyfile(source, photos / name)
     errors, seconds = processed(photos, runs, repeats, names, np.stack(poses))
     payload = {"dataset": str(dataset), "photos": len(names), "process_seconds": seconds, "poses_each_run": errors}
     print(write_results(f"process-posed-{dataset.name}", payload, results))

@@ -33,29 +33,34 @@ class FeatureHead(nn.Module):
         out = self.density_net(grid_features)
         return out[:, 0], out[:, 1:]
 
+    # The feature network's first layer is linear, so it splits in two: a part of the geometry features
+    # (with the bias) and a part of the view direction; a point seen along a direction gets their sum.
+    def _from_geometry(self, geometry: Tensor) -> Tensor:  # [N, geo] -> [N, hidden]
+        first = self.feature_net[0]
+        return torch.addmm(first.bias, geometry, first.weight[:, : geometry.shape[1]].T)
+
+    def _from_direction(self, dirs: Tensor) -> Tensor:  # [M, 3] -> [M, hidden]
+        first = self.feature_net[0]
+        sh = spherical_harmonics(dirs, self.sh_degree)
+        return sh @ first.weight[:, first.weight.shape[1] - sh.shape[1] :].T
+
     def mean_feature(self, geometry: Tensor, dirs: Tensor) -> Tensor:  # [N, geo], [M, 3] -> [N, feature_dim]
         """The style feature of each point averaged over the view directions `dirs` (the same as
         averaging `feature` over them; the first layer's geometry part is computed once per point)."""
-        first, rest = self.feature_net[0], self.feature_net[1:]
-        n_geometry, hidden = geometry.shape[1], first.weight.shape[0]
-        from_geometry = geometry @ first.weight[:, :n_geometry].T + first.bias  # [N, hidden]
-        from_direction = spherical_harmonics(dirs, self.sh_degree) @ first.weight[:, n_geometry:].T  # [M, hidden]
-        features = rest((from_geometry[:, None, :] + from_direction[None, :, :]).reshape(-1, hidden)).tanh()
+        from_geometry, from_direction = self._from_geometry(geometry), self._from_direction(dirs)
+        hidden = from_geometry.shape[1]
+        features = self.feature_net[1:]((from_geometry[:, None, :] + from_direction[None, :, :]).reshape(-1, hidden)).tanh()
         return features.reshape(geometry.shape[0], dirs.shape[0], -1).mean(dim=1)
 
     def feature_along_rays(self, geometry: Tensor, ray_dirs: Tensor, rays: Tensor, chunk: int = 1 << 18) -> Tensor:
         """`feature(geometry, ray_dirs[rays])` ([N, geo], [R, 3], [N] -> [N, feature_dim]) with the
         direction's part of the first layer computed once per ray rather than once per sample, and
         `chunk` samples at a time (their hidden layer is the memory)."""
-        first, rest = self.feature_net[0], self.feature_net[1:]
-        n_geometry = geometry.shape[1]
-        from_direction = spherical_harmonics(ray_dirs, self.sh_degree) @ first.weight[:, n_geometry:].T  # [R, hidden]
-        parts = [
-            rest(torch.addmm(first.bias, g, first.weight[:, :n_geometry].T) + from_direction.index_select(0, r)).tanh()
+        from_direction = self._from_direction(ray_dirs)  # [R, hidden]
+        parts = [  # an empty `geometry` splits into one empty chunk
+            self.feature_net[1:](self._from_geometry(g) + from_direction.index_select(0, r)).tanh()
             for g, r in zip(geometry.split(chunk), rays.split(chunk), strict=True)
         ]
-        if not parts:
-            return geometry.new_zeros(0, rest[-1].out_features)
         return torch.cat(parts)
 
     def feature(self, geometry: Tensor, dirs: Tensor) -> Tensor:  # [N, geo], [N, 3] -> [N, feature_dim]
