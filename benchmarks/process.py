@@ -45,6 +45,12 @@ from fastjoint.scenes.make import render_view, view_poses
 from fastjoint.scenes.recipe import Recipe, find_recipe, load_recipe, with_size
 
 GREY = 0.5
+VARIANTS = {  # name -> (the dataset trained, train.refine_poses)
+    "truth": ("truth", "none"),
+    "processed": ("processed", "none"),
+    "processed-refined": ("processed", "target"),
+    "truth-refined": ("truth", "target"),
+}
 
 
 def as_noise(recipe: Recipe, style: str) -> Recipe:
@@ -98,37 +104,56 @@ def umeyama(found: np.ndarray, truth: np.ndarray) -> tuple[float, np.ndarray, np
     return scale, rotation, mt - scale * rotation @ mf
 
 
-def pose_errors(dataset: Path, names: list[str], poses: np.ndarray) -> dict:
+def pose_errors(dataset: Path, names: list[str], poses: np.ndarray, splits: tuple[str, ...] = ("train", "test")) -> dict:
     """Each registered camera's rotation (degrees) and position error after the best similarity."""
     index = {name: k for k, name in enumerate(names)}
     found, truth = [], []
-    for split in ("train", "test"):
+    for split in splits:
         views = load_split(dataset, split)
         for pose, name in zip(views.poses.numpy().astype(np.float64), views.names, strict=True):
             found.append(pose)
             truth.append(poses[index[Path(name).name]])
-    found, truth = np.stack(found), np.stack(truth)
+    camera = load_split(dataset, "train").camera
+    return {**compare_poses(np.stack(found), np.stack(truth)), "focal_found": float(camera.focal)}
+
+
+def refined_errors(run: Path, names: list[str], poses: np.ndarray) -> dict:
+    """The pose errors of a run's refined training poses (its poses.json, the target's photos)."""
+    refined = json.loads((run / "poses.json").read_text())["target:original"]
+    index = {name: k for k, name in enumerate(names)}
+    truth = np.stack([poses[index[Path(name).name]] for name in refined["names"]])
+    return {
+        **compare_poses(np.asarray(refined["poses"], dtype=np.float64), truth),
+        "correction_deg_median": float(np.median(refined["rotation_deg"])),
+        "correction_deg_max": float(np.max(refined["rotation_deg"])),
+    }
+
+
+def compare_poses(found: np.ndarray, truth: np.ndarray) -> dict:  # [n, 4, 4] each
+    """Rotation (degrees) and position error (share of the true cameras' mean distance from their
+    centre) of each camera after the similarity that best aligns the found centres to the true."""
     scale, rotation, shift = umeyama(found[:, :3, 3], truth[:, :3, 3])
     centres = scale * found[:, :3, 3] @ rotation.T + shift
     radius = np.linalg.norm(truth[:, :3, 3] - truth[:, :3, 3].mean(0), axis=1).mean()
     position = np.linalg.norm(centres - truth[:, :3, 3], axis=1) / radius
     relative = np.einsum("ij,njk,nlk->nil", rotation, found[:, :3, :3], truth[:, :3, :3])  # R Rf Rt^T
     angles = np.degrees(np.arccos(np.clip((np.trace(relative, axis1=1, axis2=2) - 1) / 2, -1.0, 1.0)))
-    camera = load_split(dataset, "train").camera
     return {
         "registered": len(found),
         "rotation_deg_max": float(angles.max()),
         "rotation_deg_median": float(np.median(angles)),
         "position_share_max": float(position.max()),
         "position_share_median": float(np.median(position)),
-        "focal_found": float(camera.focal),
     }
 
 
-def train(target: Path, runs: Path, name: str, steps: int) -> dict:
-    """The kit's recolour analogy with `target` as the target, trained for `steps`; its eval.json's target:original."""
-    scored = train_and_score(kit_analogy(target, name, runs), runs, options=["--train.steps", str(steps)], reuse=True)
-    return {**scored.eval["pairings"]["target:original"], "train_seconds": scored.eval["train_seconds"]}
+def train(target: Path, runs: Path, name: str, steps: int, seed: int, refine: str, pose_lr: float | None) -> dict:
+    """The kit's recolour analogy with `target` as the target, trained for `steps` at `seed` with
+    train.refine_poses = `refine`; its eval.json's target:original."""
+    options = ["--train.steps", str(steps), "--train.seed", str(seed), "--train.refine-poses", refine]
+    options += [] if pose_lr is None else ["--train.pose-lr", str(pose_lr)]
+    scored = train_and_score(kit_analogy(target, name, runs), runs, options=options, reuse=True)
+    return {**scored.eval["pairings"]["target:original"], "train_seconds": scored.eval["train_seconds"], "run": str(scored.run_dir)}
 
 
 def processed(photos: Path, runs: Path, repeats: int, names: list[str], poses: np.ndarray) -> tuple[list[dict], list[float]]:
@@ -170,7 +195,16 @@ def main() -> None:
     parser.add_argument(
         "--noise", action="store_true", help="the style's patterns become value noise, which SIFT can match (same scale and colours)"
     )
-    parser.add_argument("--steps", type=int, default=1500, help="training steps of each of the two runs")
+    parser.add_argument("--steps", type=int, default=1500, help="training steps of each run")
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        choices=VARIANTS,
+        default=list(VARIANTS),
+        help="the trainings: on the true or the processed poses, each as they are or refined (train.refine_poses = target)",
+    )
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="each variant is trained at each seed")
+    parser.add_argument("--pose-lr", type=float, help="train.pose_lr of the refined variants (default: the config's)")
     parser.add_argument(
         "--repeats",
         type=int,
@@ -194,19 +228,31 @@ def main() -> None:
     repeats, seconds = processed(photos, runs, args.repeats, names, poses)
     errors = {**repeats[0], "focal_true": focal}
     write_truth(runs / "truth", photos, names, poses, args.size, focal)
-    scores = {kind: train(runs / kind, runs, f"{kind}-target", args.steps) for kind in ("truth", "processed")}
-    print(json.dumps(scores, indent=1))
+    scores = {}
+    for variant in args.variants:
+        poses_of, refine = VARIANTS[variant]
+        each = [train(runs / poses_of, runs, f"{variant}-s{seed}", args.steps, seed, refine, args.pose_lr) for seed in args.seeds]
+        if refine != "none":
+            for scored in each:
+                scored["refined_poses"] = refined_errors(Path(scored["run"]), names, poses)
+        psnrs = [scored["psnr"] for scored in each]
+        scores[variant] = {"psnr_mean": float(np.mean(psnrs)), "psnr_min": min(psnrs), "psnr_max": max(psnrs), "seeds": each}
+        print(variant, json.dumps(scores[variant], indent=1))
     payload = {
         "photos": len(names),
         "size": args.size,
         "scene": args.scene,
         "style": args.style + (" (as noise)" if args.noise else ""),
         "steps": args.steps,
+        "seeds": args.seeds,
+        "pose_lr": args.pose_lr,
         "process_seconds": seconds,
         "poses": errors,
         "poses_each_run": repeats,
         "target_original": scores,
-        "psnr_difference_db": scores["processed"]["psnr"] - scores["truth"]["psnr"],
+        "psnr_difference_db": {
+            variant: scored["psnr_mean"] - scores["truth"]["psnr_mean"] for variant, scored in scores.items() if "truth" in scores
+        },
     }
     print(write_results("process", payload, args.results))
 

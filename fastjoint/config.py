@@ -388,6 +388,13 @@ class TrainConfig:
     cover_until_step: int | Literal["auto"] = "auto"
     """The cover term trains only the steps before this one, while the feature plane takes its layout; 0: every
     step; auto: the first sixth of train.steps (250 of the demo's 1,500)."""
+    refine_poses: Literal["auto", "none", "target", "reference", "both"] = "none"
+    """Which scenes' training poses are refined while training (fastjoint.model.poses: a rotation and a shift per
+    photo, learned with the scene, the cameras' common similarity held fixed; the test views keep their poses);
+    auto: a scene whose photos are in nerfstudio or COLMAP format (poses estimated from the photos), not
+    synthetic Blender scenes."""
+    pose_lr: float = 1e-3
+    """Peak learning rate of the pose corrections (train.refine_poses), with the model's warm-up and decay."""
     seed: int = 0
     """Seed of every random choice; the same seed gives the same run on the CPU."""
     log_every: int = 50
@@ -404,6 +411,7 @@ class TrainConfig:
         )
         _check(self.lr_warmup_steps >= 0, "train.lr_warmup_steps", "must not be negative")
         _check(self.cover_weight >= 0, "train.cover_weight", "must not be negative (0: off)")
+        _check(self.pose_lr > 0, "train.pose_lr", "must be positive")
         _check(
             self.cover_until_step == "auto" or self.cover_until_step >= 0,
             "train.cover_until_step",

@@ -143,7 +143,7 @@ def border_points(layout: GridLayout) -> torch.Tensor:
 
 
 def compare_with_reference(name: str, n_points: int, seed: int, device: str, dtype=torch.float32, borders=False, spread=1.0):
-    """Native vs reference on fresh random inputs: encodings, and v_table of a random upstream."""
+    """Native vs reference on fresh random inputs: encodings, and v_table and v_x of a random upstream."""
     levels, log2_size, base, max_res, n_features = LAYOUTS[name]
     layout = grid_layout(levels, log2_size, base, scale_for(levels, base, max_res))
     generator = torch.Generator().manual_seed(seed)
@@ -151,7 +151,7 @@ def compare_with_reference(name: str, n_points: int, seed: int, device: str, dty
     x = (torch.rand(n_points, 3, generator=generator) - 0.5) * spread + 0.5
     if borders:
         x = torch.cat([border_points(layout), x])
-    x = x.to(device)
+    x = x.to(device).requires_grad_()
     table.requires_grad_()
     ours = hashgrid_encode(x, table, layout, backend="native")
     reference = hashgrid_encode(x, table, layout, backend="torch")
@@ -159,10 +159,14 @@ def compare_with_reference(name: str, n_points: int, seed: int, device: str, dty
     tolerance = {"rtol": 1e-5, "atol": 1e-6} if dtype == torch.float32 else {"rtol": 1e-12, "atol": 1e-12}
     torch.testing.assert_close(ours, reference, **tolerance, msg=lambda m: f"encoded ({context}): {m}")
     v_out = torch.randn(reference.shape, generator=generator, dtype=dtype).to(device)
-    (v_ours,) = torch.autograd.grad(ours, table, v_out)
-    (v_reference,) = torch.autograd.grad(reference, table, v_out)
+    v_ours, vx_ours = torch.autograd.grad(ours, (table, x), v_out)
+    v_reference, vx_reference = torch.autograd.grad(reference, (table, x), v_out)
     grad_tolerance = {"rtol": 1e-5, "atol": 1e-5} if dtype == torch.float32 else {"rtol": 1e-10, "atol": 1e-12}
     torch.testing.assert_close(v_ours, v_reference, **grad_tolerance, msg=lambda m: f"v_table ({context}): {m}")
+    # v_x sums the level's scale times float32 weight derivatives (the reference's are float32
+    # whatever the table's dtype), so it is compared at float32's precision of its largest entry.
+    scale = vx_reference.abs().max().item()
+    torch.testing.assert_close(vx_ours, vx_reference, rtol=1e-5, atol=1e-6 * scale, msg=lambda m: f"v_x ({context}): {m}")
 
 
 @pytest.mark.parametrize("name", LAYOUTS)
@@ -231,6 +235,19 @@ def test_native_opcheck(native_grid):
     table = torch.randn(layout.n_params, 2, generator=generator, requires_grad=True)
     x = torch.rand(50, 3, generator=generator)
     torch.library.opcheck(torch.ops.fastjoint.hashgrid_forward.default, (x, table, *_layout_lists(layout)))
+    # and with the points differentiated too (hashgrid_backward_x)
+    torch.library.opcheck(torch.ops.fastjoint.hashgrid_forward.default, (x.requires_grad_(), table, *_layout_lists(layout)))
+
+
+def test_native_cpu_point_gradient_with_a_frozen_table(native_grid):
+    """A table that needs no gradient still gives the points theirs (and only theirs)."""
+    layout = grid_layout(4, 10, 4, 2.0)
+    generator = torch.Generator().manual_seed(fresh_seed())
+    table, x = torch.randn(layout.n_params, 2, generator=generator), torch.rand(30, 3, generator=generator)
+    (v_x,) = torch.autograd.grad(hashgrid_encode(x.requires_grad_(), table, layout, "native").square().sum(), (x,))
+    (v_x_reference,) = torch.autograd.grad(hashgrid_encode(x, table, layout, "torch").square().sum(), (x,))
+    torch.testing.assert_close(v_x, v_x_reference, rtol=1e-5, atol=1e-5)
+    assert v_x.abs().max() > 0
 
 
 def test_native_ops_reject_malformed_input_with_a_message(native_grid):
@@ -255,6 +272,8 @@ def test_native_ops_reject_malformed_input_with_a_message(native_grid):
         forward(x, table.int(), *lists)
     with pytest.raises(RuntimeError, match=r"v_out must be \[N, n_levels \* F\]"):
         torch.ops.fastjoint.hashgrid_backward(torch.rand(4, 6), x, *lists)
+    with pytest.raises(RuntimeError, match="v_out and table must have one dtype"):
+        torch.ops.fastjoint.hashgrid_backward_x(torch.rand(5, 6), x, table.double(), *lists)
 
 
 def test_model_trained_with_the_native_grid_matches_torch(native_grid):
@@ -340,6 +359,7 @@ def test_native_cuda_opcheck(native_grid):
     table = torch.randn(layout.n_params, 2, generator=generator).cuda().requires_grad_()
     x = torch.rand(50, 3, generator=generator).cuda()
     torch.library.opcheck(torch.ops.fastjoint.hashgrid_forward.default, (x, table, *_layout_lists(layout)))
+    torch.library.opcheck(torch.ops.fastjoint.hashgrid_forward.default, (x.requires_grad_(), table, *_layout_lists(layout)))
 
 
 @CUDA

@@ -9,7 +9,9 @@
 // y, bit 2 z) have trilinear weights w_c = w_z * w_y * w_x with w = t (high) or 1 - t (low),
 // and rows offset + index(c) mod size, where index is x + y*res + z*res^2 on a dense level and
 // tiny-cuda-nn's prime hash (x * 1) ^ (y * 2654435761) ^ (z * 805459861) in uint32 on a hashed
-// one. The level's F features are sum_c w_c * table[row_c].
+// one. The level's F features are sum_c w_c * table[row_c]. Their derivative in x_d is
+// scale * sum_c (dw_c / dt_d) * table[row_c], where dw_c / dt_d is the other two axes' weights,
+// signed + for a high vertex on axis d and - for a low one (floor has no derivative).
 #pragma once
 
 #include <math.h>
@@ -120,6 +122,34 @@ FASTJOINT_HOST_DEVICE inline void interpolate2(const Corners& corners, const sca
   }
   encoded[0] = a;
   encoded[1] = b;
+}
+
+// The gradient in x of one level's features: v_x[d] += scale * sum_c (dw_c / dt_d) * <v, table[row_c]>,
+// for the level's upstream gradient v [F]. The weights' axis factors are recomputed here, in the
+// order level_corners uses, so the rows are the forward's.
+template <typename scalar_t>
+FASTJOINT_HOST_DEVICE inline void level_input_gradient(const float* __restrict__ point, const GridLevel& level,
+                                                       const Corners& corners, const scalar_t* __restrict__ table,
+                                                       int64_t n_features, const scalar_t* __restrict__ v,
+                                                       scalar_t* __restrict__ v_x) {
+  float w[3][2];
+  for (int d = 0; d < 3; ++d) {
+    const float pos = grid_position(point[d], level.scale);
+    const float frac = pos - floorf(pos);
+    w[d][0] = 1.0f - frac;
+    w[d][1] = frac;
+  }
+  scalar_t g[3] = {0, 0, 0};
+  for (int c = 0; c < 8; ++c) {
+    const int h[3] = {c & 1, (c >> 1) & 1, (c >> 2) & 1};
+    scalar_t dot = 0;
+    for (int64_t f = 0; f < n_features; ++f) dot += v[f] * table[corners.row[c] * n_features + f];
+    for (int d = 0; d < 3; ++d) {
+      const float others = w[(d + 1) % 3][h[(d + 1) % 3]] * w[(d + 2) % 3][h[(d + 2) % 3]];
+      g[d] += static_cast<scalar_t>(h[d] ? others : -others) * dot;
+    }
+  }
+  for (int d = 0; d < 3; ++d) v_x[d] += static_cast<scalar_t>(level.scale) * g[d];
 }
 
 }  // namespace fastjoint

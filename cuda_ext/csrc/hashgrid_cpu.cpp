@@ -99,10 +99,45 @@ at::Tensor hashgrid_backward_cpu(const at::Tensor& v_out, const at::Tensor& x, a
   return v_table;
 }
 
+at::Tensor hashgrid_backward_x_cpu(const at::Tensor& v_out, const at::Tensor& x, const at::Tensor& table,
+                                   at::ArrayRef<double> scales, at::IntArrayRef resolutions, at::IntArrayRef sizes,
+                                   at::IntArrayRef offsets, at::IntArrayRef hashed) {
+  check_grid_points(x);
+  check_grid_table(table, x);
+  const GridLevels levels = grid_levels(scales, resolutions, sizes, offsets, hashed, table.size(0));
+  const int64_t n_levels = levels.n_levels;
+  const int64_t n_features = check_grid_gradient(v_out, x, n_levels);
+  TORCH_CHECK(n_features == table.size(1), "v_out has " + std::to_string(n_features) + " features per level but the table " +
+                                               std::to_string(table.size(1)));
+  TORCH_CHECK(v_out.scalar_type() == table.scalar_type(), "v_out and table must have one dtype");
+  const int64_t n_points = x.size(0);
+  at::Tensor v_x = at::zeros({n_points, 3}, table.options());
+  AT_DISPATCH_FLOATING_TYPES(table.scalar_type(), "hashgrid_backward_x_cpu", [&] {
+    const float* points = x.data_ptr<float>();
+    const scalar_t* rows = table.data_ptr<scalar_t>();
+    const scalar_t* upstream = v_out.data_ptr<scalar_t>();
+    scalar_t* grad = v_x.data_ptr<scalar_t>();
+    const int64_t stride = n_levels * n_features;
+    // Points in parallel: each writes its own row, so the sums run in one order whatever the threads.
+    at::parallel_for(0, n_points, kPointsPerTask, [&](int64_t first, int64_t last) {
+      Corners corners;
+      for (int64_t n = first; n < last; ++n) {
+        for (int64_t l = 0; l < n_levels; ++l) {
+          level_corners(points + 3 * n, levels.level[l], corners);
+          level_input_gradient<scalar_t>(points + 3 * n, levels.level[l], corners, rows, n_features,
+                                         upstream + n * stride + l * n_features, grad + 3 * n);
+        }
+      }
+    });
+  });
+  return v_x;
+}
+
 }  // namespace
 }  // namespace fastjoint
 
 TORCH_LIBRARY_IMPL(fastjoint, CPU, m) {
   m.impl("hashgrid_forward", &fastjoint::hashgrid_forward_cpu);
   m.impl("hashgrid_backward", &fastjoint::hashgrid_backward_cpu);
+  m.impl("hashgrid_backward_x", &fastjoint::hashgrid_backward_x_cpu);
 }

@@ -57,6 +57,23 @@ __global__ void hashgrid_backward_kernel(int64_t n_points, int64_t n_features, G
   }
 }
 
+// The gradient in x: one thread per point over every level (each writes its own v_x row, no atomics).
+template <typename scalar_t>
+__global__ void hashgrid_backward_x_kernel(int64_t n_points, int64_t n_features, GridLevels levels,
+                                           const float* __restrict__ points, const scalar_t* __restrict__ table,
+                                           const scalar_t* __restrict__ v_out, scalar_t* __restrict__ v_x) {
+  const int64_t stride = static_cast<int64_t>(levels.n_levels) * n_features;
+  for (int64_t n = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; n < n_points;
+       n += static_cast<int64_t>(blockDim.x) * gridDim.x) {
+    Corners corners;
+    for (int l = 0; l < levels.n_levels; ++l) {
+      level_corners(points + 3 * n, levels.level[l], corners);
+      level_input_gradient<scalar_t>(points + 3 * n, levels.level[l], corners, table, n_features,
+                                     v_out + n * stride + l * n_features, v_x + 3 * n);
+    }
+  }
+}
+
 dim3 blocks_for(int64_t n_points, int n_levels) {
   const int64_t wanted = (n_points + kThreads - 1) / kThreads;
   return dim3(static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>(wanted, 65535))),
@@ -103,10 +120,35 @@ at::Tensor hashgrid_backward_cuda(const at::Tensor& v_out, const at::Tensor& x, 
   return v_table;
 }
 
+at::Tensor hashgrid_backward_x_cuda(const at::Tensor& v_out, const at::Tensor& x, const at::Tensor& table,
+                                    at::ArrayRef<double> scales, at::IntArrayRef resolutions, at::IntArrayRef sizes,
+                                    at::IntArrayRef offsets, at::IntArrayRef hashed) {
+  check_grid_points(x);
+  check_grid_table(table, x);
+  const GridLevels levels = grid_levels(scales, resolutions, sizes, offsets, hashed, table.size(0));
+  const int64_t n_features = check_grid_gradient(v_out, x, levels.n_levels);
+  TORCH_CHECK(n_features == table.size(1), "v_out has " + std::to_string(n_features) + " features per level but the table " +
+                                               std::to_string(table.size(1)));
+  TORCH_CHECK(v_out.scalar_type() == table.scalar_type(), "v_out and table must have one dtype");
+  const c10::cuda::CUDAGuard guard(x.device());
+  const int64_t n_points = x.size(0);
+  at::Tensor v_x = at::zeros({n_points, 3}, table.options());
+  if (n_points == 0) return v_x;
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES(table.scalar_type(), "hashgrid_backward_x_cuda", [&] {
+    hashgrid_backward_x_kernel<scalar_t><<<blocks_for(n_points, 1), kThreads, 0, stream>>>(
+        n_points, n_features, levels, x.data_ptr<float>(), table.data_ptr<scalar_t>(), v_out.data_ptr<scalar_t>(),
+        v_x.data_ptr<scalar_t>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return v_x;
+}
+
 }  // namespace
 }  // namespace fastjoint
 
 TORCH_LIBRARY_IMPL(fastjoint, CUDA, m) {
   m.impl("hashgrid_forward", &fastjoint::hashgrid_forward_cuda);
   m.impl("hashgrid_backward", &fastjoint::hashgrid_backward_cuda);
+  m.impl("hashgrid_backward_x", &fastjoint::hashgrid_backward_x_cuda);
 }

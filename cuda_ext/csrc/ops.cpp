@@ -33,6 +33,11 @@ TORCH_LIBRARY(fastjoint, m) {
   m.def(
       "hashgrid_backward(Tensor v_out, Tensor x, float[] scales, int[] resolutions, int[] sizes, int[] offsets,"
       " int[] hashed) -> Tensor v_table");
+  // v_out [N, n_levels * F] -> v_x [N, 3] in the table's dtype: the gradient in x (only a caller
+  // that differentiates the points, such as camera pose refinement, asks for it).
+  m.def(
+      "hashgrid_backward_x(Tensor v_out, Tensor x, Tensor table, float[] scales, int[] resolutions, int[] sizes,"
+      " int[] offsets, int[] hashed) -> Tensor v_x");
   // A baked scene marched (see baked.h): rays [n_rays, 3], aabbs [L, 6], index int32 [L, R, R, R],
   // bricks [n, B + 1, B + 1, B + 1, C], bounds [6], blocks uint8 [L, R / f, R / f, R / f] (f = factor)
   // -> the kept samples (ray_indices [S] int64, sorted; weights [S]; features [S, C - 1]) and per ray

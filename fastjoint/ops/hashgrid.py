@@ -3,7 +3,8 @@
 Backends: `torch` (the reference, `_torch_impl._hashgrid_encode`) and `native`, the kernels
 of cuda_ext (`torch.ops.fastjoint.hashgrid_forward` / `hashgrid_backward`): one pass per
 point over every level forward; backward scatters into the table, on the CPU level by level
-so that the sums run in one fixed order (deterministic whatever the threads). Their autograd
+so that the sums run in one fixed order (deterministic whatever the threads), and, only when
+the points need a gradient (camera pose refinement), `hashgrid_backward_x` gives theirs. Their autograd
 and fake-tensor rules are registered here, from Python, when the library loads. tiny-cuda-nn
 (`backend.grid = "tcnn"`) is a module, not a function of the table: see fastjoint.ops.tcnn.
 """
@@ -21,7 +22,7 @@ from fastjoint.ops._torch_impl import GridLayout, _hashgrid_encode
 __all__ = ["GridLayout", "grid_layout", "hashgrid_encode"]
 
 # The native ops this module registers rules for (see fastjoint.ops.native.OP_MODULES).
-NATIVE_OPS = ("fastjoint::hashgrid_forward", "fastjoint::hashgrid_backward")
+NATIVE_OPS = ("fastjoint::hashgrid_forward", "fastjoint::hashgrid_backward", "fastjoint::hashgrid_backward_x")
 
 
 def grid_layout(n_levels: int, log2_table_size: int, base_resolution: int, per_level_scale: float) -> GridLayout:
@@ -54,7 +55,8 @@ def hashgrid_encode(
     layout: GridLayout,
     backend: str = "torch",
 ) -> Tensor:  # [N, n_levels * F]
-    """Encodes points with a hash grid; differentiable in `table` (not in `x`).
+    """Encodes points with a hash grid; differentiable in `table` and in `x` (the trilinear
+    weights' derivative: zero across a cell border, where the encoding has a kink).
 
     Args:
         x: points, normalised to the grid's box (computed in float32 whatever their dtype).
@@ -71,7 +73,6 @@ def hashgrid_encode(
     if backend == "torch":
         return _hashgrid_encode(x, table, layout)
     if backend == "native":
-        assert not x.requires_grad, "the native grid does not differentiate x (the reference does)"
         return torch.ops.fastjoint.hashgrid_forward(x.float().contiguous(), table.contiguous(), *_layout_lists(layout))
     raise ValueError(f"unknown grid backend {backend!r}")
 
@@ -89,14 +90,18 @@ def _layout_lists(layout: GridLayout) -> tuple[list[float], list[int], list[int]
 
 def _setup_context(ctx, inputs, output) -> None:
     x, table, *lists = inputs
-    ctx.save_for_backward(x)
+    ctx.save_for_backward(x, table if ctx.needs_input_grad[0] else None)
     ctx.lists = lists
 
 
 def _backward(ctx, v_encoded: Tensor):
-    (x,) = ctx.saved_tensors
-    v_table = torch.ops.fastjoint.hashgrid_backward(v_encoded.contiguous(), x, *ctx.lists)
-    return None, v_table, None, None, None, None, None
+    x, table = ctx.saved_tensors
+    v_encoded = v_encoded.contiguous()
+    v_table = torch.ops.fastjoint.hashgrid_backward(v_encoded, x, *ctx.lists) if ctx.needs_input_grad[1] else None
+    v_x = None
+    if ctx.needs_input_grad[0]:
+        v_x = torch.ops.fastjoint.hashgrid_backward_x(v_encoded.to(table.dtype), x, table, *ctx.lists).to(x.dtype)
+    return v_x, v_table, None, None, None, None, None
 
 
 def _fake_forward(x, table, scales, resolutions, sizes, offsets, hashed):
@@ -105,6 +110,10 @@ def _fake_forward(x, table, scales, resolutions, sizes, offsets, hashed):
 
 def _fake_backward(v_encoded, x, scales, resolutions, sizes, offsets, hashed):
     return v_encoded.new_empty(sum(sizes), v_encoded.shape[1] // len(scales))
+
+
+def _fake_backward_x(v_encoded, x, table, scales, resolutions, sizes, offsets, hashed):
+    return table.new_empty(x.shape[0], 3)
 
 
 _registered = False
@@ -117,5 +126,6 @@ def register_native() -> None:
         return
     torch.library.register_fake("fastjoint::hashgrid_forward")(_fake_forward)
     torch.library.register_fake("fastjoint::hashgrid_backward")(_fake_backward)
+    torch.library.register_fake("fastjoint::hashgrid_backward_x")(_fake_backward_x)
     torch.library.register_autograd("fastjoint::hashgrid_forward", _backward, setup_context=_setup_context)
     _registered = True

@@ -41,8 +41,11 @@ def render_rays(
     composite_backend: str = "torch",
     offsets: Tensor | None = None,  # [n_rays] in [0, 1): stratified starts, in steps
 ) -> RenderResult:
-    """Samples each ray, queries the field at the sample midpoints, composites over the background."""
-    samples = sampler(rays_o, rays_d, offsets)
+    """Samples each ray, queries the field at the sample midpoints, composites over the background.
+
+    Differentiable in the rays (camera pose refinement) through the samples' points and
+    directions; where the samples lie is not (the sampler sees the rays detached)."""
+    samples = sampler(rays_o.detach(), rays_d.detach(), offsets)
     ray_indices = samples.ray_indices
     t_mids = (samples.t_starts + samples.t_ends)[:, None] * 0.5
     dirs = rays_d.index_select(0, ray_indices)
