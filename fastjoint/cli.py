@@ -103,10 +103,16 @@ class Eval:
     renderer: Literal["exact", "fast"] = "exact"
     """exact: the trained model at every sample (the scores of record); fast: the scenes baked first, each
     style a lookup table (within about 0.1 dB, see the README's "Fast rendering")."""
+    align_poses: bool = False
+    """First align each test view's pose to its photo, the scene fixed (a rotation and shift per view, 150 Adam
+    steps), as pose-refining methods are scored: for captures whose test poses, estimated from the photos like
+    the training poses, are off by a pixel or more. eval.json records each view's correction."""
 
     def __call__(self) -> int:
         background = _background(self.background)
-        _evaluate(_load(self.run, self.device, self.renderer), background)
+        if self.align_poses and self.renderer == "fast":
+            raise UserError("--align-poses: needs --renderer exact (the baked scene has no gradient to align with)")
+        _evaluate(_load(self.run, self.device, self.renderer), background, self.align_poses)
         return 0
 
 
@@ -674,10 +680,10 @@ def _load(run_dir, device, renderer: str):
     return run
 
 
-def _evaluate(run, background=None) -> None:
+def _evaluate(run, background=None, align_poses: bool = False) -> None:
     from fastjoint.evaluate import evaluate, print_table
 
-    print_table(evaluate(run.run_dir, run=run, background=background))
+    print_table(evaluate(run.run_dir, run=run, background=background, align_poses=align_poses))
 
 
 def _render(run, pairing_name: str, split: str, orbit: int, video: bool, background=None, size=None, fps=None) -> None:

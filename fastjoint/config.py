@@ -81,6 +81,8 @@ _RETIRED = {  # key: (the value that meant off, the last commit with its code)
     "train.appearance": (False, "baaef49"),
     "train.distortion_weight": (0.0, "6e09a70"),
     "train.near_gradient_distance": (0.0, "6e09a70"),
+    "train.refine_poses": ("none", "c312308"),
+    "train.pose_lr": (1e-3, "c312308"),
 }
 RETIRED_OPTIONS = {key: off for key, (off, _) in _RETIRED.items()}
 """Options that were measured, lost and left the code, with the value that meant off (which the
@@ -92,6 +94,7 @@ _RETIRED_WHERE = {
     "06e74eb": "A transfer that does not depend on the seed",
     "baaef49": "A real capture: instant-ngp's fox",
     "6e09a70": "Floaters on the fox",
+    "c312308": "Pose refinement in training",
 }
 
 
@@ -388,13 +391,6 @@ class TrainConfig:
     cover_until_step: int | Literal["auto"] = "auto"
     """The cover term trains only the steps before this one, while the feature plane takes its layout; 0: every
     step; auto: the first sixth of train.steps (250 of the demo's 1,500)."""
-    refine_poses: Literal["auto", "none", "target", "reference", "both"] = "none"
-    """Which scenes' training poses are refined while training (fastjoint.model.poses: a rotation and a shift per
-    photo, learned with the scene, the cameras' common similarity held fixed; the test views keep their poses);
-    auto: a scene whose photos are in nerfstudio or COLMAP format (poses estimated from the photos), not
-    synthetic Blender scenes."""
-    pose_lr: float = 1e-3
-    """Peak learning rate of the pose corrections (train.refine_poses), with the model's warm-up and decay."""
     seed: int = 0
     """Seed of every random choice; the same seed gives the same run on the CPU."""
     log_every: int = 50
@@ -411,7 +407,6 @@ class TrainConfig:
         )
         _check(self.lr_warmup_steps >= 0, "train.lr_warmup_steps", "must not be negative")
         _check(self.cover_weight >= 0, "train.cover_weight", "must not be negative (0: off)")
-        _check(self.pose_lr > 0, "train.pose_lr", "must be positive")
         _check(
             self.cover_until_step == "auto" or self.cover_until_step >= 0,
             "train.cover_until_step",

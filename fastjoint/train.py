@@ -17,7 +17,6 @@ non-finite loss or parameter stops training without saving the broken state.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import signal
 import threading
@@ -27,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from fastjoint.architecture import architecture
 from fastjoint.checkpoints import CHECKPOINT, PREVIOUS, first_line, load_checkpoint, load_latest, save_checkpoint
@@ -38,10 +36,9 @@ from fastjoint.data.formats import detect_format
 from fastjoint.datasets import check_test_splits, ensure_datasets, load_scene_split
 from fastjoint.errors import Interrupted, UserError
 from fastjoint.files import RunLock, remove_partials, write_text
-from fastjoint.model.poses import PoseRefinement
 from fastjoint.pairing import ORIGINAL, SCENES, Pairing
 from fastjoint.render import RenderResult, update_occupancy
-from fastjoint.render.extent import CAPTURE_FORMATS, default_extents, resolve_extents, saved_extents
+from fastjoint.render.extent import default_extents, resolve_extents, saved_extents
 from fastjoint.rng import capture_rng, restore_rng, seed_everything
 from fastjoint.run import Built, resolve_backgrounds, resolve_device, saved_backgrounds
 from fastjoint.trainlog import MetricsLog, StepStats, TrainProgress
@@ -49,20 +46,10 @@ from fastjoint.trainlog import MetricsLog, StepStats, TrainProgress
 TARGET_SAMPLES_CUDA = 2**18  # train.target_samples = "auto" on CUDA: nerfacc's batch
 MIN_BATCH_RAYS = 64  # the fewest rays an adaptive batch draws per pairing
 SURFACE_OPACITY = 0.5  # a training ray whose opacity passes this has hit a surface (the cover term's points)
-REFINED_POSES = "poses.json"  # the refined training poses (train.refine_poses), written with each checkpoint
 COVER_MIN_POINTS = 8  # fewer surface points than this in either scene's batch: no cover term that step
 
 # Settings that shape a checkpoint's tensors or the meaning of its weights: a resumed run keeps them.
-KEPT_ON_RESUME = (
-    "model",
-    "mlp",
-    "data",
-    "render.occ_resolution",
-    "render.occ_levels",
-    "render.cone_angle",
-    "render.near",
-    "train.refine_poses",
-)
+KEPT_ON_RESUME = ("model", "mlp", "data", "render.occ_resolution", "render.occ_levels", "render.cone_angle", "render.near")
 
 
 @dataclass(frozen=True)
@@ -101,10 +88,9 @@ class Trainer:
         splits = {p: load_scene_split(data, p.scene, data.dataset(p), "train") for p in self.pairings}
         backgrounds = resolve_backgrounds(config, {p: s.transparent for p, s in splits.items()})
         originals = {scene: splits[Pairing(scene, ORIGINAL)] for scene in SCENES}
-        formats = {scene: detect_format(data.dataset(Pairing(scene, ORIGINAL))) for scene in SCENES}
         extents = resolve_extents(
             config,
-            formats,
+            {scene: detect_format(data.dataset(Pairing(scene, ORIGINAL))) for scene in SCENES},
             {scene: split.transparent for scene, split in originals.items()},
             {scene: split.reach for scene, split in originals.items()},
         )
@@ -121,9 +107,6 @@ class Trainer:
             print("background auto: " + ", ".join(decided))
         if data.unbounded == "auto" and any(extent.unbounded for extent in extents.values()):
             print("unbounded auto: " + "; ".join(f"{scene} {extent.describe(data.aabb)}" for scene, extent in extents.items()))
-        refined = refined_scenes(config.train.refine_poses, formats)
-        if config.train.refine_poses == "auto" and refined:
-            print("refine_poses auto: " + ", ".join(f"{scene} ({formats[scene]} poses)" for scene in refined))
 
         self.device = resolve_device(config.device)
         target = config.train.target_samples
@@ -134,16 +117,12 @@ class Trainer:
         self.built = Built(config, self.device, backgrounds, extents)
         self.model = self.built.model
         self.rays = {p: RaySampler(s, self.device) for p, s in splits.items()}
-        # One correction per training photo of each refined scene's datasets (train.refine_poses).
-        self.poses = nn.ModuleDict({p.slug: PoseRefinement(self.rays[p].poses) for p in self.pairings if p.scene in refined})
         self.architecture = architecture(config)
         self.optimizer = self.architecture.optimizer(self.model, config)
         if len(self.built.environments):  # learned backgrounds: textures, so no weight decay
             self.optimizer.add_param_group(
                 {"params": list(self.built.environments.parameters()), "lr": config.train.lr, "weight_decay": 0.0}
             )
-        if len(self.poses):
-            self.optimizer.add_param_group({"params": list(self.poses.parameters()), "lr": config.train.pose_lr, "weight_decay": 0.0})
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: self.architecture.lr_factor(step, config))
         self.step = 0
         self.train_seconds = 0.0
@@ -199,34 +178,12 @@ class Trainer:
             "rng": capture_rng(self.generator),
             "running_psnr": self.running_psnr,
             "batch_rays": {p.name: n for p, n in self.batch_rays.items()},
-            "pose_corrections": {slug: module.corrections.detach().cpu() for slug, module in self.poses.items()},
             "config": to_dict(self.config),
         }
         previous = self.run_dir / PREVIOUS if self._rotate else None
         save_checkpoint(self.run_dir / CHECKPOINT, state, previous=previous)
-        if len(self.poses):
-            write_text(self.run_dir / REFINED_POSES, json.dumps(self.refined_poses(), indent=1) + "\n")
         self._rotate = True
         self.saved_step = self.step
-
-    def refined_poses(self) -> dict[str, dict]:
-        """Per refined dataset (by pairing): its training photos' names, refined camera-to-world poses
-        (the scene's frame, as the datasets load) and each correction's angle (degrees) and shift."""
-        out = {}
-        with torch.no_grad():
-            for pairing in self.pairings:
-                if pairing.slug not in self.poses:
-                    continue
-                module, rays = self.poses[pairing.slug], self.rays[pairing]
-                index = torch.arange(rays.poses.shape[0], device=rays.poses.device)
-                degrees, shifts = module.sizes()
-                out[pairing.name] = {
-                    "names": list(rays.split.names),
-                    "poses": module(rays.poses, index).cpu().tolist(),
-                    "rotation_deg": degrees.cpu().tolist(),
-                    "shift": shifts.cpu().tolist(),
-                }
-        return out
 
     def _resume(self) -> None:
         saved_path = self.run_dir / "config.toml"
@@ -255,14 +212,6 @@ class Trainer:
             self.scheduler.load_state_dict(state["scheduler"])
             restore_rng(state["rng"], self.generator)
             float(state["train_seconds"]), dict(state["running_psnr"])
-            saved_poses = state.get("pose_corrections", {})
-            if set(saved_poses) != set(self.poses):
-                raise KeyError(
-                    f"pose corrections of {sorted(saved_poses) or 'no dataset'}, this run refines {sorted(self.poses) or 'none'}"
-                )
-            with torch.no_grad():
-                for slug, module in self.poses.items():
-                    module.corrections.copy_(saved_poses[slug])
             saved_rays = {str(k): int(v) for k, v in state.get("batch_rays", {}).items()}
         except (KeyError, ValueError, TypeError, RuntimeError) as error:
             raise UserError(f"{source}: not a checkpoint of this run ({first_line(error)})") from None
@@ -280,7 +229,7 @@ class Trainer:
 
         The loss is checked every step; the parameters before each log line and checkpoint.
         """
-        for name, parameter in [*self.model.named_parameters(), *self.poses.named_parameters(prefix="poses")]:
+        for name, parameter in self.model.named_parameters():
             if not torch.isfinite(parameter).all():
                 raise NonFinite(f"parameter '{name}' holds NaN or infinity", self.step)
 
@@ -298,9 +247,7 @@ class Trainer:
         surfaces: dict[str, torch.Tensor] = {}  # scene -> its batch's surface features, while the cover term trains
         covering = config.train.cover_weight > 0 and (config.train.cover_steps == 0 or self.step < config.train.cover_steps)
         for pairing in self.pairings:
-            rays_o, rays_d, rgba = self.rays[pairing].sample(
-                self.batch_rays[pairing], self.generator, self.poses[pairing.slug] if pairing.slug in self.poses else None
-            )
+            rays_o, rays_d, rgba = self.rays[pairing].sample(self.batch_rays[pairing], self.generator)
             background = self._background(pairing, rays_d)
             target = rgba[:, :3] * rgba[:, 3:] + background.detach() * (1.0 - rgba[:, 3:])
             offsets = torch.rand(rays_o.shape[0], generator=self.generator).to(self.device)
@@ -407,13 +354,6 @@ class Trainer:
             else f"no checkpoint was written; train again with a lower {lr_key}"
         )
         return f"{lr_key}: training diverged at step {broken.step} ({broken.what}); the learning rate ({lr:g}) is likely too high; {kept}"
-
-
-def refined_scenes(refine_poses: str, formats: dict[str, str]) -> tuple[str, ...]:
-    """The scenes whose training poses are refined: train.refine_poses resolved (auto: the captures)."""
-    if refine_poses == "auto":
-        return tuple(scene for scene in SCENES if formats[scene] in CAPTURE_FORMATS)
-    return tuple(scene for scene in SCENES if refine_poses in (scene, "both"))
 
 
 def adapted_rays(rays: int, samples: int, target: int) -> int:

@@ -98,6 +98,8 @@ RETIRED_ON = {
     "train.appearance": "true",
     "train.distortion_weight": "0.002",
     "train.near_gradient_distance": "1.5",
+    "train.refine_poses": '"target"',
+    "train.pose_lr": "0.01",
 }
 
 

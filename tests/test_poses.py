@@ -1,18 +1,25 @@
-"""Camera pose refinement (fastjoint.model.poses, train.refine_poses): the rotation map, the
-similarity held fixed, gradients from the pixels to the corrections, and the trainer's use."""
+"""Pose corrections (fastjoint.model.poses) and held-out views aligned to their photos
+(fastjoint.align, `fastjoint eval --align-poses`): the rotation map, gradients from the pixels
+to the corrections through both grid backends, and alignment on a trained run."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 
 import pytest
 import torch
 
-from conftest import fresh_seed
+from conftest import fresh_seed, run_cli
+from fastjoint.align import align_views
+from fastjoint.data import load_split
 from fastjoint.data.cameras import Camera, look_at, pixel_rays
 from fastjoint.model.hashgrid import HashGrid
-from fastjoint.model.poses import PoseRefinement, similarity_basis, so3_exp
+from fastjoint.model.poses import PoseCorrection, so3_exp
 from fastjoint.ops import composite, native
+from fastjoint.pairing import Pairing
+from fastjoint.run import load_run
 
 
 def skew(omega: torch.Tensor) -> torch.Tensor:  # [n, 3] -> [n, 3, 3]
@@ -50,36 +57,21 @@ def test_so3_exp_has_the_skew_matrices_as_its_gradient_at_zero():
 
 def test_zero_corrections_leave_the_poses_as_they_are():
     poses = ring()
-    refinement = PoseRefinement(poses)
-    assert torch.equal(refinement(poses, torch.arange(len(poses))), poses)
+    assert torch.equal(PoseCorrection(len(poses))(poses, torch.arange(len(poses))), poses)
 
 
-def test_a_common_similarity_is_removed_and_the_rest_kept():
-    """Corrections that move every camera by one small rotation, shift and scale (to first order)
-    have no effect; any other correction keeps its part outside those seven directions."""
-    poses = ring()
-    centres = poses[:, :3, 3]
-    generator = torch.Generator().manual_seed(fresh_seed())
-    w, shift, scale = torch.randn(3, generator=generator), torch.randn(3, generator=generator), torch.randn(1, generator=generator)
-    common = torch.cat([w.expand(len(poses), 3), torch.linalg.cross(w.expand(len(poses), 3), centres) + shift + scale * centres], dim=1)
-    refinement = PoseRefinement(poses)
+def test_a_correction_turns_about_the_centre_and_shifts_it():
+    poses = ring(3)
+    correction = PoseCorrection(3)
     with torch.no_grad():
-        refinement.corrections.copy_(common * 1e-3)
-    assert refinement.effective().abs().max() < 1e-8
-    own = torch.randn(len(poses), 6, generator=generator) * 1e-2
-    with torch.no_grad():
-        refinement.corrections.copy_(own + common * 1e-3)
-    kept = refinement.effective()
-    assert torch.allclose(kept, refinement.effective().detach(), atol=0)  # a projection: the same whatever is added along the basis
-    torch.testing.assert_close((kept - own).reshape(-1) @ kept.reshape(-1), torch.tensor(0.0), atol=1e-8, rtol=0)
-    assert kept.norm() > 0.8 * own.norm()  # 12 cameras: 72 numbers, 7 of them the similarity's
-
-
-def test_cameras_at_one_point_give_fewer_directions():
-    """Cameras that share their centre (a panorama) cannot tell a scale from a shift: six directions, not seven."""
-    centres = torch.tensor([[1.0, 2.0, 3.0]]).double().expand(5, 3)
-    assert similarity_basis(centres).shape == (30, 6)
-    assert similarity_basis(ring()[:, :3, 3].double()).shape == (72, 7)
+        correction.corrections[1] = torch.tensor([0.0, 0.0, 0.1, 0.5, 0.0, 0.0])
+    moved = correction(poses, torch.arange(3))
+    assert torch.equal(moved[[0, 2]], poses[[0, 2]])
+    torch.testing.assert_close(moved[1, :3, 3], poses[1, :3, 3] + torch.tensor([0.5, 0.0, 0.0]))
+    torch.testing.assert_close(moved[1, :3, :3], so3_exp(torch.tensor([[0.0, 0.0, 0.1]]))[0] @ poses[1, :3, :3])
+    degrees, shifts = correction.sizes()
+    torch.testing.assert_close(degrees, torch.tensor([0.0, math.degrees(0.1), 0.0]))
+    torch.testing.assert_close(shifts, torch.tensor([0.0, 0.5, 0.0]))
 
 
 @pytest.mark.parametrize("backend", ["torch", "native"])
@@ -96,10 +88,10 @@ def test_pixels_reach_the_corrections_through_the_renderer(backend):
         grid = HashGrid(4, 2, 10, 4, 1.5, backend=name)
         with torch.no_grad():
             grid.table.uniform_(-1, 1)
-        refinement = PoseRefinement(poses)
+        correction = PoseCorrection(len(poses))
         image = torch.tensor([0, 1, 2, 3, 4, 5, 0, 2])
         u = torch.linspace(2, 14, 8)
-        origins, dirs = pixel_rays(refinement(poses[image], image), u, u.flip(0), camera)
+        origins, dirs = pixel_rays(correction(poses[image], image), u, u.flip(0), camera)
         t = torch.linspace(2.5, 5.5, 16)
         points = origins[:, None] + dirs[:, None] * t[None, :, None]  # [8, 16, 3]
         encoded = grid(((points.reshape(-1, 3) + 2) / 4).clamp(0, 1))
@@ -108,12 +100,12 @@ def test_pixels_reach_the_corrections_through_the_renderer(backend):
         starts = t[None].expand(8, 16).reshape(-1)
         out = composite(sigmas, rgbs, starts, starts + 0.2, torch.arange(8).repeat_interleave(16), 8, "torch")
         out.rgb.square().sum().backward()
-        gradients[name] = refinement.corrections.grad
+        gradients[name] = correction.corrections.grad
     assert (gradients[backend][:6].abs().sum(dim=1) > 0).all()
     torch.testing.assert_close(gradients[backend], gradients["torch"], rtol=1e-4, atol=1e-6)
 
 
-# --- in training -------------------------------------------------------------------------
+# --- aligning held-out views ---------------------------------------------------------
 
 
 def rotation_errors(found: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:  # [n, 4, 4] each -> [n] degrees
@@ -122,35 +114,42 @@ def rotation_errors(found: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:  
 
 
 @pytest.mark.slow
-def test_a_trained_scene_pulls_perturbed_poses_back(trained_run, tiny_data):
-    """With the tiny run's scene held fixed, the corrections of its target's training poses, each
-    turned by about 3 degrees, learn from the pixels to turn them back (most of the way)."""
-    from fastjoint.data import load_split
-    from fastjoint.pairing import Pairing
-    from fastjoint.run import load_run
-
+def test_held_out_views_turned_by_3_degrees_are_aligned_back(trained_run, tiny_data):
+    """The tiny run's target test views, each turned by 3 degrees about its centre, are turned back
+    (most of the way) by aligning them to their photos; the model does not change."""
     run_dir, _, _ = trained_run
-    built = load_run(run_dir, "cpu").built
-    split = load_split(tiny_data / "target" / "original", "train")
+    run = load_run(run_dir, "cpu")
+    before = {name: value.clone() for name, value in run.built.model.state_dict().items()}
+    split = load_split(tiny_data / "target" / "original", "test")
     generator = torch.Generator().manual_seed(0)
     turn = torch.randn(len(split), 3, generator=generator)
     turn = turn / turn.norm(dim=1, keepdim=True) * math.radians(3.0)
-    perturbed = split.poses.clone()
-    perturbed[:, :3, :3] = so3_exp(turn) @ perturbed[:, :3, :3]
-    refinement = PoseRefinement(perturbed)
-    optimizer = torch.optim.Adam(refinement.parameters(), lr=2e-3)
-    height, width = split.pixels.shape[1:3]
-    for _ in range(300):
-        image = torch.randint(len(split), (1024,), generator=generator)
-        row, col = torch.randint(height, (1024,), generator=generator), torch.randint(width, (1024,), generator=generator)
-        origins, dirs = pixel_rays(refinement(perturbed[image], image), col + 0.5, row + 0.5, split.camera)
-        rgba = split.pixels[image, row, col].float() / 255
-        target = rgba[:, :3] * rgba[:, 3:] + (1 - rgba[:, 3:])  # the run's white background
-        rendered = built.render_rays(Pairing("target", "original"), origins, dirs, torch.ones(3)).rgb
-        optimizer.zero_grad()
-        torch.nn.functional.mse_loss(rendered, target).backward()
-        optimizer.step()
-    with torch.no_grad():
-        refined = refinement(perturbed, torch.arange(len(split)))
-    before, after = rotation_errors(perturbed, split.poses), rotation_errors(refined, split.poses)
-    assert after.median() < 0.5 * before.median(), (before, after)
+    turned = dataclasses.replace(split, poses=split.poses.clone())
+    turned.poses[:, :3, :3] = so3_exp(turn) @ split.poses[:, :3, :3]
+    aligned = align_views(run, Pairing("target", "original"), turned)
+    errors_before, errors_after = rotation_errors(turned.poses, split.poses), rotation_errors(aligned.poses, split.poses)
+    assert errors_after.median() < 0.5 * errors_before.median(), (errors_before, errors_after)
+    assert aligned.rotation_deg.median() > 1.5  # the corrections did the turning
+    assert all(torch.equal(value, before[name]) for name, value in run.built.model.state_dict().items())
+    assert all(p.requires_grad for p in run.built.model.parameters())  # unfrozen again
+
+
+@pytest.mark.slow
+def test_eval_aligns_poses_on_request_and_records_each_correction(run_copy):
+    """`fastjoint eval --align-poses`: every trained pairing's views aligned (the kit's poses are exact,
+    so the corrections stay small and the scores hardly move), eval.json records them; with the fast
+    renderer it is one line, exit 2."""
+    plain = json.loads((run_copy / "eval.json").read_text())
+    result = run_cli("eval", str(run_copy), "--align-poses")
+    assert result.returncode == 0, result.stderr
+    aligned = json.loads((run_copy / "eval.json").read_text())
+    assert plain["aligned_poses"] is None
+    assert set(aligned["aligned_poses"]) == {"steps", *plain["pairings"]}
+    for name, scores in aligned["pairings"].items():
+        corrections = aligned["aligned_poses"][name]
+        assert len(corrections["rotation_deg"]) == scores["views"] and max(corrections["rotation_deg"]) < 1.0, corrections
+        assert scores["psnr"] > plain["pairings"][name]["psnr"] - 0.5, (name, scores, plain["pairings"][name])
+    assert "test poses aligned to their photos" in result.stdout + result.stderr
+    refused = run_cli("eval", str(run_copy), "--align-poses", "--renderer", "fast")
+    assert refused.returncode == 2 and refused.stderr.strip().count("\n") == 0
+    assert "--align-poses: needs --renderer exact" in refused.stderr

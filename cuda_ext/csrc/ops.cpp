@@ -34,7 +34,7 @@ TORCH_LIBRARY(fastjoint, m) {
       "hashgrid_backward(Tensor v_out, Tensor x, float[] scales, int[] resolutions, int[] sizes, int[] offsets,"
       " int[] hashed) -> Tensor v_table");
   // v_out [N, n_levels * F] -> v_x [N, 3] in the table's dtype: the gradient in x (only a caller
-  // that differentiates the points, such as camera pose refinement, asks for it).
+  // that differentiates the points, such as aligning a view's pose, asks for it).
   m.def(
       "hashgrid_backward_x(Tensor v_out, Tensor x, Tensor table, float[] scales, int[] resolutions, int[] sizes,"
       " int[] offsets, int[] hashed) -> Tensor v_x");

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import Tensor
 
@@ -20,16 +18,12 @@ class RaySampler:
         self.pixels = split.pixels.to(device)  # uint8, made float per batch (see Split)
         self.poses = split.poses.to(device)
 
-    def sample(
-        self, n: int, generator: torch.Generator, refine: Callable[[Tensor, Tensor], Tensor] | None = None
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        """Ray origins [n, 3], directions [n, 3] and RGBA targets [n, 4]; `refine(poses, image)`
-        corrects the drawn images' poses first (fastjoint.model.poses.PoseRefinement)."""
+    def sample(self, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+        """Ray origins [n, 3], directions [n, 3] and RGBA targets [n, 4]."""
         count, height, width = self.pixels.shape[:3]
         # Indices are drawn on the CPU generator so that runs repeat on any device.
         image = torch.randint(count, (n,), generator=generator).to(self.device)
         row = torch.randint(height, (n,), generator=generator).to(self.device)
         col = torch.randint(width, (n,), generator=generator).to(self.device)
-        poses = self.poses[image] if refine is None else refine(self.poses[image], image)
-        origins, dirs = pixel_rays(poses, col.float() + 0.5, row.float() + 0.5, self.split.camera)
+        origins, dirs = pixel_rays(self.poses[image], col.float() + 0.5, row.float() + 0.5, self.split.camera)
         return origins, dirs, to_float(self.pixels[image, row, col])

@@ -1,25 +1,15 @@
-"""Camera pose refinement: a learned correction of each training photo's pose.
+"""Learned corrections of camera poses: a rotation and a shift per view.
 
-Poses estimated from the photos (COLMAP, `fastjoint process`) are off by a fraction of a
-degree and of a percent, and a radiance field trained on photos that disagree blurs. As
-nerfstudio's camera optimiser does, each training photo gets six parameters, trained with
-the scene: a rotation (axis times angle, radians) about the camera's centre, in world axes,
-and a shift of the centre (world units). Both start at zero.
-
-The corrections cannot move the cameras together. Moving every camera by one similarity
-(rotation, shift and scale of the whole set) would move the scene with them, away from the
-held-out views, whose poses are not trained. So each step uses the corrections with that
-part removed: their projection onto the 7 directions of a common similarity (to first order,
-a rotation w gives every camera w and w x its centre, a shift gives every camera the shift,
-and a scale s gives every camera s times its centre) is subtracted.
+`fastjoint eval --align-poses` (fastjoint.align) uses them to align each held-out view to its
+photo with the scene held fixed before it is scored. A correction is six numbers: a rotation
+(axis times angle, radians) about the camera's centre, in world axes, and a shift of the
+centre (world units). Both start at zero.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-
-SIMILARITY_DOF = 7  # rotation 3, shift 3, scale 1
 
 
 def so3_exp(omega: Tensor) -> Tensor:  # [n, 3] axis * angle -> [n, 3, 3]
@@ -36,46 +26,16 @@ def so3_exp(omega: Tensor) -> Tensor:  # [n, 3] axis * angle -> [n, 3, 3]
     return eye + a * k + b * (k @ k)
 
 
-def similarity_basis(centres: Tensor) -> Tensor:  # [n, 3] -> [6 n, 7], orthonormal columns
-    """The corrections that move every camera by one similarity, to first order: an orthonormal
-    basis of the (rotation, shift) vectors of a common rotation, shift and scale."""
-    n = centres.shape[0]
-    columns = []
-    for axis in range(3):  # rotation about a world axis: the same w for every camera, its centre moves by w x c
-        w = torch.zeros(3, dtype=centres.dtype)
-        w[axis] = 1.0
-        columns.append(torch.cat([w.expand(n, 3), torch.linalg.cross(w.expand(n, 3), centres)], dim=1))
-    for axis in range(3):  # a shift
-        shift = torch.zeros(n, 6, dtype=centres.dtype)
-        shift[:, 3 + axis] = 1.0
-        columns.append(shift)
-    columns.append(torch.cat([torch.zeros(n, 3, dtype=centres.dtype), centres], dim=1))  # a scale
-    basis = torch.stack([c.reshape(-1) for c in columns], dim=1)  # [6 n, 7]
-    q, r = torch.linalg.qr(basis)
-    keep = r.diagonal().abs() > 1e-6 * r.diagonal().abs().max()  # cameras at one point: no scale
-    return q[:, keep]
+class PoseCorrection(nn.Module):
+    """The learned corrections of `n` views' poses (`corrections` [n, 6], zero at first)."""
 
-
-class PoseRefinement(nn.Module):
-    """The learned corrections of one training split's poses (`corrections` [n, 6], zero at first)."""
-
-    def __init__(self, poses: Tensor, fixed_similarity: bool = True) -> None:  # [n, 4, 4] camera-to-world, the split's own
+    def __init__(self, n: int, device: torch.device | str = "cpu") -> None:
         super().__init__()
-        self.corrections = nn.Parameter(torch.zeros(poses.shape[0], 6, device=poses.device))
-        basis = (
-            similarity_basis(poses[:, :3, 3].detach().double().cpu()).float() if fixed_similarity else torch.zeros(poses.shape[0] * 6, 0)
-        )
-        self.register_buffer("basis", basis.to(poses.device))
+        self.corrections = nn.Parameter(torch.zeros(n, 6, device=device))
 
-    def effective(self) -> Tensor:  # [n, 6]
-        """The corrections with their common similarity removed (unless every camera may move freely:
-        a held-out view aligned to a fixed scene)."""
-        flat = self.corrections.reshape(-1)
-        return (flat - self.basis @ (self.basis.T @ flat)).view_as(self.corrections)
-
-    def forward(self, poses: Tensor, image: Tensor) -> Tensor:  # [k, 4, 4], [k] -> [k, 4, 4]
-        """The poses of images `image` (their rows in the split) with their corrections applied."""
-        correction = self.effective()[image]
+    def forward(self, poses: Tensor, view: Tensor) -> Tensor:  # [k, 4, 4], [k] -> [k, 4, 4]
+        """`poses` (of the views `view`) with their views' corrections applied."""
+        correction = self.corrections[view]
         rotation = so3_exp(correction[:, :3]) @ poses[:, :3, :3]
         centre = poses[:, :3, 3] + correction[:, 3:]
         top = torch.cat([rotation, centre[:, :, None]], dim=2)
@@ -83,6 +43,5 @@ class PoseRefinement(nn.Module):
 
     @torch.no_grad()
     def sizes(self) -> tuple[Tensor, Tensor]:  # [n] degrees, [n] world units
-        """Each photo's correction: its rotation angle in degrees and its shift."""
-        correction = self.effective()
-        return torch.rad2deg(correction[:, :3].norm(dim=1)), correction[:, 3:].norm(dim=1)
+        """Each view's correction: its rotation angle in degrees and its shift."""
+        return torch.rad2deg(self.corrections[:, :3].norm(dim=1)), self.corrections[:, 3:].norm(dim=1)

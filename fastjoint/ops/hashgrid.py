@@ -4,9 +4,10 @@ Backends: `torch` (the reference, `_torch_impl._hashgrid_encode`) and `native`, 
 of cuda_ext (`torch.ops.fastjoint.hashgrid_forward` / `hashgrid_backward`): one pass per
 point over every level forward; backward scatters into the table, on the CPU level by level
 so that the sums run in one fixed order (deterministic whatever the threads), and, only when
-the points need a gradient (camera pose refinement), `hashgrid_backward_x` gives theirs. Their autograd
-and fake-tensor rules are registered here, from Python, when the library loads. tiny-cuda-nn
-(`backend.grid = "tcnn"`) is a module, not a function of the table: see fastjoint.ops.tcnn.
+the points need a gradient (aligning a view's pose, fastjoint.align), `hashgrid_backward_x`
+gives theirs. Their autograd and fake-tensor rules are registered here, from Python, when the
+library loads. tiny-cuda-nn (`backend.grid = "tcnn"`) is a module, not a function of the
+table: see fastjoint.ops.tcnn.
 """
 
 from __future__ import annotations

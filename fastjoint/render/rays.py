@@ -43,8 +43,9 @@ def render_rays(
 ) -> RenderResult:
     """Samples each ray, queries the field at the sample midpoints, composites over the background.
 
-    Differentiable in the rays (camera pose refinement) through the samples' points and
-    directions; where the samples lie is not (the sampler sees the rays detached)."""
+    Differentiable in the rays (a view's pose aligned to its photo, fastjoint.align) through the
+    samples' points and directions; where the samples lie is not (the sampler sees the rays
+    detached)."""
     samples = sampler(rays_o.detach(), rays_d.detach(), offsets)
     ray_indices = samples.ray_indices
     t_mids = (samples.t_starts + samples.t_ends)[:, None] * 0.5
