@@ -129,6 +129,17 @@ inline int64_t check_grid_gradient(const at::Tensor& v_out, const at::Tensor& x,
   return v_out.size(1) / n_levels;
 }
 
+// hashgrid_backward_x's inputs: v_out [N, L * F] for x [N, 3] and table [n_params, F], one dtype; returns F.
+inline int64_t check_grid_point_gradient(const at::Tensor& v_out, const at::Tensor& x, const at::Tensor& table,
+                                         int64_t n_levels) {
+  check_grid_table(table, x);
+  const int64_t n_features = check_grid_gradient(v_out, x, n_levels);
+  TORCH_CHECK(n_features == table.size(1), "v_out has " + std::to_string(n_features) +
+                                               " features per level but the table " + std::to_string(table.size(1)));
+  TORCH_CHECK(v_out.scalar_type() == table.scalar_type(), "v_out and table must have one dtype");
+  return n_features;
+}
+
 }  // namespace fastjoint
 
 namespace fastjoint {

@@ -103,13 +103,9 @@ at::Tensor hashgrid_backward_x_cpu(const at::Tensor& v_out, const at::Tensor& x,
                                    at::ArrayRef<double> scales, at::IntArrayRef resolutions, at::IntArrayRef sizes,
                                    at::IntArrayRef offsets, at::IntArrayRef hashed) {
   check_grid_points(x);
-  check_grid_table(table, x);
   const GridLevels levels = grid_levels(scales, resolutions, sizes, offsets, hashed, table.size(0));
   const int64_t n_levels = levels.n_levels;
-  const int64_t n_features = check_grid_gradient(v_out, x, n_levels);
-  TORCH_CHECK(n_features == table.size(1), "v_out has " + std::to_string(n_features) + " features per level but the table " +
-                                               std::to_string(table.size(1)));
-  TORCH_CHECK(v_out.scalar_type() == table.scalar_type(), "v_out and table must have one dtype");
+  const int64_t n_features = check_grid_point_gradient(v_out, x, table, n_levels);
   const int64_t n_points = x.size(0);
   at::Tensor v_x = at::zeros({n_points, 3}, table.options());
   AT_DISPATCH_FLOATING_TYPES(table.scalar_type(), "hashgrid_backward_x_cpu", [&] {
