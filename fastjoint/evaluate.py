@@ -84,10 +84,10 @@ def evaluate(
     transfers: dict[str, TransferScores] = {}
     untested: list[str] = []
     aligned: dict[str, Aligned] = {}  # trained pairing name -> its test views' corrections (align_poses)
-    loaded: dict[Pairing, Split] = {}  # trained pairing -> its test views as the dataset gives them
+    given: dict[Pairing, Split] = {}  # trained pairing -> its test views as the dataset gives them
     with console.status("[bold]Evaluating on the test views...") as status:
         for pairing in run.pairings.trained:
-            split = loaded[pairing] = load_test_views(run, run.dataset(pairing), pairing.scene)
+            split = given[pairing] = load_test_views(run, run.dataset(pairing), pairing.scene)
             if align_poses:
 
                 def aligning(done: int, total: int, name: str = pairing.name) -> None:
@@ -99,7 +99,7 @@ def evaluate(
             behind = backdrop(run, pairing, split, background)
             pairings[pairing.name] = score(run.render(pairing, split.poses, split.camera, background), split.on_background(behind))
         original_pairing = run.pairings.trained[0]  # target:original
-        original = loaded[original_pairing]
+        original = given[original_pairing]
         for pairing in run.pairings.transfers:
             truth = run.dataset(pairing)
             if truth is None:
@@ -107,19 +107,18 @@ def evaluate(
                 continue
             status.update(f"[bold]Evaluating the transfer {pairing.name} against its ground truth...")
             truth_views = load_test_views(run, truth, pairing.scene)
-            if align_poses:  # the ground truth shares the target's cameras, so it takes their aligned poses
+            if align_poses:  # the ground truth shares the target's cameras (checked as given), so it takes their aligned poses
                 check_same_views(truth_views, original)
                 poses = aligned[original_pairing.name].poses
-                transfers[pairing.name] = score_transfer(
-                    run, pairing, replace(truth_views, poses=poses), replace(original, poses=poses), background
-                )
+                truth_views, views = replace(truth_views, poses=poses), replace(original, poses=poses)
             else:
-                transfers[pairing.name] = score_transfer(run, pairing, truth_views, original, background)
+                views = original
+            transfers[pairing.name] = score_transfer(run, pairing, truth_views, views, background)
         share = None
         if run.pairings.transfers:
             status.update("[bold]Measuring where the reference covers the target's features...")
             share, _ = target_share(run, reference_coverage(run))
-    result = EvalResult(run.step, run.train_seconds, pairings, transfers, tuple(untested), share, aligned if align_poses else None)
+    result = EvalResult(run.step, run.train_seconds, pairings, transfers, tuple(untested), share, aligned or None)
     write_json(run_dir / "eval.json", result.to_json())
     return result
 

@@ -58,6 +58,7 @@ FASTJOINT_HOST_DEVICE inline float grid_position(float x, float scale) {
 struct Corners {
   int64_t row[8];
   float weight[8];
+  float axis[3][2];  // per axis, the low and high vertices' factor: 1 - t and t (for the gradient in x)
 };
 
 FASTJOINT_HOST_DEVICE inline int64_t floor_mod(int64_t value, int64_t size) {
@@ -68,7 +69,7 @@ FASTJOINT_HOST_DEVICE inline int64_t floor_mod(int64_t value, int64_t size) {
 FASTJOINT_HOST_DEVICE inline void level_corners(const float* __restrict__ point,  // [3]
                                                 const GridLevel& level, Corners& out) {
   int64_t low[3];
-  float w[3][2];
+  float (&w)[3][2] = out.axis;  // (unused by the encoding itself; an inlined caller drops the stores)
   for (int d = 0; d < 3; ++d) {
     const float pos = grid_position(point[d], level.scale);
     const float cell = floorf(pos);
@@ -125,20 +126,12 @@ FASTJOINT_HOST_DEVICE inline void interpolate2(const Corners& corners, const sca
 }
 
 // The gradient in x of one level's features: v_x[d] += scale * sum_c (dw_c / dt_d) * <v, table[row_c]>,
-// for the level's upstream gradient v [F]. The weights' axis factors are recomputed here, in the
-// order level_corners uses, so the rows are the forward's.
+// for the level's upstream gradient v [F], from the point's corners on that level (level_corners).
 template <typename scalar_t>
-FASTJOINT_HOST_DEVICE inline void level_input_gradient(const float* __restrict__ point, const GridLevel& level,
-                                                       const Corners& corners, const scalar_t* __restrict__ table,
-                                                       int64_t n_features, const scalar_t* __restrict__ v,
-                                                       scalar_t* __restrict__ v_x) {
-  float w[3][2];
-  for (int d = 0; d < 3; ++d) {
-    const float pos = grid_position(point[d], level.scale);
-    const float frac = pos - floorf(pos);
-    w[d][0] = 1.0f - frac;
-    w[d][1] = frac;
-  }
+FASTJOINT_HOST_DEVICE inline void level_input_gradient(const GridLevel& level, const Corners& corners,
+                                                       const scalar_t* __restrict__ table, int64_t n_features,
+                                                       const scalar_t* __restrict__ v, scalar_t* __restrict__ v_x) {
+  const float(&w)[3][2] = corners.axis;
   scalar_t g[3] = {0, 0, 0};
   for (int c = 0; c < 8; ++c) {
     const int h[3] = {c & 1, (c >> 1) & 1, (c >> 2) & 1};

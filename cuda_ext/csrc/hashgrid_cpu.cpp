@@ -120,7 +120,7 @@ at::Tensor hashgrid_backward_x_cpu(const at::Tensor& v_out, const at::Tensor& x,
       for (int64_t n = first; n < last; ++n) {
         for (int64_t l = 0; l < n_levels; ++l) {
           level_corners(points + 3 * n, levels.level[l], corners);
-          level_input_gradient<scalar_t>(points + 3 * n, levels.level[l], corners, rows, n_features,
+          level_input_gradient<scalar_t>(levels.level[l], corners, rows, n_features,
                                          upstream + n * stride + l * n_features, grad + 3 * n);
         }
       }

@@ -68,7 +68,7 @@ __global__ void hashgrid_backward_x_kernel(int64_t n_points, int64_t n_features,
     Corners corners;
     for (int l = 0; l < levels.n_levels; ++l) {
       level_corners(points + 3 * n, levels.level[l], corners);
-      level_input_gradient<scalar_t>(points + 3 * n, levels.level[l], corners, table, n_features,
+      level_input_gradient<scalar_t>(levels.level[l], corners, table, n_features,
                                      v_out + n * stride + l * n_features, v_x + 3 * n);
     }
   }

@@ -101,7 +101,7 @@ def _backward(ctx, v_encoded: Tensor):
     v_table = torch.ops.fastjoint.hashgrid_backward(v_encoded, x, *ctx.lists) if ctx.needs_input_grad[1] else None
     v_x = None
     if ctx.needs_input_grad[0]:
-        v_x = torch.ops.fastjoint.hashgrid_backward_x(v_encoded.to(table.dtype), x, table, *ctx.lists).to(x.dtype)
+        v_x = torch.ops.fastjoint.hashgrid_backward_x(v_encoded, x, table, *ctx.lists).to(x.dtype)  # (in the table's dtype)
     return v_x, v_table, None, None, None, None, None
 
 
