@@ -69,6 +69,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "dim3": {"model.feature_dim": 3},
     "dim4": {"model.feature_dim": 4},
     "no-cover": {"train.cover_weight": 0.0},  # the method as published, before issue 21's default
+    "smooth": {"train.style_smoothness": 1e-3},
 }
 METHOD = "method"  # the label of runs without options
 AFTER = ("eval", "analyze")  # what each run of the sweep does once trained

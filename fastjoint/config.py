@@ -391,6 +391,13 @@ class TrainConfig:
     cover_until_step: int | Literal["auto"] = "auto"
     """The cover term trains only the steps before this one, while the feature plane takes its layout; 0: every
     step; auto: the first sixth of train.steps (250 of the demo's 1,500)."""
+    cover_decay: bool = False
+    """Whether the cover term's weight falls linearly from train.cover_weight to 0 at train.cover_until_step (0: at
+    train.steps) instead of stopping there at full weight."""
+    style_smoothness: float = 0.0
+    """Weight of a penalty on how fast each desired style's change of colour (its decoder minus the original's,
+    the latter held fixed) varies across the feature plane, at random points of the plane: where no reference
+    feature pins a desired decoder down, it extends the change of its neighbours; 0: off."""
     seed: int = 0
     """Seed of every random choice; the same seed gives the same run on the CPU."""
     log_every: int = 50
@@ -407,6 +414,7 @@ class TrainConfig:
         )
         _check(self.lr_warmup_steps >= 0, "train.lr_warmup_steps", "must not be negative")
         _check(self.cover_weight >= 0, "train.cover_weight", "must not be negative (0: off)")
+        _check(self.style_smoothness >= 0, "train.style_smoothness", "must not be negative (0: off)")
         _check(
             self.cover_until_step == "auto" or self.cover_until_step >= 0,
             "train.cover_until_step",

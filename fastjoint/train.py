@@ -46,6 +46,8 @@ from fastjoint.trainlog import MetricsLog, StepStats, TrainProgress
 TARGET_SAMPLES_CUDA = 2**18  # train.target_samples = "auto" on CUDA: nerfacc's batch
 MIN_BATCH_RAYS = 64  # the fewest rays an adaptive batch draws per pairing
 SURFACE_OPACITY = 0.5  # a training ray whose opacity passes this has hit a surface (the cover term's points)
+SMOOTH_POINTS = 4096  # train.style_smoothness: random points of the feature plane per step and style
+SMOOTH_STEP = 0.02  # train.style_smoothness: the finite difference's step on the plane
 COVER_MIN_POINTS = 8  # fewer surface points than this in either scene's batch: no cover term that step
 
 # Settings that shape a checkpoint's tensors or the meaning of its weights: a resumed run keeps them.
@@ -245,7 +247,8 @@ class Trainer:
                 update_occupancy(self.built.estimators[scene], density, self.step, config.render)
         losses, names, rays, samples = [], {}, 0, 0
         surfaces: dict[str, torch.Tensor] = {}  # scene -> its batch's surface features, while the cover term trains
-        covering = config.train.cover_weight > 0 and (config.train.cover_steps == 0 or self.step < config.train.cover_steps)
+        cover_weight = self._cover_weight()
+        covering = cover_weight > 0
         for pairing in self.pairings:
             rays_o, rays_d, rgba = self.rays[pairing].sample(self.batch_rays[pairing], self.generator)
             background = self._background(pairing, rays_d)
@@ -263,9 +266,13 @@ class Trainer:
                 surfaces[pairing.scene] = self._surface_features(pairing.scene, rays_o, rays_d, result)
         cover = cover_term(surfaces["target"], surfaces["reference"]) if len(surfaces) == 2 else None
         if cover is not None:
-            losses.append(config.train.cover_weight * cover)
+            losses.append(cover_weight * cover)
             if not math.isfinite(cover.item()):
                 raise NonFinite(f"the cover term is {cover.item()}", self.step + 1)
+        if config.train.style_smoothness > 0:
+            for style in {p.style for p in self.pairings if p.style != ORIGINAL}:
+                points, steps = plane_points(self.model.feature_dim, self.generator, self.device)
+                losses.append(config.train.style_smoothness * style_roughness(self.model, style, points, steps))
         for name, value in names.items():
             if not math.isfinite(value):
                 raise NonFinite(f"the loss of {name} is {value}", self.step + 1)
@@ -280,6 +287,14 @@ class Trainer:
         self.scheduler.step()
         self.step += 1
         return StepStats(names, rays, samples, None if cover is None else cover.item())
+
+    def _cover_weight(self) -> float:
+        """The cover term's weight this step: train.cover_weight until train.cover_until_step (falling linearly to 0
+        there with train.cover_decay), 0 after."""
+        train, end = self.config.train, self.config.train.cover_steps or self.config.train.steps
+        if train.cover_weight == 0 or self.step >= end:
+            return 0.0
+        return train.cover_weight * (1.0 - self.step / end) if train.cover_decay else train.cover_weight
 
     def _surface_features(self, scene: str, rays_o: torch.Tensor, rays_d: torch.Tensor, result: RenderResult) -> torch.Tensor:
         """The style features [k, feature_dim] where a batch's rays hit a surface (opacity above
@@ -369,6 +384,24 @@ def cover_term(target: torch.Tensor, reference: torch.Tensor) -> torch.Tensor | 
     if target.shape[0] < COVER_MIN_POINTS or reference.shape[0] < COVER_MIN_POINTS:
         return None
     return torch.cdist(target, reference.detach()).min(dim=1).values.square().mean()
+
+
+def plane_points(dim: int, generator: torch.Generator, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+    """SMOOTH_POINTS random points of the feature plane [-1, 1]^dim, and a random step of length SMOOTH_STEP from each."""
+    points = torch.rand(SMOOTH_POINTS, dim, generator=generator) * 2 - 1
+    steps = torch.randn(SMOOTH_POINTS, dim, generator=generator)
+    return points.to(device), (SMOOTH_STEP * steps / steps.norm(dim=1, keepdim=True)).to(device)
+
+
+def style_roughness(model: torch.nn.Module, style: str, points: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
+    """The mean squared rate at which `style`'s change of colour (its decoder minus the original's, which is held
+    fixed) varies across the feature plane: a finite difference along `steps` [N, dim] at `points` [N, dim]."""
+    both = torch.cat([points, points + steps])
+    with torch.no_grad():
+        original = model.decode(ORIGINAL, both)
+    change = model.decode(style, both) - original
+    n = points.shape[0]
+    return ((change[n:] - change[:n]).square().sum(dim=1) / steps.square().sum(dim=1)).mean()
 
 
 class NonFinite(Exception):
