@@ -5,6 +5,10 @@ For the first `train.cover_until_step` steps (a sixth of them by default) the su
 features in the batch toward the nearest of the reference's, so that the target's
 materials settle on the feature plane where the reference's are, and the desired styles'
 decoders, which only the reference's photos train, read the target where they were trained.
+Every step it also holds each desired style's roughness (`style_roughness`, weighted by
+`train.style_smoothness`): how fast the style's change of colour (its decoder minus the
+original's) varies across the feature plane, at random points of it, so that where no
+reference feature pins the change down it is that of the nearest ones.
 
 A run folder holds config.toml, checkpoints/latest.pt (atomic, every
 `train.checkpoint_every` steps, on Ctrl-C or SIGTERM and at the end) with the one before it
@@ -247,8 +251,7 @@ class Trainer:
                 update_occupancy(self.built.estimators[scene], density, self.step, config.render)
         losses, names, rays, samples = [], {}, 0, 0
         surfaces: dict[str, torch.Tensor] = {}  # scene -> its batch's surface features, while the cover term trains
-        cover_weight = self._cover_weight()
-        covering = cover_weight > 0
+        covering = config.train.cover_weight > 0 and (config.train.cover_steps == 0 or self.step < config.train.cover_steps)
         for pairing in self.pairings:
             rays_o, rays_d, rgba = self.rays[pairing].sample(self.batch_rays[pairing], self.generator)
             background = self._background(pairing, rays_d)
@@ -266,11 +269,11 @@ class Trainer:
                 surfaces[pairing.scene] = self._surface_features(pairing.scene, rays_o, rays_d, result)
         cover = cover_term(surfaces["target"], surfaces["reference"]) if len(surfaces) == 2 else None
         if cover is not None:
-            losses.append(cover_weight * cover)
+            losses.append(config.train.cover_weight * cover)
             if not math.isfinite(cover.item()):
                 raise NonFinite(f"the cover term is {cover.item()}", self.step + 1)
         if config.train.style_smoothness > 0:
-            for style in {p.style for p in self.pairings if p.style != ORIGINAL}:
+            for style in [p.style for p in self.pairings if p.style != ORIGINAL]:  # each desired style once, in order
                 points, steps = plane_points(self.model.feature_dim, self.generator, self.device)
                 losses.append(config.train.style_smoothness * style_roughness(self.model, style, points, steps))
         for name, value in names.items():
@@ -287,14 +290,6 @@ class Trainer:
         self.scheduler.step()
         self.step += 1
         return StepStats(names, rays, samples, None if cover is None else cover.item())
-
-    def _cover_weight(self) -> float:
-        """The cover term's weight this step: train.cover_weight until train.cover_until_step (falling linearly to 0
-        there with train.cover_decay), 0 after."""
-        train, end = self.config.train, self.config.train.cover_steps or self.config.train.steps
-        if train.cover_weight == 0 or self.step >= end:
-            return 0.0
-        return train.cover_weight * (1.0 - self.step / end) if train.cover_decay else train.cover_weight
 
     def _surface_features(self, scene: str, rays_o: torch.Tensor, rays_d: torch.Tensor, result: RenderResult) -> torch.Tensor:
         """The style features [k, feature_dim] where a batch's rays hit a surface (opacity above

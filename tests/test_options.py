@@ -100,6 +100,7 @@ RETIRED_ON = {
     "train.near_gradient_distance": "1.5",
     "train.refine_poses": '"target"',
     "train.pose_lr": "0.01",
+    "train.cover_decay": "true",
 }
 
 
