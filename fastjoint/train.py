@@ -5,8 +5,8 @@ For the first `train.cover_until_step` steps (a sixth of them by default) the su
 features in the batch toward the nearest of the reference's, so that the target's
 materials settle on the feature plane where the reference's are, and the desired styles'
 decoders, which only the reference's photos train, read the target where they were trained.
-Every step it also holds each desired style's roughness (`style_roughness`, weighted by
-`train.style_smoothness`): how fast the style's change of colour (its decoder minus the
+With `train.style_smoothness` (off by default) every step also holds each desired style's
+roughness (`style_roughness`): how fast the style's change of colour (its decoder minus the
 original's) varies across the feature plane, at random points of it, so that where no
 reference feature pins the change down it is that of the nearest ones.
 
