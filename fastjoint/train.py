@@ -25,7 +25,7 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -273,9 +273,8 @@ class Trainer:
             if not math.isfinite(cover.item()):
                 raise NonFinite(f"the cover term is {cover.item()}", self.step + 1)
         if config.train.style_smoothness > 0:
-            for style in [p.style for p in self.pairings if p.style != ORIGINAL]:  # each desired style once, in order
-                points, steps = plane_points(self.model.feature_dim, self.generator, self.device)
-                losses.append(config.train.style_smoothness * style_roughness(self.model, style, points, steps))
+            points, steps = plane_points(self.model.feature_dim, self.generator, self.device)
+            losses.append(config.train.style_smoothness * style_roughness(self.model, config.data.pairings.desired, points, steps))
         for name, value in names.items():
             if not math.isfinite(value):
                 raise NonFinite(f"the loss of {name} is {value}", self.step + 1)
@@ -388,15 +387,19 @@ def plane_points(dim: int, generator: torch.Generator, device: torch.device | st
     return points.to(device), (SMOOTH_STEP * steps / steps.norm(dim=1, keepdim=True)).to(device)
 
 
-def style_roughness(model: torch.nn.Module, style: str, points: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
-    """The mean squared rate at which `style`'s change of colour (its decoder minus the original's, which is held
-    fixed) varies across the feature plane: a finite difference along `steps` [N, dim] at `points` [N, dim]."""
-    both = torch.cat([points, points + steps])
+def style_roughness(model: torch.nn.Module, styles: Sequence[str], points: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
+    """The mean squared rate at which each style's change of colour (its decoder minus the original's, which is
+    held fixed and decoded once) varies across the feature plane, summed over `styles`: a finite difference along
+    `steps` [N, dim] at `points` [N, dim]."""
+    both, n = torch.cat([points, points + steps]), points.shape[0]
     with torch.no_grad():
         original = model.decode(ORIGINAL, both)
-    change = model.decode(style, both) - original
-    n = points.shape[0]
-    return ((change[n:] - change[:n]).square().sum(dim=1) / steps.square().sum(dim=1)).mean()
+    length = steps.square().sum(dim=1)
+    rates = []
+    for style in styles:
+        change = model.decode(style, both) - original
+        rates.append(((change[n:] - change[:n]).square().sum(dim=1) / length).mean())
+    return torch.stack(rates).sum()
 
 
 class NonFinite(Exception):

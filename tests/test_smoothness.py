@@ -29,7 +29,7 @@ def test_plane_points_cover_the_plane_with_steps_of_one_length():
 def test_roughness_is_the_squared_rate_of_the_style_change_and_trains_only_the_style_decoder():
     model = _model()
     points, steps = plane_points(2, torch.Generator().manual_seed(1), "cpu")
-    roughness = style_roughness(model, "relight", points, steps)
+    roughness = style_roughness(model, ["relight"], points, steps)
     roughness.backward()
     assert all(p.grad is None for p in model.decoders["original"].parameters())  # the original is held fixed
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.decoders["relight"].parameters())
@@ -47,7 +47,7 @@ def test_roughness_is_the_squared_rate_of_the_style_change_and_trains_only_the_s
 
     # A style decoder that is the original's copy changes nothing, anywhere: no roughness.
     model.decoders["relight"].load_state_dict(model.decoders["original"].state_dict())
-    assert style_roughness(model, "relight", points, steps).item() == pytest.approx(0.0, abs=1e-12)
+    assert style_roughness(model, ["relight"], points, steps).item() == pytest.approx(0.0, abs=1e-12)
 
 
 def test_style_smoothness_is_checked_in_one_line(tiny_data, tmp_path):
@@ -67,7 +67,7 @@ def test_training_with_the_penalty_smooths_the_style_change(tiny_data, tmp_path)
                 trainer.train_step()
             points, steps = plane_points(2, torch.Generator().manual_seed(3), "cpu")
             with torch.no_grad():
-                return style_roughness(trainer.model, "recolour", points, steps).item()
+                return style_roughness(trainer.model, ["recolour"], points, steps).item()
 
     smooth, free = roughness_after(1.0), roughness_after(0.0)
     assert smooth < 0.5 * free, (smooth, free)
