@@ -250,9 +250,8 @@ class Trainer:
                 density = lambda x, scene=scene: self.model.density(scene, x)  # noqa: E731
                 update_occupancy(self.built.estimators[scene], density, self.step, config.render)
         losses, names, rays, samples = [], {}, 0, 0
-        surfaces: dict[str, torch.Tensor] = {}  # scene -> its batch's surface features (the cover and roughness terms')
+        surfaces: dict[str, torch.Tensor] = {}  # scene -> its batch's surface features, while the cover term trains
         covering = config.train.cover_weight > 0 and (config.train.cover_steps == 0 or self.step < config.train.cover_steps)
-        smoothing = config.train.style_smoothness > 0
         for pairing in self.pairings:
             rays_o, rays_d, rgba = self.rays[pairing].sample(self.batch_rays[pairing], self.generator)
             background = self._background(pairing, rays_d)
@@ -266,17 +265,15 @@ class Trainer:
             samples += result.n_samples
             if self.target_samples:
                 self.batch_rays[pairing] = adapted_rays(rays_o.shape[0], result.n_samples, self.target_samples)
-            if (covering or smoothing) and pairing.style == ORIGINAL:
-                with torch.set_grad_enabled(covering):  # the roughness term takes them as fixed points
-                    surfaces[pairing.scene] = self._surface_features(pairing.scene, rays_o, rays_d, result)
-        cover = cover_term(surfaces["target"], surfaces["reference"]) if covering and len(surfaces) == 2 else None
+            if covering and pairing.style == ORIGINAL:
+                surfaces[pairing.scene] = self._surface_features(pairing.scene, rays_o, rays_d, result)
+        cover = cover_term(surfaces["target"], surfaces["reference"]) if len(surfaces) == 2 else None
         if cover is not None:
             losses.append(config.train.cover_weight * cover)
             if not math.isfinite(cover.item()):
                 raise NonFinite(f"the cover term is {cover.item()}", self.step + 1)
-        if smoothing:
-            features = torch.cat([surfaces[scene].detach() for scene in SCENES if scene in surfaces])
-            points, steps = plane_points(self.model.feature_dim, self.generator, self.device, features)
+        if config.train.style_smoothness > 0:
+            points, steps = plane_points(self.model.feature_dim, self.generator, self.device)
             losses.append(config.train.style_smoothness * style_roughness(self.model, config.data.pairings.desired, points, steps))
         for name, value in names.items():
             if not math.isfinite(value):
@@ -383,17 +380,11 @@ def cover_term(target: torch.Tensor, reference: torch.Tensor) -> torch.Tensor | 
     return torch.cdist(target, reference.detach()).min(dim=1).values.square().mean()
 
 
-def plane_points(
-    dim: int, generator: torch.Generator, device: torch.device | str, features: torch.Tensor | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The roughness term's points and a random step of length SMOOTH_STEP from each: SMOOTH_POINTS random points
-    of the feature plane [-1, 1]^dim, then `features` [k, dim] (the batch's surface features, where the scenes'
-    materials are: a region the features crowd into is measured however small it is)."""
-    points = (torch.rand(SMOOTH_POINTS, dim, generator=generator) * 2 - 1).to(device)
-    if features is not None:
-        points = torch.cat([points, features.to(device)])
-    steps = torch.randn(points.shape[0], dim, generator=generator).to(device)
-    return points, SMOOTH_STEP * steps / steps.norm(dim=1, keepdim=True)
+def plane_points(dim: int, generator: torch.Generator, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+    """SMOOTH_POINTS random points of the feature plane [-1, 1]^dim, and a random step of length SMOOTH_STEP from each."""
+    points = torch.rand(SMOOTH_POINTS, dim, generator=generator) * 2 - 1
+    steps = torch.randn(SMOOTH_POINTS, dim, generator=generator)
+    return points.to(device), (SMOOTH_STEP * steps / steps.norm(dim=1, keepdim=True)).to(device)
 
 
 def style_roughness(model: torch.nn.Module, styles: Sequence[str], points: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
