@@ -7,25 +7,47 @@ view's pose is first corrected against its own photo with the scene held fixed: 
 about the camera's centre and a shift (fastjoint.model.poses), trained with Adam for
 ALIGN_STEPS steps of ALIGN_RAYS random pixels, the learning rate falling tenfold on the way.
 The trained model does not change.
+
+`align_capture` (`fastjoint align-poses`) does the same for every photo of a scene's capture
+(nerfstudio or COLMAP), training views included, and writes the capture again with the corrected
+poses, to train on afresh. Training on poses that COLMAP left off lets the scene bend to the
+photos that disagree; a scene so trained, held fixed, still turns most of those photos toward
+their true poses, and a second training on them gains what the bend cost (benchmarks/README,
+"Second-phase pose refinement").
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import json
+import shutil
 from collections.abc import Callable
+from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from fastjoint.data import Split
-from fastjoint.data.cameras import pixel_rays
+from fastjoint.data import SPLITS, Split
+from fastjoint.data.cameras import Camera, pixel_rays
+from fastjoint.data.colmap import from_pose, model_folder, read_model, write_model
+from fastjoint.data.formats import detect_format
+from fastjoint.data.nerfstudio import TRANSFORMS
+from fastjoint.data.recentre import apply_transform
+from fastjoint.data.split import to_float
+from fastjoint.datasets import load_scene_split
+from fastjoint.errors import UserError
 from fastjoint.model.poses import PoseCorrection
-from fastjoint.pairing import Pairing
+from fastjoint.pairing import ORIGINAL, Pairing
 from fastjoint.run import Built, LoadedRun
 
 ALIGN_STEPS = 150
 ALIGN_RAYS = 2048
 ALIGN_LR = 2e-3  # radians and world units per step, at first (Adam)
+JOINT_STEPS = 300  # align-poses: every photo of a capture at once
+JOINT_RAYS = 8192
 
 
 class Aligned(NamedTuple):
@@ -42,9 +64,12 @@ def align_views(
     pairing: Pairing,
     split: Split,
     background: Tensor | None = None,  # [3]: render and compose on this colour; None: the pairing's backdrop
-    progress: Callable[[int, int], None] | None = None,  # (views done, views)
+    progress: Callable[[int, int], None] | None = None,  # (views done, views); jointly: (steps done, steps)
+    jointly: bool = False,
 ) -> Aligned:
-    """Each of `split`'s views with its pose corrected against its photo, the run's scene fixed."""
+    """Each of `split`'s views with its pose corrected against its photo, the run's scene fixed: one view after
+    another (ALIGN_STEPS steps of ALIGN_RAYS rays each), or `jointly`, every view in each of JOINT_STEPS steps
+    of JOINT_RAYS rays drawn from all of them (a capture's hundred photos in the time of a few views)."""
     built, device = run.built, run.built.device
     poses = split.poses.to(device)
     correction = PoseCorrection(len(split), device)
@@ -54,7 +79,14 @@ def align_views(
     try:
         for p in frozen:  # the scene is fixed: no gradient of the tables and networks is computed
             p.requires_grad_(False)
-        _align(built, pairing, split, poses, correction, generator, background, progress)
+        fit = functools.partial(_fit, built, pairing, split, poses, correction, generator, background)
+        if jointly:
+            fit(None, JOINT_STEPS, JOINT_RAYS, progress)
+        else:
+            for view in range(len(split)):
+                fit(view, ALIGN_STEPS, ALIGN_RAYS)
+                if progress is not None:
+                    progress(view + 1, len(split))
     finally:
         for p in frozen:
             p.requires_grad_(True)
@@ -63,7 +95,7 @@ def align_views(
     return Aligned(corrected, *correction.sizes())
 
 
-def _align(
+def _fit(
     built: Built,
     pairing: Pairing,
     split: Split,
@@ -71,27 +103,126 @@ def _align(
     correction: PoseCorrection,
     generator: torch.Generator,
     background: Tensor | None,
-    progress: Callable[[int, int], None] | None,
+    view: int | None,  # None: rays from every view
+    steps: int,
+    rays: int,
+    progress: Callable[[int, int], None] | None = None,  # (steps done, steps)
 ) -> None:
-    """Trains each view's correction in turn (see `align_views`)."""
+    """Adam on the corrections for `steps` steps of `rays` random pixels, the learning rate from ALIGN_LR falling tenfold."""
     device = poses.device
     height, width = split.camera.height, split.camera.width
-    for view in range(len(split)):
-        optimizer = torch.optim.Adam([correction.corrections], lr=ALIGN_LR)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.1 ** (step / ALIGN_STEPS))
-        photo = split.float_images(view).to(device)  # [H, W, 4]
-        index = torch.full((ALIGN_RAYS,), view, device=device)
-        for _ in range(ALIGN_STEPS):
-            row = torch.randint(height, (ALIGN_RAYS,), generator=generator).to(device)
-            col = torch.randint(width, (ALIGN_RAYS,), generator=generator).to(device)
-            rays_o, rays_d = pixel_rays(correction(poses[index], index), col + 0.5, row + 0.5, split.camera)
-            behind = (built.backdrop(pairing, rays_d) if background is None else background.to(device)).detach()
-            rgba = photo[row, col]
-            target = rgba[:, :3] * rgba[:, 3:] + behind * (1.0 - rgba[:, 3:])
-            loss = torch.nn.functional.mse_loss(built.render_rays(pairing, rays_o, rays_d, behind).rgb, target)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
+    optimizer = torch.optim.Adam([correction.corrections], lr=ALIGN_LR)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.1 ** (step / steps))
+    for step in range(steps):
+        views = torch.full((rays,), view) if view is not None else torch.randint(len(split), (rays,), generator=generator)
+        row = torch.randint(height, (rays,), generator=generator)
+        col = torch.randint(width, (rays,), generator=generator)
+        index = views.to(device)
+        rays_o, rays_d = pixel_rays(correction(poses[index], index), col.to(device) + 0.5, row.to(device) + 0.5, split.camera)
+        behind = (built.backdrop(pairing, rays_d) if background is None else background.to(device)).detach()
+        rgba = to_float(split.pixels[views, row, col]).to(device)
+        target = rgba[:, :3] * rgba[:, 3:] + behind * (1.0 - rgba[:, 3:])
+        loss = torch.nn.functional.mse_loss(built.render_rays(pairing, rays_o, rays_d, behind).rgb, target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
         if progress is not None:
-            progress(view + 1, len(split))
+            progress(step + 1, steps)
+
+
+CAPTURES = ("nerfstudio", "colmap")  # the formats whose poses are estimated, and so can be aligned
+
+
+class CaptureAligned(NamedTuple):
+    folder: Path  # the capture written again, with the corrected poses
+    rotation_deg: Tensor  # [n] each photo's correction
+    shift: Tensor  # [n] world units of the scene's frame
+
+
+def align_capture(
+    run: LoadedRun,
+    scene: str,
+    out: Path,
+    progress: Callable[[int, int], None] | None = None,  # (steps done, steps)
+) -> CaptureAligned:
+    """Every photo of `scene`'s original capture aligned to the run's scene (as `align_views`), and the
+    capture copied to `out` with those poses: the same files, its poses file rewritten. `out` must not
+    exist; it is written beside as OUT.partial and renamed when done."""
+    pairing = Pairing(scene, ORIGINAL)
+    source = Path(run.config.data.dataset(pairing))
+    kind = detect_format(source)
+    if kind not in CAPTURES:
+        raise UserError(f"{source}: a {kind} dataset has exact poses; align-poses corrects captures ({', '.join(CAPTURES)})")
+    if out.exists():
+        raise UserError(f"{out}: already exists (choose a new folder; nothing is overwritten)")
+    views: dict[Camera, Split] = {}  # every photo once, grouped by camera (a capture has one)
+    for name in SPLITS:  # val and test are one list unless the capture's split lists say otherwise
+        split = load_scene_split(run.config.data, scene, source, name)
+        keep = [k for k, view in enumerate(split.names) if not any(view in group.names for group in views.values())]
+        if keep:
+            part = dataclasses.replace(split, pixels=split.pixels[keep], poses=split.poses[keep], names=tuple(split.names[k] for k in keep))
+            group = views.get(split.camera)
+            views[split.camera] = part if group is None else _joined(group, part)
+    poses, rotations, shifts = {}, [], []
+    for k, group in enumerate(views.values()):
+
+        def step(done: int, steps: int, k: int = k) -> None:
+            if progress is not None:
+                progress(k * steps + done, len(views) * steps)
+
+        aligned = align_views(run, pairing, group, None, step, jointly=True)
+        # Back into the file's frame: the loader's recentring is a similarity without rotation.
+        moved = apply_transform(aligned.poses.double().numpy(), np.linalg.inv(group.transform.numpy()))
+        poses.update(zip(group.names, moved, strict=True))
+        rotations.append(aligned.rotation_deg)
+        shifts.append(aligned.shift)
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        shutil.copytree(source, partial, symlinks=True)
+        (_write_nerfstudio if kind == "nerfstudio" else _write_colmap)(partial, poses)
+        partial.replace(out)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return CaptureAligned(out, torch.cat(rotations), torch.cat(shifts))
+
+
+def _joined(a: Split, b: Split) -> Split:
+    """The views of two splits of one dataset with one camera, as one."""
+    return dataclasses.replace(
+        a,
+        pixels=torch.cat([a.pixels, b.pixels]),
+        poses=torch.cat([a.poses, b.poses]),
+        names=a.names + b.names,
+        transparent=a.transparent or b.transparent,
+    )
+
+
+def _write_nerfstudio(folder: Path, poses: dict[str, np.ndarray]) -> None:
+    """transforms.json with each aligned frame's transform_matrix replaced (the frames no split names keep theirs)."""
+    meta = json.loads((folder / TRANSFORMS).read_text())
+    for frame in meta["frames"]:
+        pose = poses.get(Path(frame["file_path"]).as_posix())
+        if pose is not None:
+            frame["transform_matrix"] = pose.tolist()
+    (folder / TRANSFORMS).write_text(json.dumps(meta, indent=1))
+
+
+def _write_colmap(folder: Path, poses: dict[str, np.ndarray]) -> None:
+    """The model's images file with each aligned image's extrinsics replaced; cameras and points as they were."""
+    model_dir = model_folder(folder)
+    model = read_model(model_dir)
+    images = []
+    for image in model.images:
+        pose = poses.get(f"images/{image.name}")
+        if pose is not None:
+            qvec, tvec = from_pose(pose)
+            image = dataclasses.replace(image, qvec=qvec, tvec=tvec)
+        images.append(image)
+    binary = model.images_file.suffix == ".bin"
+    for stale in ("cameras", "images", "points3D"):
+        for suffix in (".bin", ".txt"):
+            (model_dir / f"{stale}{suffix}").unlink(missing_ok=True)
+    write_model(model_dir, list(model.cameras.values()), images, model.points, binary=binary)

@@ -405,6 +405,36 @@ class Process:
 
 
 @dataclass(frozen=True)
+class AlignPoses:
+    """Align every photo of a trained run's capture to its scene, the scene fixed (a rotation and shift per
+    photo, as eval --align-poses does for the test views), and write the capture again to OUT with those
+    poses. Train on OUT afresh: a scene trained on COLMAP's poses bends to the photos that disagree; held
+    fixed, it still turns them toward the truth, and a second training gains what the bend cost."""
+
+    run: RunFolder
+    out: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="OUT", help="the dataset folder to write; it must not exist")]
+    scene: Literal["target", "reference"] = "target"
+    """Whose capture (a nerfstudio or COLMAP dataset, its original style)."""
+    device: Device = None
+    """Where to render; None: the run's own device."""
+
+    def __call__(self) -> int:
+        from fastjoint.align import align_capture
+        from fastjoint.log import progress_bar
+
+        run = _load(self.run, self.device, "exact")
+        with progress_bar(f"aligning the {self.scene}'s photos") as progress:
+            done = align_capture(run, self.scene, Path(self.out), progress)
+        turned = done.rotation_deg
+        print(
+            f"{len(turned)} photos aligned: corrections of {turned.median().item():.3f} degrees median, "
+            f"{turned.max().item():.3f} largest: {done.folder}"
+        )
+        print(f'train on it afresh: data.{self.scene} = "{done.folder}"')
+        return 0
+
+
+@dataclass(frozen=True)
 class Sweep:
     """Run a grid of runs (a sweep file: base configs x datasets x config values x seeds) as tasks on
     Ray, each an ordinary run folder under the sweep's folder; then write summary.json and
@@ -520,6 +550,7 @@ def _commands(train_default: Train | None) -> type:
         Annotated[View, tyro.conf.subcommand("view")],
         Annotated[Export, tyro.conf.subcommand("export")],
         Annotated[Process, tyro.conf.subcommand("process")],
+        Annotated[AlignPoses, tyro.conf.subcommand("align-poses")],
         Annotated[Sweep, tyro.conf.subcommand("sweep")],
         Annotated[Scenes, tyro.conf.subcommand("scenes")],
     ]
