@@ -157,9 +157,11 @@ def align_capture(
     if out.exists():
         raise UserError(f"{out}: already exists (choose a new folder; nothing is overwritten)")
     views: dict[Camera, Split] = {}  # every photo once, grouped by camera (a capture has one)
+    seen: set[str] = set()
     for name in SPLITS:  # val and test are one list unless the capture's split lists say otherwise
         split = load_scene_split(run.config.data, scene, source, name)
-        keep = [k for k, view in enumerate(split.names) if not any(view in group.names for group in views.values())]
+        keep = [k for k, view in enumerate(split.names) if view not in seen]
+        seen.update(split.names)
         if keep:
             part = dataclasses.replace(split, pixels=split.pixels[keep], poses=split.poses[keep], names=tuple(split.names[k] for k in keep))
             group = views.get(split.camera)
@@ -180,7 +182,7 @@ def align_capture(
     partial = out.with_name(out.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     try:
-        shutil.copytree(source, partial, symlinks=True)
+        shutil.copytree(source, partial)  # links are followed: the copy stands alone
         (_write_nerfstudio if kind == "nerfstudio" else _write_colmap)(partial, poses)
         partial.replace(out)
     except BaseException:
@@ -211,7 +213,8 @@ def _write_nerfstudio(folder: Path, poses: dict[str, np.ndarray]) -> None:
 
 
 def _write_colmap(folder: Path, poses: dict[str, np.ndarray]) -> None:
-    """The model's images file with each aligned image's extrinsics replaced; cameras and points as they were."""
+    """The model's images file with each aligned image's extrinsics replaced; the cameras as they were, the 3-D points' positions kept
+    (their colours and tracks are not: fastjoint reads only the positions)."""
     model_dir = model_folder(folder)
     model = read_model(model_dir)
     images = []
