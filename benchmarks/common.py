@@ -43,7 +43,6 @@ KEPT_PICTURES = (
     "cpu2-2026-11-27-viewer-native-grid-recolour.png",
     "cpu2-2026-11-27-viewer-native-grid-original.png",
     "cpu2-2026-11-27-viewer-native-grid-painted.png",
-    "cpu2-2026-12-06-tiny-unseen-features.png",
 )
 
 

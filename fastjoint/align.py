@@ -137,7 +137,6 @@ CAPTURES = ("nerfstudio", "colmap")  # the formats whose poses are estimated, an
 class CaptureAligned(NamedTuple):
     folder: Path  # the capture written again, with the corrected poses
     rotation_deg: Tensor  # [n] each photo's correction
-    shift: Tensor  # [n] world units of the scene's frame
 
 
 def align_capture(
@@ -166,7 +165,7 @@ def align_capture(
             part = dataclasses.replace(split, pixels=split.pixels[keep], poses=split.poses[keep], names=tuple(split.names[k] for k in keep))
             group = views.get(split.camera)
             views[split.camera] = part if group is None else _joined(group, part)
-    poses, rotations, shifts = {}, [], []
+    poses, rotations = {}, []
     for k, group in enumerate(views.values()):
 
         def step(done: int, steps: int, k: int = k) -> None:
@@ -178,7 +177,6 @@ def align_capture(
         moved = apply_transform(aligned.poses.double().numpy(), np.linalg.inv(group.transform.numpy()))
         poses.update(zip(group.names, moved, strict=True))
         rotations.append(aligned.rotation_deg)
-        shifts.append(aligned.shift)
     partial = out.with_name(out.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     try:
@@ -188,7 +186,7 @@ def align_capture(
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    return CaptureAligned(out, torch.cat(rotations), torch.cat(shifts))
+    return CaptureAligned(out, torch.cat(rotations))
 
 
 def _joined(a: Split, b: Split) -> Split:
