@@ -1,6 +1,6 @@
 """`fastjoint process` on the scene kit's renders given as plain photos: its poses, and a training on them, against the truth.
 
-    python -m benchmarks.process [--size 192] [--scene digger] [--style pattern] [--noise] [--steps 1500] [--seeds 0 1 2] [--repeats 3] [--runs runs/process]
+    python -m benchmarks.process [--size 192] [--scene digger] [--style pattern] [--noise] [--steps 1500] [--seeds 0 1 2] [--repeats 3] [--rounds 2] [--runs runs/process]
     python -m benchmarks.process --posed DATASET [--repeats 3]
 
 With `--posed`, a posed dataset's photos (a real capture, say) go through `process` and the
@@ -24,6 +24,11 @@ which does not repeat. The kit's plain materials are flat colours.) Then:
    photos with the scene fixed (`fastjoint eval --align-poses`). A processed held-out view's own
    pose is off as much as a training view's, and costs it decibels that say nothing of the
    training; the aligned score leaves that out.
+
+4. (`--rounds` times, at each seed) `fastjoint align-poses` aligns every photo of the processed
+   capture to the last training's scene, the scene fixed, and the capture so written (its pose
+   errors reported as in step 2) is trained again afresh and scored as in step 3: round 1 aligns
+   to the processed training, round 2 to round 1's, and so on.
 
 Issue 22's targets: poses within 1 degree and 1% of the truth, and the training on them within
 1 dB of the one on the true poses.
@@ -49,7 +54,7 @@ from fastjoint.scenes.make import render_view, view_poses
 from fastjoint.scenes.recipe import Recipe, find_recipe, load_recipe, with_size
 
 GREY = 0.5
-KINDS = ("truth", "processed")  # the trainings: on the true poses, on those `process` found
+RAW = "eval-raw.json"  # a run's eval.json as training wrote it, before `eval --align-poses` rewrites it
 
 
 def as_noise(recipe: Recipe, style: str) -> Recipe:
@@ -135,7 +140,8 @@ def train(target: Path, runs: Path, name: str, steps: int, seed: int) -> dict:
     target:original on the held-out views as they are, then with their poses aligned to the photos
     (`fastjoint eval --align-poses`)."""
     options = ["--train.steps", str(steps), "--train.seed", str(seed)]
-    scored = train_and_score(kit_analogy(target, name, runs), runs, options=options, reuse=True)
+    scored = train_and_score(kit_analogy(target, name, runs), runs, options=options)
+    shutil.copyfile(scored.run_dir / "eval.json", scored.run_dir / RAW)
     fastjoint("eval", str(scored.run_dir), "--align-poses")
     evaluation = json.loads((scored.run_dir / "eval.json").read_text())
     aligned = evaluation["aligned_poses"]["target:original"]["rotation_deg"]
@@ -146,6 +152,21 @@ def train(target: Path, runs: Path, name: str, steps: int, seed: int) -> dict:
         "alignment_deg_max": max(aligned),
         "train_seconds": scored.eval["train_seconds"],
     }
+
+
+def summary(each: list[dict]) -> dict:
+    """Mean, lowest and highest over the seeds of the raw and aligned PSNR."""
+    out = {}
+    for key in ("psnr", "psnr_aligned"):
+        values = [scored[key] for scored in each]
+        out |= {f"{key}_mean": float(np.mean(values)), f"{key}_min": min(values), f"{key}_max": max(values)}
+    return out
+
+
+def worst(each: list[dict]) -> dict:
+    """Over the seeds: the median and the largest of each seed's median and worst camera errors."""
+    keys = ("rotation_deg_median", "rotation_deg_max", "position_share_median", "position_share_max")
+    return {f"{key}_over_seeds": [float(np.median([e[key] for e in each])), max(e[key] for e in each)] for key in keys}
 
 
 def processed(photos: Path, runs: Path, repeats: int, names: list[str], poses: np.ndarray) -> tuple[list[dict], list[float]]:
@@ -188,12 +209,18 @@ def main() -> None:
         "--noise", action="store_true", help="the style's patterns become value noise, which SIFT can match (same scale and colours)"
     )
     parser.add_argument("--steps", type=int, default=1500, help="training steps of each run")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="each of the two trainings is run at each seed")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="every training is run at each seed")
     parser.add_argument(
         "--repeats",
         type=int,
         default=3,
         help="times `process` runs on the same photos (COLMAP's multi-threaded RANSAC differs run to run); the first is trained",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="at each seed, times `fastjoint align-poses` aligns the capture to the last training and it is trained again",
     )
     parser.add_argument(
         "--posed",
@@ -212,14 +239,21 @@ def main() -> None:
     repeats, seconds = processed(photos, runs, args.repeats, names, poses)
     errors = {**repeats[0], "focal_true": focal}
     write_truth(runs / "truth", photos, names, poses, args.size, focal)
-    scores = {}
-    for kind in KINDS:
-        each = [train(runs / kind, runs, f"{kind}-s{seed}", args.steps, seed) for seed in args.seeds]
-        scores[kind] = {"seeds": each}
-        for key in ("psnr", "psnr_aligned"):
-            values = [scored[key] for scored in each]
-            scores[kind] |= {f"{key}_mean": float(np.mean(values)), f"{key}_min": min(values), f"{key}_max": max(values)}
-        print(kind, json.dumps(scores[kind], indent=1))
+    trainings: dict[str, list[dict]] = {"truth": [], "processed": []}
+    aligned_poses: dict[str, list[dict]] = {}  # round -> each seed's pose errors after align-poses
+    for seed in args.seeds:
+        trainings["truth"].append(train(runs / "truth", runs, f"truth-s{seed}", args.steps, seed))
+        trainings["processed"].append(train(runs / "processed", runs, f"processed-s{seed}", args.steps, seed))
+        last = runs / f"processed-s{seed}"
+        for k in range(1, args.rounds + 1):
+            kind = f"aligned-{k}"
+            capture = runs / f"{kind}-s{seed}-capture"
+            fastjoint("align-poses", str(last), str(capture))
+            aligned_poses.setdefault(kind, []).append(pose_errors(capture, names, poses))
+            trainings.setdefault(kind, []).append(train(capture, runs, f"{kind}-s{seed}", args.steps, seed))
+            last = runs / f"{kind}-s{seed}"
+        print(json.dumps({kind: each[-1] for kind, each in trainings.items()}, indent=1))
+    scores = {kind: {"seeds": each, **summary(each)} for kind, each in trainings.items()}
     payload = {
         "photos": len(names),
         "size": args.size,
@@ -227,12 +261,18 @@ def main() -> None:
         "style": args.style + (" (as noise)" if args.noise else ""),
         "steps": args.steps,
         "seeds": args.seeds,
+        "rounds": args.rounds,
         "process_seconds": seconds,
         "poses": errors,
         "poses_each_run": repeats,
+        "poses_aligned": {kind: {"seeds": each, **worst(each)} for kind, each in aligned_poses.items()},
         "target_original": scores,
-        "psnr_difference_db": scores["processed"]["psnr_mean"] - scores["truth"]["psnr_mean"],
-        "psnr_aligned_difference_db": scores["processed"]["psnr_aligned_mean"] - scores["truth"]["psnr_aligned_mean"],
+        **{
+            f"{key}_difference_db": {
+                kind: scores[kind][f"{key}_mean"] - scores["truth"][f"{key}_mean"] for kind in scores if kind != "truth"
+            }
+            for key in ("psnr", "psnr_aligned")
+        },
     }
     print(write_results("process", payload, args.results))
 
