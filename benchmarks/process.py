@@ -54,7 +54,7 @@ from fastjoint.scenes.make import render_view, view_poses
 from fastjoint.scenes.recipe import Recipe, find_recipe, load_recipe, with_size
 
 GREY = 0.5
-RAW = "eval-raw.json"  # a run's eval.json as training wrote it, before `eval --align-poses` rewrites it
+RAW = "eval-raw.json"  # a run's eval.json as training wrote it, before `eval --align-poses` rewrites it: a stopped benchmark's runs stay readable
 
 
 def as_noise(recipe: Recipe, style: str) -> Recipe:
