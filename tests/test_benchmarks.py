@@ -20,7 +20,11 @@ pytestmark = pytest.mark.slow
 
 
 def test_suite_quick_run_writes_results(tiny_data, tmp_path):
-    config = write_config(tiny_config(tiny_data, tmp_path / "runs"), tmp_path / "tiny.toml")
+    # The hash grid's finest level at 64 (2 sub-cells per occupancy cell when baking, not 8): a few
+    # training steps leave every cell occupied, and the fast renderer's bake of 8^3 sub-cells in each
+    # took 75 to 135 s per throughput row on 2 cores, most of this test's time.
+    config = tiny_config(tiny_data, tmp_path / "runs", model={"grid_max_resolution": 64})
+    config = write_config(config, tmp_path / "tiny.toml")
     results = tmp_path / "results"
     done = subprocess.run(
         [
