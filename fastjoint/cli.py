@@ -104,8 +104,8 @@ class Eval:
     """exact: the trained model at every sample (the scores of record); fast: the scenes baked first, each
     style a lookup table (within about 0.1 dB, see the README's "Fast rendering")."""
     align_poses: bool = False
-    """First align each test view's pose to its photo, the scene fixed (a rotation and shift per view, 150 Adam
-    steps), as pose-refining methods are scored: for captures whose test poses, estimated from the photos like
+    """First align each test view's pose to its photo, the scene fixed (a rotation and shift per view, 100
+    Gauss-Newton steps with a prior toward the given pose), as pose-refining methods are scored: for captures whose test poses, estimated from the photos like
     the training poses, are off by a pixel or more. eval.json records each view's correction."""
 
     def __call__(self) -> int:

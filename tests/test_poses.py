@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import fresh_seed, run_cli
-from fastjoint.align import align_views
+from fastjoint.align import _keep_improvements, align_views
 from fastjoint.data import load_split
 from fastjoint.data.cameras import Camera, look_at, pixel_rays
 from fastjoint.model.hashgrid import HashGrid
@@ -132,6 +132,30 @@ def test_held_out_views_turned_by_3_degrees_are_aligned_back(trained_run, tiny_d
     assert aligned.rotation_deg.median() > 1.5  # the corrections did the turning
     assert all(torch.equal(value, before[name]) for name, value in run.built.model.state_dict().items())
     assert all(p.requires_grad for p in run.built.model.parameters())  # unfrozen again
+
+
+@pytest.mark.slow
+def test_a_correction_that_does_not_lower_the_error_is_undone(trained_run, tiny_data):
+    """The last check of an alignment: of the tiny run's exact test views, the one whose correction
+    turns it away by 3 degrees goes back to its pose as given, the one whose correction turns it back
+    from 3 degrees off keeps it, and a view with no correction has none."""
+    run_dir, _, _ = trained_run
+    run = load_run(run_dir, "cpu")
+    split = load_split(tiny_data / "target" / "original", "test")
+    assert len(split) >= 3
+    axis = torch.nn.functional.normalize(torch.tensor([0.3, 1.0, -0.5]), dim=0) * math.radians(3.0)
+    turned = dataclasses.replace(split, poses=split.poses.clone())
+    turned.poses[1, :3, :3] = so3_exp(axis[None])[0] @ split.poses[1, :3, :3]
+    correction = PoseCorrection(len(split))
+    with torch.no_grad():
+        correction.corrections[0, :3] = axis  # away from the truth
+        correction.corrections[1, :3] = -axis  # back to it
+        _keep_improvements(
+            run.built, Pairing("target", "original"), turned, turned.poses, correction, torch.Generator().manual_seed(0), None
+        )
+    assert torch.equal(correction.corrections[0], torch.zeros(6)), correction.corrections
+    torch.testing.assert_close(correction.corrections[1, :3], -axis)
+    assert torch.equal(correction.corrections[2:], torch.zeros(len(split) - 2, 6))
 
 
 @pytest.mark.slow

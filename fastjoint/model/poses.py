@@ -35,13 +35,17 @@ class PoseCorrection(nn.Module):
 
     def forward(self, poses: Tensor, view: Tensor) -> Tensor:  # [k, 4, 4], [k] -> [k, 4, 4]
         """`poses` (of the views `view`) with their views' corrections applied."""
-        correction = self.corrections[view]
-        rotation = so3_exp(correction[:, :3]) @ poses[:, :3, :3]
-        centre = poses[:, :3, 3] + correction[:, 3:]
-        top = torch.cat([rotation, centre[:, :, None]], dim=2)
-        return torch.cat([top, poses[:, 3:, :]], dim=1)
+        return corrected(poses, self.corrections[view])
 
     @torch.no_grad()
     def sizes(self) -> tuple[Tensor, Tensor]:  # [n] degrees, [n] world units
         """Each view's correction: its rotation angle in degrees and its shift."""
         return torch.rad2deg(self.corrections[:, :3].norm(dim=1)), self.corrections[:, 3:].norm(dim=1)
+
+
+def corrected(poses: Tensor, correction: Tensor) -> Tensor:  # [k, 4, 4], [k, 6] -> [k, 4, 4]
+    """Each pose with its own correction applied (a rotation about its centre, then a shift)."""
+    rotation = so3_exp(correction[:, :3]) @ poses[:, :3, :3]
+    centre = poses[:, :3, 3] + correction[:, 3:]
+    top = torch.cat([rotation, centre[:, :, None]], dim=2)
+    return torch.cat([top, poses[:, 3:, :]], dim=1)
