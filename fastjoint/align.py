@@ -26,7 +26,7 @@ given instead of wandering 2 degrees to where the scene's own errors fit it best
 Each step sees a few hundred of a photo's pixels, which along the weak directions leaves its
 solution a few tenths of a degree of noise: the iterates of the second half are averaged. Last,
 a view's correction is undone where it does not lower the error on CHECK_RAYS fresh pixels of
-its photo: on the kit, a photo COLMAP had placed well was otherwise turned 0.7 to 1 degree away, into a
+its photo: on the kit, a photo COLMAP had placed well was otherwise turned 0.7 to 1.2 degrees away, into a
 pose its own photo fits worse (benchmarks/README.md, "Gauss-Newton with a prior").
 
 `align_capture` (`fastjoint align-poses`) does the same for every photo of a scene's capture
