@@ -143,22 +143,16 @@ def _fit(
     ALIGN_DAMPING times its diagonal damps the step (Levenberg-Marquardt's scaling). The corrections
     end as the mean of the second half's iterates."""
     device = poses.device
-    height, width = split.camera.height, split.camera.width
-    total = None
+    total = torch.zeros_like(correction.corrections)
     for step in range(steps):
-        views = torch.full((rays,), view) if view is not None else torch.randint(len(split), (rays,), generator=generator)
-        row = torch.randint(height, (rays,), generator=generator)
-        col = torch.randint(width, (rays,), generator=generator)
+        views, row, col = _draw(split, view, rays, generator)
         index = views.to(device)
         each = correction.corrections.detach()[index].requires_grad_(True)  # [rays, 6]
-        rays_o, rays_d = pixel_rays(corrected(poses[index], each), col.to(device) + 0.5, row.to(device) + 0.5, split.camera)
-        behind = (built.backdrop(pairing, rays_d) if background is None else background.to(device)).detach()
-        target = _photo(split, views, row, col, behind)
-        rgb = built.render_rays(pairing, rays_o, rays_d, behind).rgb
+        rgb, target = _render_and_photo(built, pairing, split, poses, views, row, col, each, background)
         jacobian = torch.stack([torch.autograd.grad(rgb[:, c].sum(), each, retain_graph=c < 2)[0] for c in range(3)], dim=1)
         residual = rgb.detach() - target  # [rays, 3]
-        count = torch.zeros(len(split), device=device).index_add_(0, index, torch.ones(rays, device=device))
-        scale = height * width / count.clamp(min=1)  # [n] each view's rays stand for all its pixels
+        count = torch.bincount(index, minlength=len(split)).float()
+        scale = split.camera.height * split.camera.width / count.clamp(min=1)  # [n] each view's rays stand for all its pixels
         normal = torch.zeros(len(split), 6, 6, device=device).index_add_(0, index, torch.einsum("rci,rcj->rij", jacobian, jacobian))
         gradient = torch.zeros(len(split), 6, device=device).index_add_(0, index, torch.einsum("rci,rc->ri", jacobian, residual))
         normal = scale[:, None, None] * normal + ALIGN_PRIOR * torch.eye(6, device=device)
@@ -168,18 +162,40 @@ def _fit(
             step_of = torch.linalg.solve(damped.double(), gradient.double()[..., None])[..., 0].float()
             correction.corrections -= torch.where(count[:, None] > 0, step_of, torch.zeros_like(step_of))
             if step >= steps // 2:  # the iterates of the second half averaged
-                total = correction.corrections.detach().clone() if total is None else total + correction.corrections.detach()
+                total += correction.corrections
         if progress is not None:
             progress(step + 1, steps)
-    if total is not None:
-        with torch.no_grad():
-            correction.corrections.copy_(total / (steps - steps // 2))
+    with torch.no_grad():
+        correction.corrections.copy_(total / (steps - steps // 2))
 
 
-def _photo(split: Split, views: Tensor, row: Tensor, col: Tensor, behind: Tensor) -> Tensor:  # [rays] each, [rays, 3] -> [rays, 3]
-    """The photos' pixels, composited on `behind` where they are transparent."""
-    rgba = to_float(split.pixels[views, row, col]).to(behind.device)
-    return rgba[:, :3] * rgba[:, 3:] + behind * (1.0 - rgba[:, 3:])
+def _draw(split: Split, view: int | None, rays: int, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+    """`rays` random pixels of the view `view` (None: of random views): their views, rows and columns, [rays] each."""
+    views = torch.full((rays,), view) if view is not None else torch.randint(len(split), (rays,), generator=generator)
+    row = torch.randint(split.camera.height, (rays,), generator=generator)
+    col = torch.randint(split.camera.width, (rays,), generator=generator)
+    return views, row, col
+
+
+def _render_and_photo(
+    built: Built,
+    pairing: Pairing,
+    split: Split,
+    poses: Tensor,  # [n, 4, 4] the views' poses as given
+    views: Tensor,
+    row: Tensor,
+    col: Tensor,
+    change: Tensor,  # [rays, 6] each ray's correction of its view's pose
+    background: Tensor | None,
+) -> tuple[Tensor, Tensor]:  # [rays, 3] rendered, [rays, 3] the photos' pixels
+    """The pixels rendered from the corrected poses, and the photos' own, both over the same background
+    (the pairing's backdrop, or `background`)."""
+    device = poses.device
+    index = views.to(device)
+    rays_o, rays_d = pixel_rays(corrected(poses[index], change), col.to(device) + 0.5, row.to(device) + 0.5, split.camera)
+    behind = (built.backdrop(pairing, rays_d) if background is None else background.to(device)).detach()
+    rgba = to_float(split.pixels[views, row, col]).to(device)  # composited on `behind` where transparent
+    return built.render_rays(pairing, rays_o, rays_d, behind).rgb, rgba[:, :3] * rgba[:, 3:] + behind * (1.0 - rgba[:, 3:])
 
 
 def _keep_improvements(
@@ -193,19 +209,12 @@ def _keep_improvements(
 ) -> None:
     """Each view's correction undone where it does not lower the colour error on CHECK_RAYS fresh random
     pixels of its photo (the same pixels rendered from the pose as given and as corrected)."""
-    device = poses.device
-    height, width = split.camera.height, split.camera.width
     for view in range(len(split)):
-        views = torch.full((CHECK_RAYS,), view)
-        row = torch.randint(height, (CHECK_RAYS,), generator=generator)
-        col = torch.randint(width, (CHECK_RAYS,), generator=generator)
-        index = views.to(device)
+        views, row, col = _draw(split, view, CHECK_RAYS, generator)
         errors = []
-        for change in (torch.zeros(CHECK_RAYS, 6, device=device), correction.corrections[index]):
-            rays_o, rays_d = pixel_rays(corrected(poses[index], change), col.to(device) + 0.5, row.to(device) + 0.5, split.camera)
-            behind = built.backdrop(pairing, rays_d) if background is None else background.to(device)
-            rgb = built.render_rays(pairing, rays_o, rays_d, behind).rgb
-            errors.append(float((rgb - _photo(split, views, row, col, behind)).square().mean()))
+        for change in (torch.zeros(CHECK_RAYS, 6, device=poses.device), correction.corrections[views.to(poses.device)]):
+            rgb, photo = _render_and_photo(built, pairing, split, poses, views, row, col, change, background)
+            errors.append(float((rgb - photo).square().mean()))
         if errors[1] >= errors[0]:
             correction.corrections[view] = 0.0
 

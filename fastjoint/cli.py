@@ -105,8 +105,9 @@ class Eval:
     style a lookup table (within about 0.1 dB, see the README's "Fast rendering")."""
     align_poses: bool = False
     """First align each test view's pose to its photo, the scene fixed (a rotation and shift per view, 100
-    Gauss-Newton steps with a prior toward the given pose), as pose-refining methods are scored: for captures whose test poses, estimated from the photos like
-    the training poses, are off by a pixel or more. eval.json records each view's correction."""
+    Gauss-Newton steps with a prior toward the given pose), as pose-refining methods are scored: for
+    captures whose test poses, estimated from the photos like the training poses, are off by a pixel or
+    more. eval.json records each view's correction."""
 
     def __call__(self) -> int:
         background = _background(self.background)
