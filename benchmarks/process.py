@@ -2,6 +2,7 @@
 
     python -m benchmarks.process [--size 192] [--scene digger] [--style pattern] [--noise] [--steps 1500] [--seeds 0 1 2] [--repeats 3] [--rounds 2] [--runs runs/process]
     python -m benchmarks.process --posed DATASET [--repeats 3]
+    python -m benchmarks.process ... --resume   (the same arguments: a stopped benchmark goes on)
 
 With `--posed`, a posed dataset's photos (a real capture, say) go through `process` and the
 poses found are compared to the dataset's own, as in step 2 below; nothing is trained.
@@ -32,6 +33,13 @@ which does not repeat. The kit's plain materials are flat colours.) Then:
 
 Issue 22's targets: poses within 1 degree and 1% of the truth, and the training on them within
 1 dB of the one on the true poses.
+
+A benchmark starts afresh (its `--runs` folder emptied) unless `--resume` is given. With it, a
+benchmark stopped part way (one seed takes 25 minutes at `--size 384` on 2 cores) goes on where
+it stopped: the arguments it was started with are kept in `--runs`/benchmark.json and must be
+given again; the photos, `process` runs and aligned captures already written are kept (each is
+written whole or not at all), a finished training is read back, an interrupted one resumes from
+its checkpoint (`fastjoint train --resume`), and an interrupted `eval --align-poses` starts again.
 """
 
 from __future__ import annotations
@@ -41,8 +49,10 @@ import dataclasses
 import json
 import math
 import shutil
+import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
 import imageio.v3 as iio
 import numpy as np
@@ -55,6 +65,7 @@ from fastjoint.scenes.recipe import Recipe, find_recipe, load_recipe, with_size
 
 GREY = 0.5
 RAW = "eval-raw.json"  # a run's eval.json as training wrote it, before `eval --align-poses` rewrites it: a stopped benchmark's runs stay readable
+STATE = "benchmark.json"  # in --runs: the arguments the benchmark was started with, and each `process` run's seconds
 
 
 def as_noise(recipe: Recipe, style: str) -> Recipe:
@@ -74,12 +85,15 @@ def write_photos(folder: Path, size: int, scene: str, style: str, noise: bool = 
     splits = view_poses(recipe)
     poses = np.concatenate([splits["train"], splits["test"]])
     folder.mkdir(parents=True, exist_ok=True)
-    names = []
-    for k, pose in enumerate(track(poses, description="rendering the kit's views")):
+    names = [f"v_{k:03d}.png" for k in range(len(poses))]
+    for name, pose in zip(names, track(poses, description="rendering the kit's views"), strict=True):
+        if (folder / name).is_file():  # written by the benchmark this one resumes
+            continue
         rgba = render_view(recipe, scene, style, pose).astype(np.float64) / 255.0
         rgb = rgba[..., :3] * rgba[..., 3:] + GREY * (1.0 - rgba[..., 3:]) if rgba.shape[-1] == 4 else rgba
-        names.append(f"v_{k:03d}.png")
-        iio.imwrite(folder / names[-1], np.round(rgb * 255.0).astype(np.uint8))
+        partial = folder.parent / f"partial-{name}"  # beside the folder: `process` takes every image in it
+        iio.imwrite(partial, np.round(rgb * 255.0).astype(np.uint8))
+        partial.replace(folder / name)  # a photo is there whole or not at all
     focal = 0.5 * size / math.tan(0.5 * recipe.camera.angle_x)
     return names, poses, focal
 
@@ -139,18 +153,24 @@ def train(target: Path, runs: Path, name: str, steps: int, seed: int) -> dict:
     """The kit's recolour analogy with `target` as the target, trained for `steps` at `seed`; its
     target:original on the held-out views as they are, then with their poses aligned to the photos
     (`fastjoint eval --align-poses`)."""
-    options = ["--train.steps", str(steps), "--train.seed", str(seed)]
-    scored = train_and_score(kit_analogy(target, name, runs), runs, options=options)
-    shutil.copyfile(scored.run_dir / "eval.json", scored.run_dir / RAW)
-    fastjoint("eval", str(scored.run_dir), "--align-poses")
-    evaluation = json.loads((scored.run_dir / "eval.json").read_text())
+    run_dir = runs / name
+    if not (run_dir / RAW).is_file():  # not trained yet, or stopped before its eval.json
+        resume = ["--resume"] if any((run_dir / "checkpoints").glob("*.pt")) else []  # stopped part way: it goes on
+        options = ["--train.steps", str(steps), "--train.seed", str(seed), *resume]
+        train_and_score(kit_analogy(target, name, runs), runs, options=options)
+        shutil.copyfile(run_dir / "eval.json", run_dir / RAW)
+    raw = json.loads((run_dir / RAW).read_text())
+    evaluation = json.loads((run_dir / "eval.json").read_text())
+    if not evaluation.get("aligned_poses"):
+        fastjoint("eval", str(run_dir), "--align-poses")
+        evaluation = json.loads((run_dir / "eval.json").read_text())
     aligned = evaluation["aligned_poses"]["target:original"]["rotation_deg"]
     return {
-        **scored.eval["pairings"]["target:original"],
+        **raw["pairings"]["target:original"],
         "psnr_aligned": evaluation["pairings"]["target:original"]["psnr"],
         "alignment_deg_median": float(np.median(aligned)),
         "alignment_deg_max": max(aligned),
-        "train_seconds": scored.eval["train_seconds"],
+        "train_seconds": raw["train_seconds"],
     }
 
 
@@ -169,17 +189,22 @@ def worst(each: list[dict]) -> dict:
     return {f"{key}_over_seeds": [float(np.median([e[key] for e in each])), max(e[key] for e in each)] for key in keys}
 
 
-def processed(photos: Path, runs: Path, repeats: int, names: list[str], poses: np.ndarray) -> tuple[list[dict], list[float]]:
-    """`fastjoint process` on `photos`, `repeats` times (runs/processed, processed-1, ...); each run's pose errors and seconds."""
-    errors, seconds = [], []
+def processed(photos: Path, runs: Path, repeats: int, names: list[str], poses: np.ndarray) -> tuple[list[dict], list[float | None]]:
+    """`fastjoint process` on `photos`, `repeats` times (runs/processed, processed-1, ...); each run's pose errors and
+    seconds (None: a run a resumed benchmark found and had no time for)."""
+    errors = []
+    state = json.loads((runs / STATE).read_text())
     for k in range(repeats):
         folder = runs / ("processed" if k == 0 else f"processed-{k}")
-        start = time.time()
-        done = fastjoint("process", str(photos), str(folder))
-        seconds.append(time.time() - start)
-        print(done.stdout.strip().splitlines()[-2])
+        if not folder.is_dir():  # `process` writes OUT.partial and renames it when done
+            start = time.time()
+            done = fastjoint("process", str(photos), str(folder))
+            state["process_seconds"][folder.name] = time.time() - start
+            (runs / STATE).write_text(json.dumps(state, indent=1))
+            print(done.stdout.strip().splitlines()[-2])
         errors.append(pose_errors(folder, names, poses))
         print(json.dumps(errors[-1], indent=1))
+    seconds = [state["process_seconds"].get("processed" if k == 0 else f"processed-{k}") for k in range(repeats)]
     return errors, seconds
 
 
@@ -192,7 +217,7 @@ def against_posed(dataset: Path, runs: Path, repeats: int, results: Path) -> Non
         sources += [dataset / name for name in views.names]  # relative to the dataset (an absolute name stays itself)
         poses += list(views.poses.numpy().astype(np.float64))
     photos = runs / "photos"
-    photos.mkdir(parents=True)
+    photos.mkdir(exist_ok=True)
     for name, source in zip(names, sources, strict=True):
         shutil.copyfile(source, photos / name)
     errors, seconds = processed(photos, runs, repeats, names, np.stack(poses))
@@ -200,7 +225,43 @@ def against_posed(dataset: Path, runs: Path, repeats: int, results: Path) -> Non
     print(write_results(f"process-posed-{dataset.name}", payload, results))
 
 
-def main() -> None:
+def arguments(args: argparse.Namespace) -> dict:
+    """The arguments that decide what a benchmark measures (not where it writes), as JSON values."""
+    return {
+        key: str(value) if isinstance(value, Path) else value
+        for key, value in vars(args).items()
+        if key not in ("runs", "results", "resume")
+    }
+
+
+def begin(runs: Path, given: dict) -> None:
+    """`runs` emptied, with the benchmark's state: the arguments it is started with."""
+    shutil.rmtree(runs, ignore_errors=True)
+    runs.mkdir(parents=True)
+    (runs / STATE).write_text(json.dumps({"arguments": given, "process_seconds": {}}, indent=1))
+
+
+def started(runs: Path, given: dict) -> None:
+    """Stop with one line (exit 2) unless `runs` holds a benchmark started with the arguments `given`."""
+    state = runs / STATE
+    if not state.is_file():
+        fail(f"{state}: not found: --resume goes on with a benchmark started in --runs, and none was")
+    try:
+        before = json.loads(state.read_text())["arguments"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        fail(f"{state}: not a benchmark's state (no 'arguments'): start afresh without --resume")
+    differ = [f"--{key} {before.get(key)} (now {value})" for key, value in given.items() if before.get(key) != value]
+    if differ:
+        fail(f"{state}: the benchmark was started with {', '.join(differ)}: give the same arguments, or start afresh without --resume")
+
+
+def fail(line: str) -> NoReturn:
+    print(line, file=sys.stderr)
+    raise SystemExit(2)
+
+
+def command_line() -> argparse.ArgumentParser:
+    """The benchmark's arguments."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=192, help="the renders' width and height in pixels")
     parser.add_argument("--scene", default="digger")
@@ -229,9 +290,21 @@ def main() -> None:
     )
     parser.add_argument("--runs", type=Path, default=REPO / "runs" / "process")
     parser.add_argument("--results", type=Path, default=RESULTS)
-    args = parser.parse_args()
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="go on with the benchmark stopped in --runs, given the same arguments (without it, --runs is emptied first)",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = command_line().parse_args(argv)
     runs = args.runs.resolve()
-    shutil.rmtree(runs, ignore_errors=True)
+    if args.resume:
+        started(runs, arguments(args))
+    else:
+        begin(runs, arguments(args))
     if args.posed is not None:
         return against_posed(args.posed.resolve(), runs, args.repeats, args.results)
     photos = runs / "photos"
@@ -248,7 +321,8 @@ def main() -> None:
         for k in range(1, args.rounds + 1):
             kind = f"aligned-{k}"
             capture = runs / f"{kind}-s{seed}-capture"
-            fastjoint("align-poses", str(last), str(capture))
+            if not capture.is_dir():  # align-poses writes OUT.partial and renames it when done
+                fastjoint("align-poses", str(last), str(capture))
             aligned_poses.setdefault(kind, []).append(pose_errors(capture, names, poses))
             trainings.setdefault(kind, []).append(train(capture, runs, f"{kind}-s{seed}", args.steps, seed))
             last = runs / f"{kind}-s{seed}"
