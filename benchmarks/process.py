@@ -200,7 +200,7 @@ def processed(photos: Path, runs: Path, repeats: int, names: list[str], poses: n
             start = time.time()
             done = fastjoint("process", str(photos), str(folder))
             state["process_seconds"][folder.name] = time.time() - start
-            (runs / STATE).write_text(json.dumps(state, indent=1))
+            write_state(runs, state)
             print(done.stdout.strip().splitlines()[-2])
         errors.append(pose_errors(folder, names, poses))
         print(json.dumps(errors[-1], indent=1))
@@ -238,7 +238,14 @@ def begin(runs: Path, given: dict) -> None:
     """`runs` emptied, with the benchmark's state: the arguments it is started with."""
     shutil.rmtree(runs, ignore_errors=True)
     runs.mkdir(parents=True)
-    (runs / STATE).write_text(json.dumps({"arguments": given, "process_seconds": {}}, indent=1))
+    write_state(runs, {"arguments": given, "process_seconds": {}})
+
+
+def write_state(runs: Path, state: dict) -> None:
+    """benchmark.json, whole or not at all: a benchmark killed while writing it can still be resumed."""
+    partial = runs / f"{STATE}.partial"
+    partial.write_text(json.dumps(state, indent=1))
+    partial.replace(runs / STATE)
 
 
 def started(runs: Path, given: dict) -> None:
