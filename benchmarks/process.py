@@ -54,12 +54,13 @@ import time
 from pathlib import Path
 from typing import NoReturn
 
-import imageio.v3 as iio
 import numpy as np
 from rich.progress import track
 
 from benchmarks.common import REPO, RESULTS, fastjoint, kit_analogy, train_and_score, write_results
+from fastjoint.checkpoints import has_checkpoint
 from fastjoint.data import load_split
+from fastjoint.files import remove_partials, write_image, write_json
 from fastjoint.scenes.make import render_view, view_poses
 from fastjoint.scenes.recipe import Recipe, find_recipe, load_recipe, with_size
 
@@ -85,15 +86,14 @@ def write_photos(folder: Path, size: int, scene: str, style: str, noise: bool = 
     splits = view_poses(recipe)
     poses = np.concatenate([splits["train"], splits["test"]])
     folder.mkdir(parents=True, exist_ok=True)
+    remove_partials(folder)  # a photo a killed benchmark was writing: `process` takes every image in the folder
     names = [f"v_{k:03d}.png" for k in range(len(poses))]
     for name, pose in zip(names, track(poses, description="rendering the kit's views"), strict=True):
         if (folder / name).is_file():  # written by the benchmark this one resumes
             continue
         rgba = render_view(recipe, scene, style, pose).astype(np.float64) / 255.0
         rgb = rgba[..., :3] * rgba[..., 3:] + GREY * (1.0 - rgba[..., 3:]) if rgba.shape[-1] == 4 else rgba
-        partial = folder.parent / f"partial-{name}"  # beside the folder: `process` takes every image in it
-        iio.imwrite(partial, np.round(rgb * 255.0).astype(np.uint8))
-        partial.replace(folder / name)  # a photo is there whole or not at all
+        write_image(folder / name, np.round(rgb * 255.0).astype(np.uint8))
     focal = 0.5 * size / math.tan(0.5 * recipe.camera.angle_x)
     return names, poses, focal
 
@@ -155,7 +155,7 @@ def train(target: Path, runs: Path, name: str, steps: int, seed: int) -> dict:
     (`fastjoint eval --align-poses`)."""
     run_dir = runs / name
     if not (run_dir / RAW).is_file():  # not trained yet, or stopped before its eval.json
-        resume = ["--resume"] if any((run_dir / "checkpoints").glob("*.pt")) else []  # stopped part way: it goes on
+        resume = ["--resume"] if has_checkpoint(run_dir) else []  # stopped part way: it goes on
         options = ["--train.steps", str(steps), "--train.seed", str(seed), *resume]
         train_and_score(kit_analogy(target, name, runs), runs, options=options)
         shutil.copyfile(run_dir / "eval.json", run_dir / RAW)
@@ -194,18 +194,17 @@ def processed(photos: Path, runs: Path, repeats: int, names: list[str], poses: n
     seconds (None: a run a resumed benchmark found and had no time for)."""
     errors = []
     state = json.loads((runs / STATE).read_text())
-    for k in range(repeats):
-        folder = runs / ("processed" if k == 0 else f"processed-{k}")
+    folders = [runs / ("processed" if k == 0 else f"processed-{k}") for k in range(repeats)]
+    for folder in folders:
         if not folder.is_dir():  # `process` writes OUT.partial and renames it when done
             start = time.time()
             done = fastjoint("process", str(photos), str(folder))
             state["process_seconds"][folder.name] = time.time() - start
-            write_state(runs, state)
+            write_json(runs / STATE, state)  # whole or not at all: a benchmark killed while writing it can still be resumed
             print(done.stdout.strip().splitlines()[-2])
         errors.append(pose_errors(folder, names, poses))
         print(json.dumps(errors[-1], indent=1))
-    seconds = [state["process_seconds"].get("processed" if k == 0 else f"processed-{k}") for k in range(repeats)]
-    return errors, seconds
+    return errors, [state["process_seconds"].get(folder.name) for folder in folders]
 
 
 def against_posed(dataset: Path, runs: Path, repeats: int, results: Path) -> None:
@@ -238,14 +237,7 @@ def begin(runs: Path, given: dict) -> None:
     """`runs` emptied, with the benchmark's state: the arguments it is started with."""
     shutil.rmtree(runs, ignore_errors=True)
     runs.mkdir(parents=True)
-    write_state(runs, {"arguments": given, "process_seconds": {}})
-
-
-def write_state(runs: Path, state: dict) -> None:
-    """benchmark.json, whole or not at all: a benchmark killed while writing it can still be resumed."""
-    partial = runs / f"{STATE}.partial"
-    partial.write_text(json.dumps(state, indent=1))
-    partial.replace(runs / STATE)
+    write_json(runs / STATE, {"arguments": given, "process_seconds": {}})
 
 
 def started(runs: Path, given: dict) -> None:

@@ -24,6 +24,11 @@ PREVIOUS = Path("checkpoints") / "previous.pt"  # the checkpoint before the late
 CHECKPOINT_KEYS = frozenset({"model", "estimators", "step", "train_seconds"})
 
 
+def has_checkpoint(run_dir: Path) -> bool:
+    """Whether a run folder holds a checkpoint to resume from (the latest, or the one before it)."""
+    return (run_dir / CHECKPOINT).is_file() or (run_dir / PREVIOUS).is_file()
+
+
 def save_checkpoint(path: Path, payload: dict[str, Any], previous: Path | None = None) -> None:
     """Writes atomically: a kill or a full disk at any moment leaves the last checkpoint whole.
 

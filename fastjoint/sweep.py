@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from fastjoint.checkpoints import CHECKPOINT, PREVIOUS
+from fastjoint.checkpoints import has_checkpoint
 from fastjoint.datasets import check_test_splits, ensure_datasets
 from fastjoint.errors import Interrupted, UserError
 from fastjoint.files import RunLock, write_json, write_text
@@ -245,7 +245,7 @@ def run_point(task: PointTask) -> Outcome:
     env.setdefault("OMP_NUM_THREADS", str(max(1, int(task.cpus))))
     with open(task.log, "a") as log:
         _wait_for_writer(run_dir, log)
-        resume = (run_dir / CHECKPOINT).is_file() or (run_dir / PREVIOUS).is_file()
+        resume = has_checkpoint(run_dir)
         train = ["train", task.config, "--orbit", "48" if "render" in task.after else "0"]
         train += [] if "eval" in task.after else ["--no-eval"]
         train += [] if "render" in task.after else ["--no-render"]

@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 from fastjoint.architecture import architecture
-from fastjoint.checkpoints import CHECKPOINT, PREVIOUS, first_line, load_checkpoint, load_latest, save_checkpoint
+from fastjoint.checkpoints import CHECKPOINT, PREVIOUS, first_line, has_checkpoint, load_checkpoint, load_latest, save_checkpoint
 from fastjoint.colours import LEARNED, RANDOM
 from fastjoint.config import Config, changed_keys, load_config, to_dict, to_toml
 from fastjoint.data import RaySampler
@@ -138,10 +138,10 @@ class Trainer:
 
         self.lock = RunLock(self.run_dir).acquire()
         try:
-            has_checkpoint = checkpoint_path.is_file() or (self.run_dir / PREVIOUS).is_file()
-            if resume and not has_checkpoint:
+            holds = has_checkpoint(self.run_dir)
+            if resume and not holds:
                 raise UserError(f"{checkpoint_path}: no checkpoint to resume (train without --resume to start this run)")
-            if not resume and has_checkpoint:
+            if not resume and holds:
                 raise UserError(f"{self.run_dir}: already holds a run; pass --resume to continue it or --name to start another")
             if resume:
                 self._resume()

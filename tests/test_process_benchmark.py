@@ -1,7 +1,7 @@
 """`python -m benchmarks.process --resume`: a stopped benchmark goes on only with the arguments it was started with.
 
 The benchmark itself (COLMAP, trainings) takes 25 minutes a seed on 2 cores; what a resumed one keeps
-and skips was checked by resuming one (benchmarks/README.md, "Gauss-Newton with a prior"). Here, its guard.
+and skips was checked by resuming one (benchmarks/README.md, "The benchmark's third seed"). Here, its guard.
 """
 
 from __future__ import annotations
