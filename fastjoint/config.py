@@ -393,6 +393,12 @@ class TrainConfig:
     cover_until_step: int | Literal["auto"] = "auto"
     """The cover term trains only the steps before this one, while the feature plane takes its layout; 0: every
     step; auto: the first sixth of train.steps (250 of the demo's 1,500)."""
+    saturation_weight: float = 1.0
+    """Weight of the saturation penalty: each scene's surface features in a batch (the cover term's points) are held
+    where their tanh still passes gradient (logits within +-2, fastjoint.train.FEATURE_BOUND). Without it the features
+    of some scenes saturate in a corner of the plane within 50 steps and stay there, one colour per scene, until a
+    seed-dependent step (450 to 550 on the kit's digger), which costs reconstruction and steadiness
+    (benchmarks/README.md, "The saturation penalty"); 0: off."""
     style_smoothness: float = 0.0
     """Weight of a penalty on how fast each desired style's change of colour (its decoder minus the original's,
     the latter held fixed) varies across the feature plane, at random points of the plane: where no reference
@@ -416,6 +422,7 @@ class TrainConfig:
         )
         _check(self.lr_warmup_steps >= 0, "train.lr_warmup_steps", "must not be negative")
         _check(self.cover_weight >= 0, "train.cover_weight", "must not be negative (0: off)")
+        _check(self.saturation_weight >= 0, "train.saturation_weight", "must not be negative (0: off)")
         _check(self.style_smoothness >= 0, "train.style_smoothness", "must not be negative (0: off)")
         _check(
             self.cover_until_step == "auto" or self.cover_until_step >= 0,
