@@ -84,6 +84,7 @@ _RETIRED = {  # key: (the value that meant off, the last commit with its code)
     "train.refine_poses": ("none", "c312308"),
     "train.pose_lr": (1e-3, "c312308"),
     "train.cover_decay": (False, "82a40a0"),
+    "train.saturation_weight": (0.0, "ef8cf1c"),
 }
 RETIRED_OPTIONS = {key: off for key, (off, _) in _RETIRED.items()}
 """Options that were measured, lost and left the code, with the value that meant off (which the
@@ -97,6 +98,7 @@ _RETIRED_WHERE = {
     "6e09a70": "Floaters on the fox",
     "c312308": "Pose refinement in training",
     "82a40a0": "A transfer that does not depend on the seed",
+    "ef8cf1c": "The feature plane's corner, and three more candidates",
 }
 
 
@@ -393,12 +395,6 @@ class TrainConfig:
     cover_until_step: int | Literal["auto"] = "auto"
     """The cover term trains only the steps before this one, while the feature plane takes its layout; 0: every
     step; auto: the first sixth of train.steps (250 of the demo's 1,500)."""
-    saturation_weight: float = 1.0
-    """Weight of the saturation penalty: each scene's surface features in a batch (the cover term's points) are held
-    where their tanh still passes gradient (logits within +-2, fastjoint.train.FEATURE_BOUND). Without it the features
-    of some scenes saturate in a corner of the plane within 50 steps and stay there, one colour per scene, until a
-    seed-dependent step (450 to 550 on the kit's digger), which costs reconstruction and steadiness
-    (benchmarks/README.md, "The saturation penalty"); 0: off."""
     style_smoothness: float = 0.0
     """Weight of a penalty on how fast each desired style's change of colour (its decoder minus the original's,
     the latter held fixed) varies across the feature plane, at random points of the plane: where no reference
@@ -422,7 +418,6 @@ class TrainConfig:
         )
         _check(self.lr_warmup_steps >= 0, "train.lr_warmup_steps", "must not be negative")
         _check(self.cover_weight >= 0, "train.cover_weight", "must not be negative (0: off)")
-        _check(self.saturation_weight >= 0, "train.saturation_weight", "must not be negative (0: off)")
         _check(self.style_smoothness >= 0, "train.style_smoothness", "must not be negative (0: off)")
         _check(
             self.cover_until_step == "auto" or self.cover_until_step >= 0,

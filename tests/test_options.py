@@ -101,6 +101,7 @@ RETIRED_ON = {
     "train.refine_poses": '"target"',
     "train.pose_lr": "0.01",
     "train.cover_decay": "true",
+    "train.saturation_weight": "1.0",
 }
 
 

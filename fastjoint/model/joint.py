@@ -68,11 +68,6 @@ class HashGridEncoder(nn.Module):
         sigma, geometry = self.head.density(self._grid_features(x))
         return sigma, self.head.feature(geometry, d)
 
-    def feature_logits(self, x: Tensor, d: Tensor) -> Tensor:  # [N, 3], [N, 3] -> [N, dim]
-        """The style feature before its tanh (the feature is its tanh)."""
-        _, geometry = self.head.density(self._grid_features(x))
-        return self.head.feature_logit(geometry, d)
-
 
 class JointModel(nn.Module):
     """An encoder per scene and a decoder per style; `query(scene, style, x, d)` pairs them.
@@ -132,10 +127,6 @@ class JointModel(nn.Module):
     def features(self, scene: str, x: Tensor, d: Tensor) -> tuple[Tensor, Tensor]:
         """The style-free part of a query: density [N] and the style feature [N, feature_dim]."""
         return self.encoders[scene](x, d)
-
-    def feature_logits(self, scene: str, x: Tensor, d: Tensor) -> Tensor:  # [N, 3], [N, 3] -> [N, feature_dim]
-        """The style feature of points `x` seen along `d` before its tanh (the feature is its tanh)."""
-        return self.encoders[scene].feature_logits(x, d)
 
     def decode(self, style: str, feature: Tensor) -> Tensor:  # [N, feature_dim] -> [N, 3]
         return self.decoders[style](feature)
