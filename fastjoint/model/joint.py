@@ -68,11 +68,6 @@ class HashGridEncoder(nn.Module):
         sigma, geometry = self.head.density(self._grid_features(x))
         return sigma, self.head.feature(geometry, d)
 
-    def feature_logits(self, x: Tensor, d: Tensor) -> Tensor:  # [N, 3], [N, 3] -> [N, dim]
-        """The style feature before its tanh (the feature is its tanh)."""
-        _, geometry = self.head.density(self._grid_features(x))
-        return self.head.feature_logit(geometry, d)
-
 
 class JointModel(nn.Module):
     """An encoder per scene and a decoder per style; `query(scene, style, x, d)` pairs them.
@@ -104,7 +99,6 @@ class JointModel(nn.Module):
         decoder_hidden: int,
         decoder_layers: int = 1,
         desired_shape_features: bool = True,
-        desired_gradient: float = 1.0,
         mlp_backend: str = "torch",
     ) -> None:
         super().__init__()
@@ -113,7 +107,6 @@ class JointModel(nn.Module):
         self.decoder_hidden = decoder_hidden
         self.decoder_layers = decoder_layers
         self.desired_shape_features = desired_shape_features
-        self.desired_gradient = desired_gradient
         self.mlp_backend = mlp_backend
         self.decoders = nn.ModuleDict({style: self.new_decoder() for style in styles})
 
@@ -135,10 +128,6 @@ class JointModel(nn.Module):
         """The style-free part of a query: density [N] and the style feature [N, feature_dim]."""
         return self.encoders[scene](x, d)
 
-    def feature_logits(self, scene: str, x: Tensor, d: Tensor) -> Tensor:  # [N, 3], [N, 3] -> [N, feature_dim]
-        """The style feature of points `x` seen along `d` before its tanh (the feature is its tanh)."""
-        return self.encoders[scene].feature_logits(x, d)
-
     def decode(self, style: str, feature: Tensor) -> Tensor:  # [N, feature_dim] -> [N, 3]
         return self.decoders[style](feature)
 
@@ -150,7 +139,4 @@ class JointModel(nn.Module):
         """
         sigma, feature = self.features(scene, x, d)
         read = feature if self.desired_shape_features or style == ORIGINAL else feature.detach()
-        g = self.desired_gradient
-        if style != ORIGINAL and self.desired_shape_features and g != 1.0:
-            read = feature * g + feature.detach() * (1.0 - g)
         return QueryResult(sigma, self.decode(style, read), feature)
