@@ -163,7 +163,5 @@ def build_model(config: Config, backends: Backends = PURE_TORCH, extents: Mappin
         decoder_hidden=config.model.decoder_hidden,
         decoder_layers=arch.decoder_layers(config),
         desired_shape_features=config.train.desired_shape_features,
-        desired_gradient=config.train.desired_gradient,
         mlp_backend=backends.mlp,
-        decoder_normal=config.model.decoder_normal,
     )

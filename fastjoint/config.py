@@ -72,6 +72,7 @@ _RETIRED = {  # key: (the value that meant off, the last commit with its code)
     "model.decoder_position_original": (True, "233ffe5"),
     "model.pattern_field": (0, "233ffe5"),
     "model.pattern_cycles": (4.0, "233ffe5"),
+    "train.desired_gradient": (1.0, "ed5469e"),
     "train.desired_through": ("all", "06e74eb"),
     "train.desired_from_step": (0, "06e74eb"),
     "train.desired_until_step": (0, "06e74eb"),
@@ -83,6 +84,9 @@ _RETIRED = {  # key: (the value that meant off, the last commit with its code)
     "train.refine_poses": ("none", "c312308"),
     "train.pose_lr": (1e-3, "c312308"),
     "train.cover_decay": (False, "82a40a0"),
+    "train.saturation_weight": (0.0, "ef8cf1c"),
+    "train.match_weight": (0.0, "ed5469e"),
+    "train.match_metric": (0.0, "ed5469e"),
 }
 RETIRED_OPTIONS = {key: off for key, (off, _) in _RETIRED.items()}
 """Options that were measured, lost and left the code, with the value that meant off (which the
@@ -97,6 +101,7 @@ _RETIRED_WHERE = {
     "c312308": "Pose refinement in training",
     "82a40a0": "A transfer that does not depend on the seed",
     "ef8cf1c": "The feature plane's corner, and three more candidates",
+    "ed5469e": "The match term, a reduced gradient, and whole-run ensembles",
 }
 
 
@@ -249,8 +254,6 @@ class ModelConfig:
     """Hidden width of each style decoder (feature -> hidden -> RGB)."""
     share_head: bool = True
     """Share the feature head between target and reference scenes."""
-    decoder_normal: bool = False
-    """Scratch (issue 21): each decoder also reads the surface normal (central differences of the density)."""
 
     def __post_init__(self) -> None:
         _check(self.grid_levels >= 1, "model.grid_levels", "must be at least 1")
@@ -387,9 +390,6 @@ class TrainConfig:
     desired_shape_features: bool = True
     """Whether the desired styles' photos also shape the scenes' style features (the method); false: only the original style's photos do, and the desired styles' decoders (and the shared
     density) learn from theirs, so a reference's pattern cannot hide in its features."""
-    desired_gradient: float = 1.0
-    """The share of a desired style's colour gradient that reaches the style feature (1: the method; 0 is read-only,
-    train.desired_shape_features = false). Measured for issue 21 and reverted."""
     cover_weight: float = 0.1
     """Weight of the cover term: the mean squared distance from each of the target's surface features in a batch
     to the nearest of the reference's (held fixed), so that the target's materials settle where the reference's
@@ -398,20 +398,6 @@ class TrainConfig:
     cover_until_step: int | Literal["auto"] = "auto"
     """The cover term trains only the steps before this one, while the feature plane takes its layout; 0: every
     step; auto: the first sixth of train.steps (250 of the demo's 1,500)."""
-    match_weight: float = 0.0
-    """Weight of the match term: each of the target's surface features in a batch is pulled to the kernel mean of
-    the reference's (held fixed), weighted by how alike their photos' colours and their surfaces' normals are
-    (fastjoint.train.match_term), at every step; 0: off. Measured for issue 21 and reverted (benchmarks/README.md,
-    "The match term")."""
-    match_metric: float = 0.0
-    """0: the match term pulls along every direction of the plane; else the pull along a direction is scaled by
-    1 / (1 + s^2 / match_metric), s the original decoder's rate of colour change along it."""
-    saturation_weight: float = 1.0
-    """Weight of the saturation penalty: each scene's surface features in a batch (the cover term's points) are held
-    where their tanh still passes gradient (logits within +-2, fastjoint.train.FEATURE_BOUND). Without it the features
-    of some scenes saturate in a corner of the plane within 50 steps and stay there, one colour per scene, until a
-    seed-dependent step (450 to 550 on the kit's digger), which costs reconstruction and steadiness
-    (benchmarks/README.md, "The saturation penalty"); 0: off."""
     style_smoothness: float = 0.0
     """Weight of a penalty on how fast each desired style's change of colour (its decoder minus the original's,
     the latter held fixed) varies across the feature plane, at random points of the plane: where no reference
@@ -435,7 +421,6 @@ class TrainConfig:
         )
         _check(self.lr_warmup_steps >= 0, "train.lr_warmup_steps", "must not be negative")
         _check(self.cover_weight >= 0, "train.cover_weight", "must not be negative (0: off)")
-        _check(self.saturation_weight >= 0, "train.saturation_weight", "must not be negative (0: off)")
         _check(self.style_smoothness >= 0, "train.style_smoothness", "must not be negative (0: off)")
         _check(
             self.cover_until_step == "auto" or self.cover_until_step >= 0,

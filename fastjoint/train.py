@@ -52,10 +52,6 @@ MIN_BATCH_RAYS = 64  # the fewest rays an adaptive batch draws per pairing
 SURFACE_OPACITY = 0.5  # a training ray whose opacity passes this has hit a surface (the cover term's points)
 SMOOTH_POINTS = 4096  # train.style_smoothness: random points of the feature plane per step and style
 SMOOTH_STEP = 0.02  # train.style_smoothness: the finite difference's step on the plane
-FEATURE_BOUND = 2.0  # train.saturation_weight: the style feature's logit beyond this is penalised (tanh(2) = 0.96)
-MATCH_COLOUR = 0.1  # train.match_weight: the kernel's bandwidth in photo colour
-MATCH_NORMAL = 0.5  # train.match_weight: the kernel's bandwidth in normal (unit vectors)
-MATCH_NORMAL_STEP = 0.03  # train.match_weight: the normals' central difference, as a share of the box's longest side
 COVER_MIN_POINTS = 8  # fewer surface points than this in either scene's batch: no cover term that step
 
 # Settings that shape a checkpoint's tensors or the meaning of its weights: a resumed run keeps them.
@@ -256,10 +252,6 @@ class Trainer:
         losses, names, rays, samples = [], {}, 0, 0
         surfaces: dict[str, torch.Tensor] = {}  # scene -> its batch's surface features, while the cover term trains
         covering = config.train.cover_weight > 0 and (config.train.cover_steps == 0 or self.step < config.train.cover_steps)
-        bounding = config.train.saturation_weight > 0
-        matching = config.train.match_weight > 0
-        matches: dict[str, tuple] = {}  # scene -> its batch's surface features, photo colours and normals
-        saturations = []  # per scene: how far its batch's surface features' logits pass FEATURE_BOUND
         for pairing in self.pairings:
             rays_o, rays_d, rgba = self.rays[pairing].sample(self.batch_rays[pairing], self.generator)
             background = self._background(pairing, rays_d)
@@ -273,32 +265,13 @@ class Trainer:
             samples += result.n_samples
             if self.target_samples:
                 self.batch_rays[pairing] = adapted_rays(rays_o.shape[0], result.n_samples, self.target_samples)
-            if matching and pairing.style == ORIGINAL:
-                matches[pairing.scene] = self._surface_match(pairing.scene, rays_o, rays_d, result, target)
-            if (covering or bounding) and pairing.style == ORIGINAL:
-                logits = self._surface_logits(pairing.scene, rays_o, rays_d, result)
-                if covering:
-                    surfaces[pairing.scene] = logits.tanh()
-                if bounding and logits.shape[0] > 0:
-                    saturations.append(feature_saturation(logits))
+            if covering and pairing.style == ORIGINAL:
+                surfaces[pairing.scene] = self._surface_features(pairing.scene, rays_o, rays_d, result)
         cover = cover_term(surfaces["target"], surfaces["reference"]) if len(surfaces) == 2 else None
         if cover is not None:
             losses.append(config.train.cover_weight * cover)
             if not math.isfinite(cover.item()):
                 raise NonFinite(f"the cover term is {cover.item()}", self.step + 1)
-        if len(matches) == 2:
-            m = match_term(
-                *matches["target"],
-                *matches["reference"],
-                MATCH_COLOUR,
-                MATCH_NORMAL,
-                self.model if config.train.match_metric > 0 else None,
-                config.train.match_metric,
-            )
-            if m is not None:
-                losses.append(config.train.match_weight * m)
-        if saturations:
-            losses.append(config.train.saturation_weight * torch.stack(saturations).mean())
         if config.train.style_smoothness > 0:
             points, steps = plane_points(self.model.feature_dim, self.generator, self.device)
             losses.append(config.train.style_smoothness * style_roughness(self.model, config.data.pairings.desired, points, steps))
@@ -317,36 +290,13 @@ class Trainer:
         self.step += 1
         return StepStats(names, rays, samples, None if cover is None else cover.item())
 
-    def _surface_logits(self, scene: str, rays_o: torch.Tensor, rays_d: torch.Tensor, result: RenderResult) -> torch.Tensor:
-        """The style features before their tanh [k, feature_dim] where a batch's rays hit a surface (opacity
-        above SURFACE_OPACITY, at their expected depth), differentiable in the encoder but not in the depth."""
+    def _surface_features(self, scene: str, rays_o: torch.Tensor, rays_d: torch.Tensor, result: RenderResult) -> torch.Tensor:
+        """The style features [k, feature_dim] where a batch's rays hit a surface (opacity above
+        SURFACE_OPACITY, at their expected depth), differentiable in the encoder but not in the depth."""
         hit, points = result.surface(rays_o, rays_d, SURFACE_OPACITY)
         if not hit.any():  # (not every encoder takes an empty batch)
             return torch.empty(0, self.model.feature_dim, device=self.device)
-        return self.model.feature_logits(scene, points.detach(), rays_d[hit])
-
-    def _surface_match(self, scene, rays_o, rays_d, result, colours):
-        """The match term's points: surface features [k, D] (as `_surface_features`), their rays' photo colours
-        [k, 3], and unit normals [k, 3] (central differences of the density, MATCH_NORMAL_STEP of the box; no gradient)."""
-        hit, points = result.surface(rays_o, rays_d, SURFACE_OPACITY)
-        if not hit.any():
-            e = torch.empty(0, 3, device=self.device)
-            return torch.empty(0, self.model.feature_dim, device=self.device), e, e
-        points = points.detach()
-        features = self.model.features(scene, points, rays_d[hit])[1]
-        aabb = self.model.encoders[scene].aabb
-        eps = MATCH_NORMAL_STEP * float((aabb[3:] - aabb[:3]).max())
-        offsets = torch.eye(3, device=self.device) * eps
-        with torch.no_grad():
-            probe = torch.cat([points[:, None] + offsets, points[:, None] - offsets], dim=1).reshape(-1, 3)
-            sigma = self.model.density(scene, probe).reshape(-1, 2, 3)
-            grad = sigma[:, 0] - sigma[:, 1]
-            normals = -grad / grad.norm(dim=1, keepdim=True).clamp_min(1e-8)
-        return features, colours[hit].detach(), normals
-
-    def _surface_features(self, scene: str, rays_o: torch.Tensor, rays_d: torch.Tensor, result: RenderResult) -> torch.Tensor:
-        """The style features [k, feature_dim] where a batch's rays hit a surface (`_surface_logits`' tanh)."""
-        return self._surface_logits(scene, rays_o, rays_d, result).tanh()
+        return self.model.features(scene, points.detach(), rays_d[hit])[1]
 
     def _background(self, pairing: Pairing, rays_d: torch.Tensor) -> torch.Tensor:  # [n, 3] -> [n, 3]
         """The training background of a batch: random per ray, learned from the directions, or a colour."""
@@ -428,38 +378,6 @@ def cover_term(target: torch.Tensor, reference: torch.Tensor) -> torch.Tensor | 
     if target.shape[0] < COVER_MIN_POINTS or reference.shape[0] < COVER_MIN_POINTS:
         return None
     return torch.cdist(target, reference.detach()).min(dim=1).values.square().mean()
-
-
-def match_term(tf, tc, tn, rf, rc, rn, colour_bw: float, normal_bw: float, model=None, metric: float = 0.0):
-    """Each target surface feature `tf` [N, D] pulled to the kernel mean of the reference's `rf` [M, D] (held fixed),
-    weighted by a Gaussian kernel in photo colour (bandwidth `colour_bw`) and normal (`normal_bw`); with `model`, the
-    pull along each direction of the plane is scaled by 1 / (1 + s^2 / metric), s the original decoder's rate of
-    colour change along it (a finite difference). None when either scene has fewer than COVER_MIN_POINTS points."""
-    if tf.shape[0] < COVER_MIN_POINTS or rf.shape[0] < COVER_MIN_POINTS:
-        return None
-    d2 = torch.cdist(tc, rc).square() / colour_bw**2 + torch.cdist(tn, rn).square() / normal_bw**2
-    w = torch.softmax(-0.5 * d2, dim=1)
-    goal = w @ rf.detach()
-    delta = tf - goal
-    if model is None:
-        return delta.square().sum(dim=1).mean()
-    h = 0.01
-    with torch.no_grad():
-        f = tf.detach()
-        cols = []
-        for i in range(f.shape[1]):
-            e = h * torch.eye(f.shape[1], device=f.device)[i : i + 1]
-            cols.append((model.decode(ORIGINAL, f + e) - model.decode(ORIGINAL, f - e)) / (2 * h))
-        J = torch.stack(cols, dim=2)  # [k, 3, D]
-        A = J.transpose(1, 2) @ J  # [k, D, D]
-        P = torch.linalg.inv(torch.eye(f.shape[1], device=f.device) + A / metric)
-    return torch.einsum("ki,kij,kj->k", delta, P, delta).mean()
-
-
-def feature_saturation(logits: torch.Tensor) -> torch.Tensor:  # [N, D] -> scalar
-    """How far the style features' logits (before their tanh) lie beyond +-FEATURE_BOUND: the mean over the points
-    of the squared excess, summed over the axes. Zero inside the bound, where the tanh still passes gradient."""
-    return torch.relu(logits.abs() - FEATURE_BOUND).square().sum(dim=1).mean()
 
 
 def plane_points(dim: int, generator: torch.Generator, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -102,6 +102,8 @@ RETIRED_ON = {
     "train.pose_lr": "0.01",
     "train.cover_decay": "true",
     "train.saturation_weight": "1.0",
+    "train.match_weight": "0.1",
+    "train.match_metric": "0.04",
 }
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from fastjoint.model.mlp import Mlp
@@ -19,7 +18,4 @@ class StyleDecoder(nn.Module):
         self.net = Mlp.of_widths([feature_dim] + [hidden] * layers + [3], mlp_backend)
 
     def forward(self, feature: Tensor) -> Tensor:
-        wanted = self.net[0].in_features
-        if feature.shape[1] < wanted:  # scratch (issue 21, model.decoder_normal): no normal known
-            feature = torch.cat([feature, feature.new_zeros(feature.shape[0], wanted - feature.shape[1])], dim=1)
         return self.net(feature).sigmoid()

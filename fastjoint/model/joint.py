@@ -16,12 +16,6 @@ from fastjoint.render.baked import BAKE_DIRECTIONS
 from fastjoint.render.extent import contract
 
 
-NORMAL_STEP = 0.03  # scratch (issue 21): the normals' central difference, a share of the box's longest side
-
-
-NORMAL_MIN_SIGMA = 0.33  # scratch: alpha 0.01 at the kit's step of 0.03
-
-
 class QueryResult(NamedTuple):
     sigma: Tensor  # [N] density
     rgb: Tensor  # [N, 3]
@@ -74,11 +68,6 @@ class HashGridEncoder(nn.Module):
         sigma, geometry = self.head.density(self._grid_features(x))
         return sigma, self.head.feature(geometry, d)
 
-    def feature_logits(self, x: Tensor, d: Tensor) -> Tensor:  # [N, 3], [N, 3] -> [N, dim]
-        """The style feature before its tanh (the feature is its tanh)."""
-        _, geometry = self.head.density(self._grid_features(x))
-        return self.head.feature_logit(geometry, d)
-
 
 class JointModel(nn.Module):
     """An encoder per scene and a decoder per style; `query(scene, style, x, d)` pairs them.
@@ -110,9 +99,7 @@ class JointModel(nn.Module):
         decoder_hidden: int,
         decoder_layers: int = 1,
         desired_shape_features: bool = True,
-        desired_gradient: float = 1.0,
         mlp_backend: str = "torch",
-        decoder_normal: bool = False,
     ) -> None:
         super().__init__()
         self.encoders = nn.ModuleDict(encoders)
@@ -120,14 +107,12 @@ class JointModel(nn.Module):
         self.decoder_hidden = decoder_hidden
         self.decoder_layers = decoder_layers
         self.desired_shape_features = desired_shape_features
-        self.desired_gradient = desired_gradient
         self.mlp_backend = mlp_backend
-        self.decoder_normal = decoder_normal
         self.decoders = nn.ModuleDict({style: self.new_decoder() for style in styles})
 
     def new_decoder(self) -> StyleDecoder:
         """A freshly initialised decoder of this model's shape."""
-        return StyleDecoder(self.feature_dim + (3 if self.decoder_normal else 0), self.decoder_hidden, self.decoder_layers, self.mlp_backend)
+        return StyleDecoder(self.feature_dim, self.decoder_hidden, self.decoder_layers, self.mlp_backend)
 
     def decoder_from_original(self) -> StyleDecoder:
         """A new decoder that starts as a copy of the `original` decoder, on its device."""
@@ -143,26 +128,8 @@ class JointModel(nn.Module):
         """The style-free part of a query: density [N] and the style feature [N, feature_dim]."""
         return self.encoders[scene](x, d)
 
-    def feature_logits(self, scene: str, x: Tensor, d: Tensor) -> Tensor:  # [N, 3], [N, 3] -> [N, feature_dim]
-        """The style feature of points `x` seen along `d` before its tanh (the feature is its tanh)."""
-        return self.encoders[scene].feature_logits(x, d)
-
     def decode(self, style: str, feature: Tensor) -> Tensor:  # [N, feature_dim] -> [N, 3]
-        if self.decoder_normal and feature.shape[1] == self.feature_dim:  # scratch: no normal known
-            feature = torch.cat([feature, feature.new_zeros(feature.shape[0], 3)], dim=1)
         return self.decoders[style](feature)
-
-    @torch.no_grad()
-    def normals(self, scene: str, x: Tensor) -> Tensor:  # [N, 3] -> [N, 3] unit, outward
-        """Scratch: minus the gradient of the log density, central differences at NORMAL_STEP of the box."""
-        encoder = self.encoders[scene]
-        h = NORMAL_STEP * float((encoder.aabb[3:] - encoder.aabb[:3]).max())
-        offsets = torch.eye(3, device=x.device) * h
-        probes = torch.cat([x[:, None, :] + offsets, x[:, None, :] - offsets], dim=1).reshape(-1, 3)
-        logit, _ = encoder.head.density_logit(encoder._grid_features(probes))
-        logit = logit.reshape(-1, 2, 3)
-        grad = logit[:, 0] - logit[:, 1]
-        return -grad / grad.norm(dim=1, keepdim=True).clamp_min(1e-8)
 
     def query(self, scene: str, style: str, x: Tensor, d: Tensor) -> QueryResult:
         """Density, colour and style feature of points `x` [N, 3] seen along `d` [N, 3].
@@ -172,12 +139,4 @@ class JointModel(nn.Module):
         """
         sigma, feature = self.features(scene, x, d)
         read = feature if self.desired_shape_features or style == ORIGINAL else feature.detach()
-        g = self.desired_gradient
-        if style != ORIGINAL and self.desired_shape_features and g != 1.0:
-            read = feature * g + feature.detach() * (1.0 - g)
-        if self.decoder_normal:  # scratch: the normal where a sample is opaque enough to matter, else 0
-            normal = torch.zeros_like(x)
-            dense = sigma.detach() > NORMAL_MIN_SIGMA
-            normal[dense] = self.normals(scene, x[dense])
-            read = torch.cat([read, normal], dim=1)
         return QueryResult(sigma, self.decode(style, read), feature)

@@ -51,15 +51,8 @@ class NerfEncoder(nn.Module):
     def density(self, x: Tensor) -> Tensor:  # [N, 3] world -> [N]
         return torch.relu(self.density_out(self._trunk(x))[:, 0])
 
-    def _feature_logits(self, h: Tensor, d: Tensor) -> Tensor:  # trunk [N, width], [N, 3] -> [N, feature_dim]
-        view = torch.cat([self.feature_layer(h), positional_encoding(d, self.direction_frequencies)], dim=-1)
-        return self.feature_out(torch.relu(self.view_layer(view)))
-
-    def feature_logits(self, x: Tensor, d: Tensor) -> Tensor:  # [N, 3], [N, 3] -> [N, feature_dim]
-        """The style feature before its tanh (the feature is its tanh)."""
-        return self._feature_logits(self._trunk(x), d)
-
     def forward(self, x: Tensor, d: Tensor) -> tuple[Tensor, Tensor]:  # -> sigma [N], feature [N, feature_dim]
         h = self._trunk(x)
         sigma = torch.relu(self.density_out(h)[:, 0])
-        return sigma, self._feature_logits(h, d).tanh()
+        view = torch.cat([self.feature_layer(h), positional_encoding(d, self.direction_frequencies)], dim=-1)
+        return sigma, self.feature_out(torch.relu(self.view_layer(view))).tanh()
