@@ -80,11 +80,11 @@ def measure(run_dir: Path, pictures_dir: Path | None) -> dict:
     everywhere = torch.cdist(target["feature"][target["hit"]], reference["feature"][reference["hit"]]).min(dim=1).values
     far = everywhere > everywhere.quantile(0.9)
     hit_error = error[target["hit"]]
-    decoder = run.built.model.decoders[style]
+    decoder, on_plane = run.built.model.decoders[style], run.built.model.on_plane  # (a decoder that reads the normal: at none)
     dev = run.built.device
     with torch.no_grad():
-        decoded_t = decoder(tf.to(dev)).mean(dim=0).cpu() if len(tf) else torch.full((3,), float("nan"))
-        decoded_r = decoder(rf.to(dev)).mean(dim=0).cpu() if len(rf) else torch.full((3,), float("nan"))
+        decoded_t = decoder(on_plane(tf.to(dev))).mean(dim=0).cpu() if len(tf) else torch.full((3,), float("nan"))
+        decoded_r = decoder(on_plane(rf.to(dev))).mean(dim=0).cpu() if len(rf) else torch.full((3,), float("nan"))
     row = {
         "run": run_dir.name,
         "style": style,

@@ -131,7 +131,8 @@ def draw_coverage(run: LoadedRun, path: Path, plane_map: np.ndarray | None) -> S
     if plane_map is not None:
         features = torch.cat([m.features for m in masks])
         with torch.no_grad():
-            colours = run.built.decoder(ORIGINAL)(features.to(run.built.device)).clamp(0, 1).float().cpu()
+            points = run.built.model.on_plane(features.to(run.built.device))  # drawn on the plane map: at no normal
+            colours = run.built.decoder(ORIGINAL)(points).clamp(0, 1).float().cpu()
         plane, target = (coverage.table(), plane_map), SurfaceSamples(features, colours)
     write_image(path, coverage_picture(views, masks, share.split, plane, reference, target))
     return share

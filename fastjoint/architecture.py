@@ -120,7 +120,9 @@ class MlpArchitecture:
     lr_key = "mlp.lr"
 
     def encoders(self, config: Config, backends: Backends, extents: Mapping[str, SceneExtent]) -> dict[str, nn.Module]:
-        return {scene: NerfEncoder(config.mlp, config.model.feature_dim) for scene in SCENES}
+        aabb = config.data.aabb
+        side = max(aabb[3] - aabb[0], aabb[4] - aabb[1], aabb[5] - aabb[2])
+        return {scene: NerfEncoder(config.mlp, config.model.feature_dim, side) for scene in SCENES}
 
     def decoder_layers(self, config: Config) -> int:
         return config.mlp.decoder_layers
@@ -164,4 +166,5 @@ def build_model(config: Config, backends: Backends = PURE_TORCH, extents: Mappin
         decoder_layers=arch.decoder_layers(config),
         desired_shape_features=config.train.desired_shape_features,
         mlp_backend=backends.mlp,
+        decoder_normal=config.model.decoder_normal,
     )

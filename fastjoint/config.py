@@ -84,7 +84,6 @@ _RETIRED = {  # key: (the value that meant off, the last commit with its code)
     "train.refine_poses": ("none", "c312308"),
     "train.pose_lr": (1e-3, "c312308"),
     "train.cover_decay": (False, "82a40a0"),
-    "train.saturation_weight": (0.0, "ef8cf1c"),
     "train.match_weight": (0.0, "ed5469e"),
     "train.match_metric": (0.0, "ed5469e"),
 }
@@ -100,7 +99,6 @@ _RETIRED_WHERE = {
     "6e09a70": "Floaters on the fox",
     "c312308": "Pose refinement in training",
     "82a40a0": "A transfer that does not depend on the seed",
-    "ef8cf1c": "The feature plane's corner, and three more candidates",
     "ed5469e": "The match term, a reduced gradient, and whole-run ensembles",
 }
 
@@ -251,9 +249,16 @@ class ModelConfig:
     """Dimension of the style feature space (the method keeps it at 2; `analyze` draws a principal plane
     for more, and the viewer's painting needs 2)."""
     decoder_hidden: int = 32
-    """Hidden width of each style decoder (feature -> hidden -> RGB)."""
+    """Hidden width of each style decoder (feature and normal -> hidden -> RGB)."""
     share_head: bool = True
     """Share the feature head between target and reference scenes."""
+    decoder_normal: bool = True
+    """Each style decoder also reads the surface normal beside the style feature (fastjoint.model.joint: minus the
+    gradient of the log density by central differences, where a sample is dense enough to have a surface), so that
+    shading need not be written into the feature plane: every transfer on the kit rose and steadied across seeds
+    (benchmarks/README.md, "Decoders that read the normal"), for about 1.85 times the training time. false: the
+    method's decoders (feature -> RGB), which the fast renderer reads as lookup tables; runs trained before this key
+    load as false."""
 
     def __post_init__(self) -> None:
         _check(self.grid_levels >= 1, "model.grid_levels", "must be at least 1")
@@ -398,6 +403,12 @@ class TrainConfig:
     cover_until_step: int | Literal["auto"] = "auto"
     """The cover term trains only the steps before this one, while the feature plane takes its layout; 0: every
     step; auto: the first sixth of train.steps (250 of the demo's 1,500)."""
+    saturation_weight: float = 1.0
+    """Weight of the saturation penalty: each scene's surface features in a batch (the cover term's points) are held
+    where their tanh still passes gradient (logits within +-2, fastjoint.train.FEATURE_BOUND). Without it the features
+    of some scenes saturate in a corner of the plane early and stay there, one colour per scene, until a
+    seed-dependent step; with decoders that read the normal it is half of their gain (benchmarks/README.md,
+    "Decoders that read the normal"); 0: off."""
     style_smoothness: float = 0.0
     """Weight of a penalty on how fast each desired style's change of colour (its decoder minus the original's,
     the latter held fixed) varies across the feature plane, at random points of the plane: where no reference
@@ -421,6 +432,7 @@ class TrainConfig:
         )
         _check(self.lr_warmup_steps >= 0, "train.lr_warmup_steps", "must not be negative")
         _check(self.cover_weight >= 0, "train.cover_weight", "must not be negative (0: off)")
+        _check(self.saturation_weight >= 0, "train.saturation_weight", "must not be negative (0: off)")
         _check(self.style_smoothness >= 0, "train.style_smoothness", "must not be negative (0: off)")
         _check(
             self.cover_until_step == "auto" or self.cover_until_step >= 0,
@@ -503,6 +515,7 @@ def load_config(path: str | Path, saved: bool = False) -> Config:
     if saved:
         _drop_retired(table)
         _before_extents(table)
+        _before_normals(table)
     try:
         return from_dict(Config, table)
     except UserError as error:
@@ -515,6 +528,14 @@ def _before_extents(table: dict[str, Any]) -> None:
     render = table.get("render")
     if isinstance(render, dict) and "cone_angle" not in render and render.get("occ_levels") == 1:
         render["occ_levels"] = "auto"
+
+
+def _before_normals(table: dict[str, Any]) -> None:
+    """A run trained before model.decoder_normal has decoders that read the feature alone (its checkpoint's
+    decoders have feature_dim inputs): it loads as false."""
+    model = table.get("model")
+    if isinstance(model, dict) and "decoder_normal" not in model:
+        model["decoder_normal"] = False
 
 
 def _drop_retired(table: dict[str, Any]) -> None:

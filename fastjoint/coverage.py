@@ -66,10 +66,12 @@ def pixel_features(cache: SampleCache) -> tuple[Tensor, Tensor]:  # [n_rays], [n
     return cache.opacity, summed / weights.clamp(min=1e-12)[:, None].to(summed.dtype)
 
 
-def visible_uncovered(cache: SampleCache, covered: Callable[[Tensor], Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+def visible_uncovered(cache: SampleCache, covered: Callable[[Tensor], Tensor], dim: int) -> tuple[Tensor, Tensor, Tensor]:
     """Rays' visibility (opacity past OPAQUE) and which visible ones `covered` (features [k, D] -> [k] bool)
-    leaves out, [n_rays] bool each, and every ray's feature [n_rays, D] (`pixel_features`)."""
-    opacity, features = pixel_features(cache)
+    leaves out, [n_rays] bool each, and every ray's style feature [n_rays, D] (`pixel_features`' first `dim`
+    numbers: a cache holds what the decoders read, the feature first)."""
+    opacity, inputs = pixel_features(cache)
+    features = inputs[:, :dim]
     visible = opacity > OPAQUE
     uncovered = torch.zeros_like(visible)
     uncovered[visible] = ~covered(features[visible])
@@ -94,10 +96,10 @@ def reference_features(run: LoadedRun, views: int = VIEWS, rays_per_view: int = 
         if rays_o.shape[0] > rays_per_view:
             keep = torch.randperm(rays_o.shape[0], generator=generator)[:rays_per_view].to(built.device)
             rays_o, rays_d = rays_o[keep], rays_d[keep]
-        opacity, feature = pixel_features(built.cache_samples("reference", rays_o, rays_d))
+        opacity, inputs = pixel_features(built.cache_samples("reference", rays_o, rays_d))
         hit = opacity > OPAQUE
-        features.append(feature[hit].float().cpu())
-        colours.append(decoder(feature[hit]).clamp(0, 1).float().cpu())
+        features.append(inputs[hit, : built.model.feature_dim].float().cpu())
+        colours.append(decoder(inputs[hit]).clamp(0, 1).float().cpu())
     return SurfaceSamples(torch.cat(features), torch.cat(colours))
 
 
@@ -256,7 +258,8 @@ class Share(NamedTuple):
 def view_coverage(built: Built, coverage: Coverage, pose: Tensor, camera) -> ViewCoverage:
     """A target view's visible and uncovered pixels."""
     rays_o, rays_d = image_rays(pose.to(built.device), camera)
-    visible, uncovered, features = visible_uncovered(built.cache_samples("target", rays_o, rays_d), coverage.covered)
+    cache = built.cache_samples("target", rays_o, rays_d)
+    visible, uncovered, features = visible_uncovered(cache, coverage.covered, built.model.feature_dim)
     visible, uncovered, features = visible.cpu(), uncovered.cpu(), features.float().cpu()
     shape = (camera.height, camera.width)
     return ViewCoverage(visible.reshape(shape), uncovered.reshape(shape), features[visible])

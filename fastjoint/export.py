@@ -35,6 +35,7 @@ from fastjoint.data import pixel_rays
 from fastjoint.datasets import load_scene_split
 from fastjoint.errors import UserError
 from fastjoint.files import atomic_path
+from fastjoint.model.joint import normals_of
 from fastjoint.pairing import ORIGINAL, Pairing
 from fastjoint.render.baked import BAKE_DIRECTIONS
 from fastjoint.run import LoadedRun
@@ -169,7 +170,8 @@ def extract_surface(volume: np.ndarray, aabb: Tensor, threshold: float) -> tuple
 def vertex_colours(run: LoadedRun, pairing: Pairing, vertices: np.ndarray, progress: Progress | None = None) -> np.ndarray:
     """Each vertex's colour in the pairing's style: its decoder on the style feature at the vertex,
     averaged over BAKE_DIRECTIONS (what the fast renderer shows there in a bounded scene; a mesh has no
-    view direction), [V, 3] in [0, 1]."""
+    view direction), and where the decoders read it the model's normal there (a vertex is on the
+    surface), [V, 3] in [0, 1]."""
     built = run.built
     model, decoder = built.model, built.model.decoders[pairing.style]
     directions = BAKE_DIRECTIONS.to(built.device)
@@ -180,6 +182,8 @@ def vertex_colours(run: LoadedRun, pairing: Pairing, vertices: np.ndarray, progr
         repeated = chunk[:, None, :].expand(-1, directions.shape[0], -1).reshape(-1, 3)
         _, features = model.features(pairing.scene, repeated, directions.repeat(chunk.shape[0], 1))
         mean = features.reshape(chunk.shape[0], directions.shape[0], -1).mean(dim=1)
+        if model.decoder_normal:
+            mean = torch.cat([mean, normals_of(model.encoders[pairing.scene], chunk)], dim=1)
         colours.append(decoder(mean).clamp(0.0, 1.0).float().cpu())
         if progress is not None:
             progress(min(start + COLOUR_CHUNK, points.shape[0]), points.shape[0])

@@ -83,12 +83,13 @@ def surface_samples(run: LoadedRun, scene: str, views: int = VIEWS) -> SurfaceSa
 def decoder_map(run: LoadedRun, style: str, plane: FeaturePlane | None = None, pixels: int = PLANE_PIXELS) -> np.ndarray:
     """A style decoder over [-1, 1]^2 of `plane` (x left to right, y bottom to top): [P, P, 3] uint8.
 
-    Without a plane, the feature plane itself (x = first feature, y = second).
+    Without a plane, the feature plane itself (x = first feature, y = second). A decoder that reads
+    the normal is drawn at none (JointModel.on_plane).
     """
     model = run.built.model
     plane = plane or FeaturePlane.of([], model.feature_dim)
     decoder = model.decoders[style]
-    return plane_image(lambda p: decoder(plane.lift(p)), pixels, run.built.device)
+    return plane_image(lambda p: decoder(model.on_plane(plane.lift(p))), pixels, run.built.device)
 
 
 def plane_points(pixels: int, device: torch.device | str = "cpu") -> Tensor:  # [P*P, 2]

@@ -2,11 +2,12 @@
 
 The encoders, the feature head and the occupancy grids stay as trained, so where each
 reference ray's colour comes from (the compositing weights of its samples) and each
-sample's style feature never change. Both are computed once, for a fixed random set of the
-reference's training pixels (`SampleCache`); each step then decodes the cached features of
-a batch of rays and composites them with the cached weights: a few thousand evaluations of
-a 2 -> 32 -> 3 network. The decoder starts from the run's `original` decoder, so feature
-regions the new photos never show keep their original colour.
+sample's style feature (and the normal, where the decoders read it) never change. Both are
+computed once, for a fixed random set of the reference's training pixels (`SampleCache`); each
+step then decodes the cached inputs of a batch of rays and composites them with the cached
+weights: a few thousand evaluations of a 5 -> 32 -> 3 network (2 -> 32 -> 3 without normals).
+The decoder starts from the run's `original` decoder, so feature regions the new photos never
+show keep their original colour.
 
 The decoder is written to RUN/styles/<name>.pt (the checkpoint is never touched), then the
 transfer target:<name> is scored against ground truth when given and rendered.

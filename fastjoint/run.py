@@ -123,9 +123,10 @@ class Built:
                     f'--renderer fast: needs model.encoder = "hashgrid" (this run: "{self.config.model.encoder}"); use --renderer exact'
                 )
             views = {scene: bakes_view_dependent(self.extents[scene]) if view_dependent is None else view_dependent for scene in SCENES}
-            if any(views.values()) and 1 + self.config.model.geometry_features > MAX_CHANNELS:
+            normal = 3 if self.model.decoder_normal else 0
+            if any(views.values()) and 1 + self.config.model.geometry_features + normal > MAX_CHANNELS:
                 raise UserError(
-                    f"--renderer fast: needs model.geometry_features at most {MAX_CHANNELS - 1} for an unbounded scene "
+                    f"--renderer fast: needs model.geometry_features at most {MAX_CHANNELS - 1 - normal} for an unbounded scene "
                     f"(this run: {self.config.model.geometry_features}); use --renderer exact"
                 )
             self._baked_backend = resolve_native("--renderer fast", self.device)
@@ -140,7 +141,9 @@ class Built:
 
             for scene in SCENES:
                 estimator = self.estimators[scene]
-                values = functools.partial(self.model.encoders[scene].baked_values, view_dependent=views[scene])
+                values = functools.partial(
+                    self.model.encoders[scene].baked_values, view_dependent=views[scene], normals=self.model.decoder_normal
+                )
                 self.baked[scene] = bake_scene(
                     values, estimator.binaries, estimator.aabbs, render.step_size, sub, scene_progress, views[scene]
                 )
@@ -149,14 +152,15 @@ class Built:
         self.renderer = renderer
 
     def decoder(self, style: str) -> Callable[[Tensor], Tensor]:
-        """What turns a style's features into colour: its decoder, or under `fast` its lookup table."""
+        """What turns a style's decoder inputs into colour: its decoder, or under `fast` its lookup table."""
         decoder = self.model.decoders[style]
         return self.lookup(style, decoder)
 
     def lookup(self, key: str, decoder: nn.Module) -> Callable[[Tensor], Tensor]:
         """`decoder` under the current renderer: itself, or under `fast` its lookup table (kept under `key`
-        until the decoder under that key changes)."""
-        if self.renderer != "fast" or self.model.feature_dim != 2:
+        until the decoder under that key changes). A decoder that reads the normal has no table: it runs on
+        each sample."""
+        if self.renderer != "fast" or self.model.feature_dim != 2 or self.model.decoder_normal:
             return decoder
         kept = self._tables.get(key)
         if kept is None or kept[0] is not decoder:
@@ -251,8 +255,10 @@ class Built:
         baked = self.baked[scene]
         out = baked.march(starts, rays_d, self._baked_backend)
         if baked.view_dependent:
+            geometry = self.config.model.geometry_features
             with torch.no_grad():
-                out = out._replace(features=self.model.encoders[scene].baked_feature(out.features, rays_d, out.ray_indices))
+                feature = self.model.encoders[scene].baked_feature(out.features[:, :geometry], rays_d, out.ray_indices)
+            out = out._replace(features=torch.cat([feature, out.features[:, geometry:]], dim=1))
         return out, near
 
     def _from_near(self, scene: str, rays_o: Tensor, rays_d: Tensor) -> tuple[Tensor, Tensor]:
@@ -297,7 +303,8 @@ class Built:
         chunk = self.config.render.chunk
 
         def field(points: Tensor, dirs: Tensor) -> tuple[Tensor, Tensor]:
-            return self.model.features(scene, points, dirs)
+            sigma, feature = self.model.features(scene, points, dirs)
+            return sigma, self.model.decoder_input(scene, points, sigma, feature)
 
         n_rays = rays_o.shape[0]
         rays = torch.arange(n_rays, device=rays_o.device)
@@ -310,7 +317,7 @@ class Built:
         marched = concat_caches(parts) if parts else None
         opacity = torch.zeros(n_rays, device=rays_o.device)
         if marched is None:
-            return SampleCache(rays[:0], opacity[:0], torch.zeros(0, self.model.feature_dim, device=rays_o.device), opacity, n_rays)
+            return SampleCache(rays[:0], opacity[:0], torch.zeros(0, self.model.decoder_inputs, device=rays_o.device), opacity, n_rays)
         opacity[rays] = marched.opacity
         return SampleCache(rays[marched.ray_indices], marched.weights, marched.features, opacity, n_rays)
 

@@ -9,6 +9,9 @@ With `train.style_smoothness` (off by default) every step also holds each desire
 roughness (`style_roughness`): how fast the style's change of colour (its decoder minus the
 original's) varies across the feature plane, at random points of it, so that where no
 reference feature pins the change down it is that of the nearest ones.
+Every step also holds the saturation penalty (`feature_saturation`, weighted by
+`train.saturation_weight`): each scene's surface features in the batch are held where their tanh
+still passes gradient, so that no scene's features sit stuck in a corner of the plane.
 
 A run folder holds config.toml, checkpoints/latest.pt (atomic, every
 `train.checkpoint_every` steps, on Ctrl-C or SIGTERM and at the end) with the one before it
@@ -52,6 +55,7 @@ MIN_BATCH_RAYS = 64  # the fewest rays an adaptive batch draws per pairing
 SURFACE_OPACITY = 0.5  # a training ray whose opacity passes this has hit a surface (the cover term's points)
 SMOOTH_POINTS = 4096  # train.style_smoothness: random points of the feature plane per step and style
 SMOOTH_STEP = 0.02  # train.style_smoothness: the finite difference's step on the plane
+FEATURE_BOUND = 2.0  # train.saturation_weight: the style feature's logit beyond this is penalised (tanh(2) = 0.96)
 COVER_MIN_POINTS = 8  # fewer surface points than this in either scene's batch: no cover term that step
 
 # Settings that shape a checkpoint's tensors or the meaning of its weights: a resumed run keeps them.
@@ -252,6 +256,8 @@ class Trainer:
         losses, names, rays, samples = [], {}, 0, 0
         surfaces: dict[str, torch.Tensor] = {}  # scene -> its batch's surface features, while the cover term trains
         covering = config.train.cover_weight > 0 and (config.train.cover_steps == 0 or self.step < config.train.cover_steps)
+        bounding = config.train.saturation_weight > 0
+        saturations = []  # per scene: how far its batch's surface features' logits pass FEATURE_BOUND
         for pairing in self.pairings:
             rays_o, rays_d, rgba = self.rays[pairing].sample(self.batch_rays[pairing], self.generator)
             background = self._background(pairing, rays_d)
@@ -265,13 +271,19 @@ class Trainer:
             samples += result.n_samples
             if self.target_samples:
                 self.batch_rays[pairing] = adapted_rays(rays_o.shape[0], result.n_samples, self.target_samples)
-            if covering and pairing.style == ORIGINAL:
-                surfaces[pairing.scene] = self._surface_features(pairing.scene, rays_o, rays_d, result)
+            if (covering or bounding) and pairing.style == ORIGINAL:
+                logits = self._surface_logits(pairing.scene, rays_o, rays_d, result)
+                if covering:
+                    surfaces[pairing.scene] = logits.tanh()
+                if bounding and logits.shape[0] > 0:
+                    saturations.append(feature_saturation(logits))
         cover = cover_term(surfaces["target"], surfaces["reference"]) if len(surfaces) == 2 else None
         if cover is not None:
             losses.append(config.train.cover_weight * cover)
             if not math.isfinite(cover.item()):
                 raise NonFinite(f"the cover term is {cover.item()}", self.step + 1)
+        if saturations:
+            losses.append(config.train.saturation_weight * torch.stack(saturations).mean())
         if config.train.style_smoothness > 0:
             points, steps = plane_points(self.model.feature_dim, self.generator, self.device)
             losses.append(config.train.style_smoothness * style_roughness(self.model, config.data.pairings.desired, points, steps))
@@ -290,13 +302,17 @@ class Trainer:
         self.step += 1
         return StepStats(names, rays, samples, None if cover is None else cover.item())
 
-    def _surface_features(self, scene: str, rays_o: torch.Tensor, rays_d: torch.Tensor, result: RenderResult) -> torch.Tensor:
-        """The style features [k, feature_dim] where a batch's rays hit a surface (opacity above
-        SURFACE_OPACITY, at their expected depth), differentiable in the encoder but not in the depth."""
+    def _surface_logits(self, scene: str, rays_o: torch.Tensor, rays_d: torch.Tensor, result: RenderResult) -> torch.Tensor:
+        """The style features before their tanh [k, feature_dim] where a batch's rays hit a surface (opacity
+        above SURFACE_OPACITY, at their expected depth), differentiable in the encoder but not in the depth."""
         hit, points = result.surface(rays_o, rays_d, SURFACE_OPACITY)
         if not hit.any():  # (not every encoder takes an empty batch)
             return torch.empty(0, self.model.feature_dim, device=self.device)
-        return self.model.features(scene, points.detach(), rays_d[hit])[1]
+        return self.model.feature_logits(scene, points.detach(), rays_d[hit])
+
+    def _surface_features(self, scene: str, rays_o: torch.Tensor, rays_d: torch.Tensor, result: RenderResult) -> torch.Tensor:
+        """The style features [k, feature_dim] where a batch's rays hit a surface (`_surface_logits`' tanh)."""
+        return self._surface_logits(scene, rays_o, rays_d, result).tanh()
 
     def _background(self, pairing: Pairing, rays_d: torch.Tensor) -> torch.Tensor:  # [n, 3] -> [n, 3]
         """The training background of a batch: random per ray, learned from the directions, or a colour."""
@@ -380,6 +396,12 @@ def cover_term(target: torch.Tensor, reference: torch.Tensor) -> torch.Tensor | 
     return torch.cdist(target, reference.detach()).min(dim=1).values.square().mean()
 
 
+def feature_saturation(logits: torch.Tensor) -> torch.Tensor:  # [N, D] -> scalar
+    """How far the style features' logits (before their tanh) lie beyond +-FEATURE_BOUND: the mean over the points
+    of the squared excess, summed over the axes. Zero inside the bound, where the tanh still passes gradient."""
+    return torch.relu(logits.abs() - FEATURE_BOUND).square().sum(dim=1).mean()
+
+
 def plane_points(dim: int, generator: torch.Generator, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
     """SMOOTH_POINTS random points of the feature plane [-1, 1]^dim, and a random step of length SMOOTH_STEP from each."""
     points = torch.rand(SMOOTH_POINTS, dim, generator=generator) * 2 - 1
@@ -391,7 +413,7 @@ def style_roughness(model: torch.nn.Module, styles: Sequence[str], points: torch
     """The mean squared rate at which each style's change of colour (its decoder minus the original's, which is
     held fixed and decoded once) varies across the feature plane, summed over `styles`: a finite difference along
     `steps` [N, dim] at `points` [N, dim]."""
-    both, n = torch.cat([points, points + steps]), points.shape[0]
+    both, n = model.on_plane(torch.cat([points, points + steps])), points.shape[0]
     with torch.no_grad():
         original = model.decode(ORIGINAL, both)
     length = steps.square().sum(dim=1)

@@ -140,3 +140,15 @@ def test_shared_validator_reads_nested_tables():
 def test_config_reexports_the_shared_validator():
     assert config.from_dict is from_dict and config.coerce is schema.coerce and config.describe is schema.describe
     assert config.to_toml is schema.to_toml
+
+
+def test_a_run_from_before_decoders_read_the_normal_loads_as_such(tmp_path):
+    """A run's config.toml without model.decoder_normal was trained with decoders that read the feature alone
+    (its checkpoint's decoders have 2 inputs): as a saved config it reads false, as a config of one's own the
+    default (true) holds, and a saved config that names the key keeps it."""
+    path = tmp_path / "config.toml"
+    path.write_text(DATA + "[model]\nfeature_dim = 2\n")
+    assert load_config(path, saved=True).model.decoder_normal is False
+    assert load_config(path).model.decoder_normal is True
+    path.write_text(DATA + "[model]\ndecoder_normal = true\n")
+    assert load_config(path, saved=True).model.decoder_normal is True

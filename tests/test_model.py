@@ -82,7 +82,7 @@ def test_mlp_baseline_is_the_research_codes_network():
     encoded = positional_encoding(x, 10)
     assert encoded.shape == (1, 63)
     torch.testing.assert_close(encoded[0, 3 + 3 * 9 : 3 + 3 * 10], torch.sin(x[0] * 2**9))  # sin at 2^9
-    config = config_of(encoder="mlp")
+    config = config_of(encoder="mlp", decoder_normal=False)  # the research code's decoders read the feature alone
     model = build_model(config)
     encoder = model.encoders["target"]
     widths = [(layer.in_features, layer.out_features) for layer in encoder.layers]
@@ -96,3 +96,38 @@ def test_mlp_baseline_is_the_research_codes_network():
     d = torch.nn.functional.normalize(torch.randn(20, 3), dim=-1)
     result = model.query("reference", "original", torch.rand(20, 3), d)
     assert torch.all(result.sigma >= 0) and result.feature.abs().max() <= 1
+
+
+class _Ball(torch.nn.Module):
+    """An encoder stand-in whose log density falls linearly away from the origin: a ball, outward normal x / |x|."""
+
+    box_side = 2.0
+
+    def log_density(self, x: torch.Tensor) -> torch.Tensor:
+        return 2.0 - 4.0 * x.norm(dim=1)
+
+
+def test_decoders_read_the_outward_normal_where_dense_and_none_where_faint():
+    from fastjoint.model.joint import NORMAL_MIN_SIGMA, dense_normals
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.nn.functional.normalize(torch.randn(64, 3, generator=generator), dim=1) * 0.7
+    sigma = _Ball().log_density(x).exp()
+    sigma[::2] = NORMAL_MIN_SIGMA * 0.5  # every other point faint
+    normal = dense_normals(_Ball(), x, sigma)
+    torch.testing.assert_close(normal[1::2], x[1::2] / 0.7, atol=2e-3, rtol=0)  # central differences: O(step^2) on the curve
+    assert torch.equal(normal[::2], torch.zeros_like(normal[::2]))
+
+
+def test_the_decoders_read_the_normal_by_default_and_the_feature_alone_without():
+    d = torch.nn.functional.normalize(torch.randn(50, 3), dim=-1)
+    x = torch.rand(50, 3) * 2 - 1
+    for normal, width in ((True, 5), (False, 2)):
+        model = build_model(config_of(decoder_normal=normal))
+        assert model.decoder_inputs == width and model.decoders["desired"].inputs == width
+        result = model.query("target", "desired", x, d)
+        sigma, feature = model.features("target", x, d)
+        inputs = model.decoder_input("target", x, sigma, feature)
+        assert inputs.shape == (50, width)
+        torch.testing.assert_close(result.rgb, model.decode("desired", inputs))
+        assert model.on_plane(feature).shape == (50, width)

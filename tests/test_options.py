@@ -101,7 +101,6 @@ RETIRED_ON = {
     "train.refine_poses": '"target"',
     "train.pose_lr": "0.01",
     "train.cover_decay": "true",
-    "train.saturation_weight": "1.0",
     "train.match_weight": "0.1",
     "train.match_metric": "0.04",
 }

@@ -24,6 +24,9 @@ namespace fastjoint {
 
 constexpr int kMaxLevels = 8;
 constexpr int kBlockCells = 4;  // cells per block and axis of the skipping grid (fastjoint.ops.baked.BLOCK)
+// A brick corner's values at most (fastjoint.ops.baked.MAX_CHANNELS): the density logit, 15 geometry
+// features and the normal a decoder reads.
+constexpr int kMaxChannels = 20;
 
 struct BakedScene {
   int levels;
@@ -97,7 +100,7 @@ FASTJOINT_HOST_DEVICE inline BakedRay march_baked_ray(const float* o, const floa
   }
   for (int a = 0; a < 3; ++a) inv_d[a] = 1.0f / d[a];
   double transmittance = 1.0, opacity = 0.0, depth = 0.0;
-  float values[16];
+  float values[kMaxChannels];
   while (k < k_end) {
     const float t_mid = (static_cast<float>(k) + 0.5f) * step;
     if (t_mid < seg_start || t_mid >= seg_end) {

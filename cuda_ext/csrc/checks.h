@@ -156,8 +156,9 @@ inline BakedScene checked_baked_scene(const at::Tensor& rays_o, const at::Tensor
   TORCH_CHECK(aabbs.dim() == 2 && aabbs.size(0) == index.size(0) && aabbs.size(1) == 6,
               "aabbs must be [L, 6] for the index's levels, got " + shape_of(aabbs));
   TORCH_CHECK(bricks.dim() == 5 && bricks.size(1) >= 2 && bricks.size(1) == bricks.size(2) &&
-                  bricks.size(2) == bricks.size(3) && bricks.size(4) >= 2 && bricks.size(4) <= 16,
-              "bricks must be [n, B + 1, B + 1, B + 1, C] with 2 <= C <= 16, got " + shape_of(bricks));
+                  bricks.size(2) == bricks.size(3) && bricks.size(4) >= 2 && bricks.size(4) <= kMaxChannels,
+              "bricks must be [n, B + 1, B + 1, B + 1, C] with 2 <= C <= " + std::to_string(kMaxChannels) + ", got " +
+                  shape_of(bricks));
   TORCH_CHECK(bounds.dim() == 1 && bounds.size(0) == 6, "bounds must be [6], got " + shape_of(bounds));
   TORCH_CHECK(factor == 4, "baked_march's kernel is built for factor 4, got " + std::to_string(factor));
   TORCH_CHECK(blocks.scalar_type() == at::kByte && blocks.dim() == 4 && blocks.size(0) == index.size(0),

@@ -63,6 +63,10 @@ class FeatureHead(nn.Module):
         ]
         return torch.cat(parts)
 
-    def feature(self, geometry: Tensor, dirs: Tensor) -> Tensor:  # [N, geo], [N, 3] -> [N, feature_dim]
+    def feature_logit(self, geometry: Tensor, dirs: Tensor) -> Tensor:  # [N, geo], [N, 3] -> [N, feature_dim]
+        """The style feature before its tanh."""
         sh = spherical_harmonics(dirs, self.sh_degree)
-        return self.feature_net(torch.cat([geometry, sh], dim=-1)).tanh()
+        return self.feature_net(torch.cat([geometry, sh], dim=-1))
+
+    def feature(self, geometry: Tensor, dirs: Tensor) -> Tensor:  # [N, geo], [N, 3] -> [N, feature_dim]
+        return self.feature_logit(geometry, dirs).tanh()

@@ -23,8 +23,9 @@ class NerfEncoder(nn.Module):
     direction, then width/2, then the feature.
     """
 
-    def __init__(self, config: MlpConfig, feature_dim: int) -> None:
+    def __init__(self, config: MlpConfig, feature_dim: int, box_side: float = 1.0) -> None:
         super().__init__()
+        self.box_side = box_side  # the scene box's longest side (the normals' step is a share of it)
         self.position_frequencies = config.position_frequencies
         self.direction_frequencies = config.direction_frequencies
         n_position = 3 * (1 + 2 * config.position_frequencies)
@@ -51,8 +52,19 @@ class NerfEncoder(nn.Module):
     def density(self, x: Tensor) -> Tensor:  # [N, 3] world -> [N]
         return torch.relu(self.density_out(self._trunk(x))[:, 0])
 
+    def log_density(self, x: Tensor) -> Tensor:  # [N, 3] world -> [N]
+        """The log of the density (floored at 1e-6, where the ReLU gives 0): what the normals differentiate."""
+        return self.density(x).clamp_min(1e-6).log()
+
+    def _feature_logits(self, h: Tensor, d: Tensor) -> Tensor:  # trunk [N, width], [N, 3] -> [N, feature_dim]
+        view = torch.cat([self.feature_layer(h), positional_encoding(d, self.direction_frequencies)], dim=-1)
+        return self.feature_out(torch.relu(self.view_layer(view)))
+
+    def feature_logits(self, x: Tensor, d: Tensor) -> Tensor:  # [N, 3], [N, 3] -> [N, feature_dim]
+        """The style feature before its tanh (the feature is its tanh)."""
+        return self._feature_logits(self._trunk(x), d)
+
     def forward(self, x: Tensor, d: Tensor) -> tuple[Tensor, Tensor]:  # -> sigma [N], feature [N, feature_dim]
         h = self._trunk(x)
         sigma = torch.relu(self.density_out(h)[:, 0])
-        view = torch.cat([self.feature_layer(h), positional_encoding(d, self.direction_frequencies)], dim=-1)
-        return sigma, self.feature_out(torch.relu(self.view_layer(view))).tanh()
+        return sigma, self._feature_logits(h, d).tanh()

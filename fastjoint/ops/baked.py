@@ -17,7 +17,8 @@ from fastjoint.ops._torch_impl import BakedMarch, _baked_march
 
 BLOCK = 4  # cells per block and axis of the native kernel's coarse skipping grid (kBlockCells in baked.h)
 MAX_DISTANCE = 255  # the blocks' distances are capped here (uint8)
-MAX_CHANNELS = 16  # a brick corner's values at most (the kernel's values[16] in baked.h): the density logit and 15 geometry features
+# A brick corner's values at most (kMaxChannels in baked.h): the density logit, 15 geometry features and a normal.
+MAX_CHANNELS = 20
 
 
 class Skipping(NamedTuple):

@@ -17,7 +17,9 @@ afterwards:
     (`BAKE_DIRECTIONS`), 2 channels against 15, and no network per sample.
 - `DecoderTable`: a style decoder evaluated on a P x P grid over the feature plane
   [-1, 1]^2 and read bilinearly, so that decoding costs one lookup and a new style (a swap,
-  a painting) is a new table.
+  a painting) is a new table. Only for decoders that read the feature alone: where they also
+  read the normal (model.decoder_normal, the default), the bricks hold the normal a decoder
+  reads (the last 3 channels, interpolated as the rest) and the decoder runs on each sample.
 
 What it gives up against the exact renderer: the interpolation between corners (B
 sub-cells per cell; the defaults match the hash grid's finest resolution) and, averaged, the

@@ -30,7 +30,7 @@ class SampleCache(NamedTuple):
 
     ray_indices: Tensor  # [S] int64, sorted
     weights: Tensor  # [S] compositing weights
-    features: Tensor  # [S, feature_dim] style features
+    features: Tensor  # [S, decoder inputs] what the decoders read: the style feature, then the normal where they read it
     opacity: Tensor  # [n_rays] sum of every sample's weight (dropped ones included)
     n_rays: int
 

@@ -34,7 +34,7 @@ from fastjoint.render import SampleCache, composite_cached
 from fastjoint.render.baked import TABLE_PIXELS, DecoderTable, table_points
 from fastjoint.run import Built, LoadedRun
 from fastjoint.styles import StoredStyle, save_style, style_path
-from fastjoint.viewer.recolour import Recolour, RecolouredDecoder, luminance, pick_feature, recoloured
+from fastjoint.viewer.recolour import Recolour, RecolouredDecoder, luminance, pick_feature, pick_input, recoloured
 
 PAINTED = "painted"  # the name of the painted style until it is saved under another
 FIT_PIXELS = 32  # side of the grid of feature-plane points a painted decoder is fitted on
@@ -42,6 +42,7 @@ FIT_STEPS = 300
 FIT_LR = 5e-2
 SAVE_STEPS = 4 * FIT_STEPS  # recolours are fitted only when saved, off the frame's path: longer, closer (README, `view`)
 EDGE = 0.04  # width of a painted disc's soft edge, in feature units
+NORMAL_ZEROS = 4  # a decoder that reads the normal is fitted and checked at no normal on every 4th plane point
 
 
 # --- cameras ------------------------------------------------------------------------
@@ -161,11 +162,22 @@ def painted_colours(
             colours = recoloured(colours, points, [stroke])
             continue
         centre = torch.tensor(stroke.centre, dtype=points.dtype, device=points.device)
-        distance = (points - centre).norm(dim=-1)
+        distance = (points[:, : centre.shape[0]] - centre).norm(dim=-1)
         cover = ((stroke.radius - distance) / EDGE + 0.5).clamp(0.0, 1.0)[:, None]
         paint = torch.tensor(stroke.colour, dtype=colours.dtype, device=colours.device)
         colours = colours * (1.0 - cover) + paint * cover
     return colours
+
+
+def with_normals(points: Tensor, inputs: int, generator: torch.Generator) -> Tensor:  # [N, 2] -> [N, inputs]
+    """Feature-plane points as a decoder of `inputs` numbers reads them: with a random unit normal each where it
+    reads the normal (every NORMAL_ZEROS-th point with none, as a faint sample reads it)."""
+    extra = inputs - points.shape[1]
+    if extra == 0:
+        return points
+    normals = nn.functional.normalize(torch.randn(points.shape[0], extra, generator=generator), dim=1)
+    normals[::NORMAL_ZEROS] = 0.0
+    return torch.cat([points, normals.to(device=points.device, dtype=points.dtype)], dim=1)
 
 
 def fit_painted(
@@ -181,7 +193,8 @@ def fit_painted(
 
     It starts from the base decoder's weights (or those of `start`, e.g. the fit of all but
     the last edits), so unedited regions need little change, and fits the map on a grid over
-    [-1, 1]^2 (the whole plane: features the frame shows and those it does not).
+    [-1, 1]^2 (the whole plane: features the frame shows and those it does not), each point with a
+    random normal where the decoder reads one (`with_normals`).
     """
     device = next(base.parameters()).device
     points = plane_points(pixels, device)
@@ -194,6 +207,7 @@ def fit_painted(
         for group in optimizer.param_groups:  # decays to a tenth, for a clean finish
             group["lr"] = FIT_LR * 0.1 ** (step / steps)
         shifted = points + (torch.rand(points.shape, generator=generator).to(device) - 0.5) * jitter
+        shifted = with_normals(shifted, new_decoder.inputs, generator)
         loss = torch.nn.functional.mse_loss(new_decoder(shifted), painted_colours(base, strokes, shifted))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -211,8 +225,9 @@ class FitError(NamedTuple):
 
 @torch.no_grad()
 def fit_error(decoder: nn.Module, target: Callable[[Tensor], Tensor], pixels: int = TABLE_PIXELS) -> FitError:
-    """`decoder` against `target` at the points of a decoder table over [-1, 1]^2 (what the fast renderer reads)."""
-    points = table_points(pixels, next(decoder.parameters()).device)
+    """`decoder` against `target` at the points of a decoder table over [-1, 1]^2 (what the fast renderer reads),
+    each with a random normal (a fixed draw) where the decoder reads one."""
+    points = with_normals(table_points(pixels, next(decoder.parameters()).device), decoder.inputs, torch.Generator().manual_seed(0))
     difference = (decoder(points).clamp(0, 1) - target(points).clamp(0, 1)).abs() * 255.0
     return FitError(float(difference.mean()), float(difference.max()))
 
@@ -329,7 +344,7 @@ class ViewerCore:
         table = self.coverage.get(self.run) if self.show_uncovered else None
         if table is None:
             return image
-        visible, uncovered, _ = visible_uncovered(frame.cache, table.covered)
+        visible, uncovered, _ = visible_uncovered(frame.cache, table.covered, self.built.model.feature_dim)
         self.uncovered_share = float(uncovered.sum()) / int(visible.sum()) if visible.any() else 0.0
         return tint_uncovered(image, uncovered.reshape(frame.camera.height, frame.camera.width).cpu().numpy())
 
@@ -426,14 +441,16 @@ class ViewerCore:
         keep_shading: bool = False,
     ) -> np.ndarray | None:
         """Recolours the material under a ray (`pick`) with `colour`, falloff `radius`; returns the last frame in it."""
-        centre = self.pick(origin, direction)
-        if centre is None:
+        with self.lock:
+            scene = self.scene
+        picked = pick_input(self.built, scene, origin, direction)  # the feature, then the normal where the decoders read it
+        if picked is None:
             raise UserError("nothing under the cursor: click on the scene to pick a material")
         with self.lock:  # the map the recolour goes over: the edits so far, or the base style
             decoder = self.decoders[PAINTED] if self.edits else self.decoders[self.base]
             with torch.no_grad():
-                shade = float(luminance(decoder(torch.tensor([centre], device=self.built.device)))[0])
-            return self.recolour(Recolour(centre, radius, colour, shade, keep_shading))
+                shade = float(luminance(decoder(torch.tensor([picked], device=self.built.device)))[0])
+            return self.recolour(Recolour((picked[0], picked[1]), radius, colour, shade, keep_shading))
 
     def undo(self) -> np.ndarray | None:
         """Forgets the last edit (paint or recolour); returns the last frame without it (in the base style once none is left)."""
@@ -537,7 +554,8 @@ class ViewerCore:
         (and, while uncovered pixels are shown, the region the reference covers)."""
         with self.lock:
             decoder, edits = self.decoders[self.style], list(self.edits)
-        image = plane_image(decoder, pixels, self.built.device)
+        on_plane = self.built.model.on_plane  # a decoder that reads the normal is drawn at none
+        image = plane_image(lambda points: decoder(on_plane(points)), pixels, self.built.device)
         if with_scatter:
             for scene in SCENES:
                 if scene in self._samples:

@@ -10,8 +10,10 @@ is blended toward is the picked colour times the feature's luminance over the lu
 at the picked feature: the picked spot takes the colour, the material's darker and
 brighter shades follow it. Under the fast renderer a style is a lookup
 table over the feature plane, so a recolour is an edit of that table
-(`DecoderTable.edited`); under the exact renderer the same blend runs on each sample's
-decoded colour (`RecolouredDecoder`). Either way the frame is recomposed from its cached
+(`DecoderTable.edited`); under the exact renderer, and for decoders that read the normal
+(which have no table), the same blend runs on each sample's decoded colour
+(`RecolouredDecoder`), by the distance of the sample's feature (the first two numbers of
+what the decoder reads). Either way the frame is recomposed from its cached
 samples: no march.
 """
 
@@ -47,18 +49,18 @@ def luminance(colours: Tensor) -> Tensor:  # [N, 3] -> [N]
 
 
 def falloff(
-    points: Tensor,  # [N, 2] features
+    points: Tensor,  # [N, 2] features (or decoder inputs, the feature first)
     recolour: Recolour,
 ) -> Tensor:  # [N] in [0, 1]
     """How much of the recolour's colour each feature takes: exp(-d^2 / (2 r^2))."""
     centre = torch.tensor(recolour.centre, dtype=points.dtype, device=points.device)
-    squared = (points - centre).square().sum(dim=-1)
+    squared = (points[:, : centre.shape[0]] - centre).square().sum(dim=-1)
     return torch.exp(-squared / (2.0 * recolour.radius**2))
 
 
 def recoloured(
     colours: Tensor,  # [N, 3] a style's colours of `points`
-    points: Tensor,  # [N, 2] features
+    points: Tensor,  # [N, 2] features (or decoder inputs, the feature first)
     recolours: Sequence[Recolour],
 ) -> Tensor:  # [N, 3]
     """The colours with each recolour blended over them, in order."""
@@ -79,8 +81,13 @@ class RecolouredDecoder(nn.Module):
         self.decoder = decoder
         self.recolours = tuple(recolours)
 
-    def forward(self, feature: Tensor) -> Tensor:  # [N, 2] -> [N, 3]
-        return recoloured(self.decoder(feature), feature, self.recolours)
+    @property
+    def inputs(self) -> int:
+        """How many numbers the decoder reads."""
+        return self.decoder.inputs
+
+    def forward(self, inputs: Tensor) -> Tensor:  # [N, decoder inputs] -> [N, 3]
+        return recoloured(self.decoder(inputs), inputs, self.recolours)
 
 
 def surface_features(
@@ -112,17 +119,23 @@ def surface_features(
 
 
 @torch.no_grad()
-def pick_feature(
+def pick_input(
     built: Built,
     scene: str,
     origin: Sequence[float],  # [3] world
     direction: Sequence[float],  # [3] world, any length
-) -> tuple[float, float] | None:
-    """The style feature of the first surface a ray of `scene` meets (as the run renders it); None if it meets none."""
+) -> tuple[float, ...] | None:
+    """What the decoders read at the first surface a ray of `scene` meets (as the run renders it: the style
+    feature, then the normal where they read it); None if it meets none."""
     rays_o = torch.tensor([list(origin)], dtype=torch.float32, device=built.device)
     rays_d = nn.functional.normalize(torch.tensor([list(direction)], dtype=torch.float32, device=built.device), dim=-1)
-    features, hit = surface_features(built.cache_samples(scene, rays_o, rays_d))
+    inputs, hit = surface_features(built.cache_samples(scene, rays_o, rays_d))
     if not bool(hit[0]):
         return None
-    x, y = features[0].tolist()
-    return (x, y)
+    return tuple(inputs[0].tolist())
+
+
+def pick_feature(built: Built, scene: str, origin: Sequence[float], direction: Sequence[float]) -> tuple[float, float] | None:
+    """The style feature of the first surface a ray of `scene` meets (`pick_input`'s first two numbers); None if it meets none."""
+    inputs = pick_input(built, scene, origin, direction)
+    return None if inputs is None else (inputs[0], inputs[1])
