@@ -299,6 +299,9 @@ class ViewerCore:
         self.shown_compare: str | None = None  # and the style of its right half
         self._fits: dict[tuple, nn.Module] = {}  # decoders fitted to the map of (base, edits ending with a paint)
         self._edited: tuple[DecoderTable, tuple[Recolour, ...], DecoderTable] | None = None  # the last recoloured table
+        # Without tables (decoders that read the normal): the last decoder run on a frame's samples, the
+        # samples' inputs and their colours, so that a recolour over it blends without decoding again.
+        self._decoded: tuple[nn.Module, Tensor, Tensor] | None = None
         # The scenes' surface features for the scatter, by scene; shareable between cores.
         self._samples: dict[str, SurfaceSamples] = {} if surfaces is None else surfaces
         self.coverage = coverage or SharedCoverage()  # shareable between cores, as the surfaces are
@@ -363,18 +366,27 @@ class ViewerCore:
         """A style's decoder as the run renders it (a lookup table under the fast renderer).
 
         A recoloured style is its decoder's table with the recolours blended into it (a table
-        edit), or under the exact renderer the decoder with the blend on each sample's colour.
+        edit), or under the exact renderer (and for decoders that read the normal, which have no
+        table) the decoder with the blend on each sample's colour, the decoder run once per frame.
         """
         decoder = self.decoders[style]
         if not isinstance(decoder, RecolouredDecoder):
             return self.built.lookup(f"viewer:{style}", decoder)
         table = self.built.lookup(f"viewer:{style}:base", decoder.decoder)
         if not isinstance(table, DecoderTable):
-            return decoder
+            base, recolours = decoder.decoder, decoder.recolours
+            return lambda inputs: recoloured(self._decoded_once(base, inputs), inputs, recolours)
         recolours = decoder.recolours
         if self._edited is None or self._edited[0] is not table or self._edited[1] != recolours:
             self._edited = (table, recolours, table.edited(lambda colours, points: recoloured(colours, points, recolours)))
         return self._edited[2]
+
+    def _decoded_once(self, decoder: nn.Module, inputs: Tensor) -> Tensor:  # [S, decoder inputs] -> [S, 3]
+        """`decoder(inputs)`, kept for the last `inputs` (a frame's samples): each recolour of a frame decodes it once."""
+        kept = self._decoded
+        if kept is None or kept[0] is not decoder or kept[1] is not inputs:
+            kept = self._decoded = (decoder, inputs, decoder(inputs))
+        return kept[2]
 
     def set_scene(self, scene: str) -> None:
         assert scene in SCENES, scene
