@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             if max(abs(a - b) for a, b in zip(recolour.colour, colour, strict=True)) > 1.5 / 255:
                 raise SystemExit(f"the colour typed into 'Recolour to' did not take: the recolour is {recolour.colour}")
-            truth = load_test_views(run, truth_path)
+            truth = load_test_views(run, truth_path, "target")
             base = run.built.model.decoders[ORIGINAL]
             shading = "shading kept" if recolour.keep_shading else "flat colour"
             rows = {f"recolour as shown (falloff {recolour.radius:g}, {shading})": recolour}
