@@ -131,3 +131,15 @@ def test_the_decoders_read_the_normal_by_default_and_the_feature_alone_without()
         assert inputs.shape == (50, width)
         torch.testing.assert_close(result.rgb, model.decode("desired", inputs))
         assert model.on_plane(feature).shape == (50, width)
+
+
+def test_no_dense_sample_reads_no_normal_with_either_encoder():
+    """A batch with no sample past NORMAL_MIN_SIGMA (early in training, or empty space) reads zero normals, and the
+    research code's encoder, which takes no empty batch, is not asked for one."""
+    from fastjoint.model.joint import dense_normals
+
+    for encoder in ("hashgrid", "mlp"):
+        model = build_model(config_of(encoder=encoder))
+        x = torch.rand(7, 3)
+        normal = dense_normals(model.encoders["target"], x, torch.zeros(7))
+        assert torch.equal(normal, torch.zeros(7, 3)), encoder

@@ -35,7 +35,8 @@ def dense_normals(encoder: nn.Module, x: Tensor, sigma: Tensor) -> Tensor:  # [N
     NORMAL_MIN_SIGMA, else 0."""
     normal = torch.zeros_like(x)
     dense = sigma.detach() > NORMAL_MIN_SIGMA
-    normal[dense] = normals_of(encoder, x[dense])
+    if dense.any():  # (not every encoder takes an empty batch)
+        normal[dense] = normals_of(encoder, x[dense])
     return normal
 
 
@@ -129,7 +130,8 @@ class JointModel(nn.Module):
     decoder over the feature plane reads it at no normal (`on_plane`).
 
     Args:
-        encoders: scene -> its encoder (`density(x)`, and `(x, d) -> (sigma, feature)`).
+        encoders: scene -> its encoder (`density(x)`, `log_density(x)`, `feature_logits(x, d)`,
+            `box_side`, and `(x, d) -> (sigma, feature)`).
         styles: the styles to make decoders for, `original` first.
         feature_dim: the style feature's dimension.
         decoder_hidden: hidden width of each decoder.
