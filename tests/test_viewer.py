@@ -24,7 +24,7 @@ from fastjoint.data import load_split, look_at
 from fastjoint.pairing import ORIGINAL, Pairing
 from fastjoint.run import load_run
 from fastjoint.viewer import Stroke, ViewerCore, camera_from_viser, compose, fit_painted, render_frame
-from fastjoint.viewer.core import PAINTED, painted_colours, plane_points
+from fastjoint.viewer.core import PAINTED, painted_colours, plane_points, with_normals
 
 
 def matrix_quaternion(rotation: np.ndarray) -> np.ndarray:  # [3, 3] -> wxyz
@@ -103,13 +103,14 @@ def test_painting_fits_a_decoder_to_the_painted_map(view):
     centre = tuple(float(v) for v in torch.empty(2).uniform_(-0.4, 0.4))
     stroke = Stroke(centre, 0.35, (0.1, 0.85, 0.2))
     decoder = fit_painted(run.built.model.new_decoder(), base, [stroke])
-    points = plane_points(64)
+    # The plane's points as the decoder reads them: each at a random normal (a draw of its own) where it reads one.
+    points = with_normals(plane_points(64), decoder.inputs, torch.Generator().manual_seed(1))
     with torch.no_grad():
         fitted, painted, before = decoder(points), painted_colours(base, [stroke], points), base(points)
-    distance = (points - torch.tensor(centre)).norm(dim=-1)
+    distance = (points[:, :2] - torch.tensor(centre)).norm(dim=-1)
     inside, outside = distance < 0.25, distance > 0.5
-    # Before the fit the disc is the base's colours; after it, close to the paint (a 2 -> 32 -> 3
-    # network draws a soft disc, not a sharp one).
+    # Before the fit the disc is the base's colours; after it, close to the paint (a 5 -> 32 -> 3
+    # network draws a soft disc, not a sharp one), at every normal.
     assert (before[inside] - torch.tensor(stroke.colour)).abs().mean() > 0.2
     assert (fitted[inside] - torch.tensor(stroke.colour)).abs().mean() < 0.12
     assert (fitted[outside] - before[outside]).abs().mean() < 0.05  # the rest of the map stays
@@ -260,11 +261,11 @@ def _settled(page: browser.Page, unlike: np.ndarray | None = None, tries: int = 
 @pytest.mark.slow  # the session's trained run
 def test_the_feature_plane_shows_the_decoder_the_scatter_and_the_paint(view):
     """The panel's plane: the current decoder's map (as analyze draws it), the scenes' features as dots, strokes outlined."""
-    from fastjoint.plane import plane_image
+    from fastjoint.plane import decoder_map
 
     run, pose, camera, core = view
     bare = core.feature_plane(64)
-    assert np.array_equal(bare, plane_image(run.built.model.decoders["recolour"], 64))
+    assert np.array_equal(bare, decoder_map(run, "recolour", pixels=64))
     samples = core.surface("target", views=2)
     assert len(samples.features) > 0
     dotted = core.feature_plane(64)
