@@ -303,8 +303,10 @@ class Built:
         chunk = self.config.render.chunk
 
         def field(points: Tensor, dirs: Tensor) -> tuple[Tensor, Tensor]:
-            sigma, feature = self.model.features(scene, points, dirs)
-            return sigma, self.model.decoder_input(scene, points, sigma, feature)
+            return self.model.features(scene, points, dirs)
+
+        def inputs(points: Tensor, sigma: Tensor, feature: Tensor) -> Tensor:
+            return self.model.decoder_input(scene, points, sigma, feature)
 
         n_rays = rays_o.shape[0]
         rays = torch.arange(n_rays, device=rays_o.device)
@@ -313,7 +315,7 @@ class Built:
             rays, rays_o = self._skip_to_occupied(scene, rays_o, rays_d)
             rays_d = rays_d[rays]
         sampler = self.samplers[scene]
-        parts = [cache_samples(field, sampler, o, d) for o, d in zip(rays_o.split(chunk), rays_d.split(chunk), strict=True)]
+        parts = [cache_samples(field, sampler, o, d, inputs=inputs) for o, d in zip(rays_o.split(chunk), rays_d.split(chunk), strict=True)]
         marched = concat_caches(parts) if parts else None
         opacity = torch.zeros(n_rays, device=rays_o.device)
         if marched is None:

@@ -310,10 +310,6 @@ class Trainer:
             return torch.empty(0, self.model.feature_dim, device=self.device)
         return self.model.feature_logits(scene, points.detach(), rays_d[hit])
 
-    def _surface_features(self, scene: str, rays_o: torch.Tensor, rays_d: torch.Tensor, result: RenderResult) -> torch.Tensor:
-        """The style features [k, feature_dim] where a batch's rays hit a surface (`_surface_logits`' tanh)."""
-        return self._surface_logits(scene, rays_o, rays_d, result).tanh()
-
     def _background(self, pairing: Pairing, rays_d: torch.Tensor) -> torch.Tensor:  # [n, 3] -> [n, 3]
         """The training background of a batch: random per ray, learned from the directions, or a colour."""
         n, choice = rays_d.shape[0], self.built.background(pairing)

@@ -68,7 +68,7 @@ def test_the_cover_term_trains_its_steps_and_pulls_the_target_toward_the_referen
                 rays_o, rays_d, _ = trainer.rays[pairing].sample(4096, generator)
                 with torch.no_grad():
                     result = trainer.built.render_rays(pairing, rays_o, rays_d, torch.ones(3))
-                    features[scene] = trainer._surface_features(scene, rays_o, rays_d, result)
+                    features[scene] = trainer._surface_logits(scene, rays_o, rays_d, result).tanh()
             with torch.no_grad():
                 distance = cover_term(features["target"], features["reference"])
         return stats, float(distance)

@@ -62,6 +62,7 @@ class HashGridEncoder(nn.Module):
         # The box's centre and half-size, for the contraction (derived: not saved in checkpoints).
         self.register_buffer("box_centre", (aabb[3:] + aabb[:3]) / 2, persistent=False)
         self.register_buffer("box_half", (aabb[3:] - aabb[:3]) / 2, persistent=False)
+        self.box_side = float((aabb[3:] - aabb[:3]).max())  # the box's longest side (the normals' step is a share of it)
 
     def _grid_features(self, x: Tensor) -> Tensor:
         if self.contracted:
@@ -69,11 +70,6 @@ class HashGridEncoder(nn.Module):
         else:
             unit = ((x - self.aabb[:3]) / (self.aabb[3:] - self.aabb[:3])).clamp(0.0, 1.0)
         return self.grid(unit)
-
-    @property
-    def box_side(self) -> float:
-        """The scene box's longest side (the normals' step is a share of it)."""
-        return float((self.aabb[3:] - self.aabb[:3]).max())
 
     def density(self, x: Tensor) -> Tensor:  # [N, 3] world -> [N]
         sigma, _ = self.head.density(self._grid_features(x))
@@ -99,7 +95,7 @@ class HashGridEncoder(nn.Module):
 
     def feature_logits(self, x: Tensor, d: Tensor) -> Tensor:  # [N, 3], [N, 3] -> [N, dim]
         """The style feature before its tanh (the feature is its tanh)."""
-        _, geometry = self.head.density(self._grid_features(x))
+        _, geometry = self.head.density_logit(self._grid_features(x))
         return self.head.feature_logit(geometry, d)
 
     def baked_feature(self, geometry: Tensor, ray_dirs: Tensor, rays: Tensor) -> Tensor:  # [N, geo], [R, 3], [N] -> [N, dim]

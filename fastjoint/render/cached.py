@@ -21,6 +21,9 @@ from fastjoint.render.samplers import Sampler
 # (points [N, 3], dirs [N, 3]) -> (sigma [N], feature [N, feature_dim]): a scene's encoder.
 FeatureField = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
 
+# (points [N, 3], sigma [N], feature [N, feature_dim]) -> [N, decoder inputs]: what a decoder reads there.
+DecoderInputs = Callable[[Tensor, Tensor, Tensor], Tensor]
+
 # Samples whose weight is below this add nothing visible to any colour and are dropped.
 MIN_WEIGHT = 1e-4
 
@@ -51,8 +54,10 @@ def cache_samples(
     rays_o: Tensor,  # [n_rays, 3]
     rays_d: Tensor,  # [n_rays, 3], unit length
     min_weight: float = MIN_WEIGHT,
+    inputs: DecoderInputs | None = None,
 ) -> SampleCache:
-    """Marches the rays once and keeps, per sample that matters, its weight and feature."""
+    """Marches the rays once and keeps, per sample that matters, its weight and feature, or with `inputs`
+    what the decoders read there (computed for the kept samples only)."""
     samples = sampler(rays_o, rays_d, None)
     ray_indices = samples.ray_indices.long()
     n_rays = rays_o.shape[0]
@@ -63,7 +68,8 @@ def cache_samples(
     weights = _sample_weights(sigmas, samples.t_starts, samples.t_ends, ray_indices, n_rays)
     opacity = torch.zeros(n_rays, dtype=weights.dtype, device=weights.device).index_add(0, ray_indices, weights)
     keep = weights > min_weight
-    return SampleCache(ray_indices[keep], weights[keep], features[keep], opacity, n_rays)
+    features = features[keep] if inputs is None else inputs(points[keep], sigmas[keep], features[keep])
+    return SampleCache(ray_indices[keep], weights[keep], features, opacity, n_rays)
 
 
 def concat_caches(parts: list[SampleCache]) -> SampleCache:

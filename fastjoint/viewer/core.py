@@ -34,7 +34,7 @@ from fastjoint.render import SampleCache, composite_cached
 from fastjoint.render.baked import TABLE_PIXELS, DecoderTable, table_points
 from fastjoint.run import Built, LoadedRun
 from fastjoint.styles import StoredStyle, save_style, style_path
-from fastjoint.viewer.recolour import Recolour, RecolouredDecoder, luminance, pick_feature, pick_input, recoloured
+from fastjoint.viewer.recolour import Recolour, RecolouredDecoder, luminance, pick_input, recoloured
 
 PAINTED = "painted"  # the name of the painted style until it is saved under another
 FIT_PIXELS = 32  # side of the grid of feature-plane points a painted decoder is fitted on
@@ -428,9 +428,15 @@ class ViewerCore:
 
     def pick(self, origin: Sequence[float], direction: Sequence[float]) -> tuple[float, float] | None:
         """The feature of the material under a ray of the current scene (its first surface); None if it meets none."""
+        picked = self._pick_input(origin, direction)
+        return None if picked is None else (picked[0], picked[1])
+
+    def _pick_input(self, origin: Sequence[float], direction: Sequence[float]) -> tuple[float, ...] | None:
+        """What the decoders read under a ray of the current scene (`pick_input`: the feature, then the normal
+        where they read it); None if it meets no surface."""
         with self.lock:
             scene = self.scene
-        return pick_feature(self.built, scene, origin, direction)
+        return pick_input(self.built, scene, origin, direction)
 
     def recolour(self, recolour: Recolour, replace_last: bool = False) -> np.ndarray | None:
         """Adds a recolour (or replaces the last edit, a recolour, with it) and shows it; returns the last frame in it."""
@@ -453,9 +459,7 @@ class ViewerCore:
         keep_shading: bool = False,
     ) -> np.ndarray | None:
         """Recolours the material under a ray (`pick`) with `colour`, falloff `radius`; returns the last frame in it."""
-        with self.lock:
-            scene = self.scene
-        picked = pick_input(self.built, scene, origin, direction)  # the feature, then the normal where the decoders read it
+        picked = self._pick_input(origin, direction)
         if picked is None:
             raise UserError("nothing under the cursor: click on the scene to pick a material")
         with self.lock:  # the map the recolour goes over: the edits so far, or the base style

@@ -133,9 +133,3 @@ def pick_input(
     if not bool(hit[0]):
         return None
     return tuple(inputs[0].tolist())
-
-
-def pick_feature(built: Built, scene: str, origin: Sequence[float], direction: Sequence[float]) -> tuple[float, float] | None:
-    """The style feature of the first surface a ray of `scene` meets (`pick_input`'s first two numbers); None if it meets none."""
-    inputs = pick_input(built, scene, origin, direction)
-    return None if inputs is None else (inputs[0], inputs[1])
