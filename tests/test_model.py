@@ -134,8 +134,8 @@ def test_the_decoders_read_the_normal_by_default_and_the_feature_alone_without()
 
 
 def test_no_dense_sample_reads_no_normal_with_either_encoder():
-    """A batch with no sample past NORMAL_MIN_SIGMA (early in training, or empty space) reads zero normals, and the
-    research code's encoder, which takes no empty batch, is not asked for one."""
+    """A batch with no sample past NORMAL_MIN_SIGMA (early in training, or empty space) reads zero normals, with
+    either encoder (the research code's once failed on the empty batch of normals this asks it for)."""
     from fastjoint.model.joint import dense_normals
 
     for encoder in ("hashgrid", "mlp"):

@@ -35,8 +35,7 @@ def dense_normals(encoder: nn.Module, x: Tensor, sigma: Tensor) -> Tensor:  # [N
     NORMAL_MIN_SIGMA, else 0."""
     normal = torch.zeros_like(x)
     dense = sigma.detach() > NORMAL_MIN_SIGMA
-    if dense.any():  # (not every encoder takes an empty batch)
-        normal[dense] = normals_of(encoder, x[dense])
+    normal[dense] = normals_of(encoder, x[dense])
     return normal
 
 

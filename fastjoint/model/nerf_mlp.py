@@ -11,7 +11,7 @@ from fastjoint.config import MlpConfig
 def positional_encoding(x: Tensor, n_frequencies: int) -> Tensor:  # [N, D] -> [N, D * (1 + 2 n)]
     """x and sin, cos of x * 2^k for k < n_frequencies (NeRF's embedding, input included)."""
     scales = 2.0 ** torch.arange(n_frequencies, dtype=x.dtype, device=x.device)
-    angles = (x[:, None, :] * scales[:, None]).reshape(x.shape[0], -1)
+    angles = (x[:, None, :] * scales[:, None]).flatten(1)  # (an empty batch too)
     return torch.cat([x, torch.sin(angles), torch.cos(angles)], dim=-1)
 
 
