@@ -246,7 +246,10 @@ def test_native_cpu_point_gradient_with_a_frozen_table(native_grid):
     table, x = torch.randn(layout.n_params, 2, generator=generator), torch.rand(30, 3, generator=generator)
     (v_x,) = torch.autograd.grad(hashgrid_encode(x.requires_grad_(), table, layout, "native").square().sum(), (x,))
     (v_x_reference,) = torch.autograd.grad(hashgrid_encode(x, table, layout, "torch").square().sum(), (x,))
-    torch.testing.assert_close(v_x, v_x_reference, rtol=1e-5, atol=1e-5)
+    # As in compare_with_reference: v_x sums the level's scale times float32 weight derivatives, so it
+    # is compared at float32's precision of its largest entry (a fixed 1e-5 failed about 2% of seeds).
+    scale = v_x_reference.abs().max().item()
+    torch.testing.assert_close(v_x, v_x_reference, rtol=1e-5, atol=1e-6 * scale)
     assert v_x.abs().max() > 0
 
 
