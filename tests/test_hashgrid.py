@@ -142,6 +142,13 @@ def border_points(layout: GridLayout) -> torch.Tensor:
     return torch.cat([corners, grid.reshape(-1, 3), torch.tensor([[0.5, 0.5, 0.5], [0.0, 0.5, 1.0]])])
 
 
+def assert_point_gradients_close(ours: torch.Tensor, reference: torch.Tensor, **kwargs) -> None:
+    """Native v_x against the reference's. v_x sums the level's scale times float32 weight derivatives (the
+    reference's are float32 whatever the table's dtype), so it is compared at float32's precision of its
+    largest entry."""
+    torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-6 * reference.abs().max().item(), **kwargs)
+
+
 def compare_with_reference(name: str, n_points: int, seed: int, device: str, dtype=torch.float32, borders=False, spread=1.0):
     """Native vs reference on fresh random inputs: encodings, and v_table and v_x of a random upstream."""
     levels, log2_size, base, max_res, n_features = LAYOUTS[name]
@@ -163,10 +170,7 @@ def compare_with_reference(name: str, n_points: int, seed: int, device: str, dty
     v_reference, vx_reference = torch.autograd.grad(reference, (table, x), v_out)
     grad_tolerance = {"rtol": 1e-5, "atol": 1e-5} if dtype == torch.float32 else {"rtol": 1e-10, "atol": 1e-12}
     torch.testing.assert_close(v_ours, v_reference, **grad_tolerance, msg=lambda m: f"v_table ({context}): {m}")
-    # v_x sums the level's scale times float32 weight derivatives (the reference's are float32
-    # whatever the table's dtype), so it is compared at float32's precision of its largest entry.
-    scale = vx_reference.abs().max().item()
-    torch.testing.assert_close(vx_ours, vx_reference, rtol=1e-5, atol=1e-6 * scale, msg=lambda m: f"v_x ({context}): {m}")
+    assert_point_gradients_close(vx_ours, vx_reference, msg=lambda m: f"v_x ({context}): {m}")
 
 
 @pytest.mark.parametrize("name", LAYOUTS)
@@ -246,10 +250,7 @@ def test_native_cpu_point_gradient_with_a_frozen_table(native_grid):
     table, x = torch.randn(layout.n_params, 2, generator=generator), torch.rand(30, 3, generator=generator)
     (v_x,) = torch.autograd.grad(hashgrid_encode(x.requires_grad_(), table, layout, "native").square().sum(), (x,))
     (v_x_reference,) = torch.autograd.grad(hashgrid_encode(x, table, layout, "torch").square().sum(), (x,))
-    # As in compare_with_reference: v_x sums the level's scale times float32 weight derivatives, so it
-    # is compared at float32's precision of its largest entry (a fixed 1e-5 failed about 2% of seeds).
-    scale = v_x_reference.abs().max().item()
-    torch.testing.assert_close(v_x, v_x_reference, rtol=1e-5, atol=1e-6 * scale)
+    assert_point_gradients_close(v_x, v_x_reference)  # (a fixed atol of 1e-5 failed about 2% of seeds)
     assert v_x.abs().max() > 0
 
 
