@@ -24,7 +24,6 @@ from fastjoint.run import LoadedRun
 PLANE_PIXELS = 256  # side of each drawn feature plane
 OPAQUE = 0.95  # a ray whose opacity passes this has hit a surface
 VIEWS = 12  # training views per scene whose surface points are sampled
-NORMAL_ZEROS = 4  # a decoder that reads the normal is fitted, checked and smoothed at no normal on every 4th plane point
 
 
 class SurfaceSamples(NamedTuple):
@@ -91,18 +90,6 @@ def decoder_map(run: LoadedRun, style: str, plane: FeaturePlane | None = None, p
     plane = plane or FeaturePlane.of([], model.feature_dim)
     decoder = model.decoders[style]
     return plane_image(lambda p: decoder(model.on_plane(plane.lift(p))), pixels, run.built.device)
-
-
-def with_normals(points: Tensor, inputs: int, generator: torch.Generator) -> Tensor:  # [N, 2] -> [N, inputs]
-    """Feature-plane points as a decoder of `inputs` numbers reads them: with a random unit normal each where it
-    reads the normal (every NORMAL_ZEROS-th point with none, as a faint sample reads it), drawn from `generator`
-    (on the CPU)."""
-    extra = inputs - points.shape[1]
-    if extra == 0:
-        return points
-    normals = torch.nn.functional.normalize(torch.randn(points.shape[0], extra, generator=generator), dim=1)
-    normals[::NORMAL_ZEROS] = 0.0
-    return torch.cat([points, normals.to(device=points.device, dtype=points.dtype)], dim=1)
 
 
 def plane_points(pixels: int, device: torch.device | str = "cpu") -> Tensor:  # [P*P, 2]

@@ -44,7 +44,6 @@ from fastjoint.datasets import check_test_splits, ensure_datasets, load_scene_sp
 from fastjoint.errors import Interrupted, UserError
 from fastjoint.files import RunLock, remove_partials, write_text
 from fastjoint.pairing import ORIGINAL, SCENES, Pairing
-from fastjoint.plane import with_normals
 from fastjoint.render import RenderResult, update_occupancy
 from fastjoint.render.extent import default_extents, resolve_extents, saved_extents
 from fastjoint.rng import capture_rng, restore_rng, seed_everything
@@ -286,7 +285,7 @@ class Trainer:
         if saturations:
             losses.append(config.train.saturation_weight * torch.stack(saturations).mean())
         if config.train.style_smoothness > 0:
-            points, steps = plane_points(self.model.feature_dim, self.generator, self.device, self.model.decoder_inputs)
+            points, steps = plane_points(self.model.feature_dim, self.generator, self.device)
             losses.append(config.train.style_smoothness * style_roughness(self.model, config.data.pairings.desired, points, steps))
         for name, value in names.items():
             if not math.isfinite(value):
@@ -399,26 +398,18 @@ def feature_saturation(logits: torch.Tensor) -> torch.Tensor:  # [N, D] -> scala
     return torch.relu(logits.abs() - FEATURE_BOUND).square().sum(dim=1).mean()
 
 
-def plane_points(
-    dim: int, generator: torch.Generator, device: torch.device | str, inputs: int | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """SMOOTH_POINTS random points of the feature plane [-1, 1]^dim, and a random step of length SMOOTH_STEP along
-    the plane from each. Where the decoders read `inputs` numbers, more than the feature's `dim` (the normal after
-    it), each point carries a random unit normal too, as the viewer's painting fits (`plane.with_normals`: every
-    NORMAL_ZEROS-th none), and its step leaves the normal as it is (0 there)."""
+def plane_points(dim: int, generator: torch.Generator, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+    """SMOOTH_POINTS random points of the feature plane [-1, 1]^dim, and a random step of length SMOOTH_STEP from each."""
     points = torch.rand(SMOOTH_POINTS, dim, generator=generator) * 2 - 1
     steps = torch.randn(SMOOTH_POINTS, dim, generator=generator)
-    steps = SMOOTH_STEP * steps / steps.norm(dim=1, keepdim=True)
-    points = with_normals(points, inputs or dim, generator)
-    steps = torch.cat([steps, steps.new_zeros(SMOOTH_POINTS, points.shape[1] - dim)], dim=1)
-    return points.to(device), steps.to(device)
+    return points.to(device), (SMOOTH_STEP * steps / steps.norm(dim=1, keepdim=True)).to(device)
 
 
 def style_roughness(model: torch.nn.Module, styles: Sequence[str], points: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
     """The mean squared rate at which each style's change of colour (its decoder minus the original's, which is
     held fixed and decoded once) varies across the feature plane, summed over `styles`: a finite difference along
-    `steps` [N, inputs] at `points` [N, inputs], both as the decoders read them (`plane_points`)."""
-    both, n = torch.cat([points, points + steps]), points.shape[0]
+    `steps` [N, dim] at `points` [N, dim]."""
+    both, n = model.on_plane(torch.cat([points, points + steps])), points.shape[0]
     with torch.no_grad():
         original = model.decode(ORIGINAL, both)
     length = steps.square().sum(dim=1)

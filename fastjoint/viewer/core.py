@@ -29,7 +29,7 @@ from fastjoint.data import Camera, image_rays
 from fastjoint.errors import UserError
 from fastjoint.metrics import psnr
 from fastjoint.pairing import ORIGINAL, SCENES
-from fastjoint.plane import PLANE_PIXELS, SurfaceSamples, plane_image, plane_points, scatter, surface_samples, with_normals
+from fastjoint.plane import PLANE_PIXELS, SurfaceSamples, plane_image, plane_points, scatter, surface_samples
 from fastjoint.render import SampleCache, composite_cached
 from fastjoint.render.baked import TABLE_PIXELS, DecoderTable, table_points
 from fastjoint.run import Built, LoadedRun
@@ -42,6 +42,7 @@ FIT_STEPS = 300
 FIT_LR = 5e-2
 SAVE_STEPS = 4 * FIT_STEPS  # recolours are fitted only when saved, off the frame's path: longer, closer (README, `view`)
 EDGE = 0.04  # width of a painted disc's soft edge, in feature units
+NORMAL_ZEROS = 4  # a decoder that reads the normal is fitted and checked at no normal on every 4th plane point
 
 
 # --- cameras ------------------------------------------------------------------------
@@ -166,6 +167,17 @@ def painted_colours(
         paint = torch.tensor(stroke.colour, dtype=colours.dtype, device=colours.device)
         colours = colours * (1.0 - cover) + paint * cover
     return colours
+
+
+def with_normals(points: Tensor, inputs: int, generator: torch.Generator) -> Tensor:  # [N, 2] -> [N, inputs]
+    """Feature-plane points as a decoder of `inputs` numbers reads them: with a random unit normal each where it
+    reads the normal (every NORMAL_ZEROS-th point with none, as a faint sample reads it)."""
+    extra = inputs - points.shape[1]
+    if extra == 0:
+        return points
+    normals = nn.functional.normalize(torch.randn(points.shape[0], extra, generator=generator), dim=1)
+    normals[::NORMAL_ZEROS] = 0.0
+    return torch.cat([points, normals.to(device=points.device, dtype=points.dtype)], dim=1)
 
 
 def fit_painted(
