@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 import os
+import signal
+import socket
 import subprocess
 import sys
 
@@ -159,6 +161,30 @@ def test_view_without_viser_is_one_line(tmp_path, run_copy):
         [sys.executable, "-m", "fastjoint", "view", str(run_copy)], env=env, capture_output=True, text=True, timeout=300
     )
     assert_one_line_error(result, 'needs viser: pip install -e ".[viewer]"')
+
+
+@pytest.mark.slow  # the session's trained run
+def test_a_socket_closed_before_its_request_leaves_the_output_clean(run_copy):
+    """A connection that closes before it sends a request (a browser's spare socket, a port probe) prints
+    nothing: websockets' "opening handshake failed" and its tracebacks once broke a browser test's output.
+    A request that is not HTTP is still reported."""
+    viewer = browser.Viewer(run_copy)
+    try:
+        port = int(viewer.url().rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port)):
+            pass
+        with socket.create_connection(("127.0.0.1", port)) as probe:
+            probe.sendall(b"GET / HTTP/1.1\r\nHost: 127")  # half a request, then gone
+        with socket.create_connection(("127.0.0.1", port)) as garbage:
+            garbage.sendall(b"hello\r\n\r\n")
+            garbage.recv(1)  # the server closes it once it has judged it
+    finally:
+        status = viewer.stop(signum=signal.SIGINT)
+    assert status == 130, viewer.output
+    after = viewer.lines[next(i for i, text in enumerate(viewer.lines) if "fastjoint view: http" in text) + 1 :]
+    assert after.count("opening handshake failed") == 1, viewer.output  # the garbage's, not the two that left
+    assert sum("EOFError" in line for line in after) == 0, viewer.output
+    assert after[-1] == "viewer stopped: interrupted (Ctrl-C)", viewer.output
 
 
 @pytest.mark.slow  # starts the CLI

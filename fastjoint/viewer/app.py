@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import math
 import os
 import signal
@@ -293,6 +294,28 @@ class Session:
             self.thread.join()
 
 
+class PeerLeftEarly(logging.Filter):
+    """Drops websockets' traceback for a connection that closed before it sent a whole request.
+
+    Browsers open spare sockets ahead of need and close them unused (Chromium's preconnects), and
+    port probes do the same; websockets logs each as "opening handshake failed" with three chained
+    tracebacks, though nothing went wrong. Any other failed handshake is still logged.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg != "opening handshake failed" or not record.exc_info:
+            return True
+        error = record.exc_info[1]
+        while error is not None:
+            if isinstance(error, EOFError):
+                return False
+            error = error.__cause__
+        return True
+
+
+PEER_LEFT_EARLY = PeerLeftEarly()
+
+
 def serve(run_dir: str | Path, settings: ViewSettings, device: str | None = None, renderer: str = "fast") -> int:
     """Serves the viewer until Ctrl-C or SIGTERM, then raises Interrupted; `renderer`: see fastjoint.run.RENDERERS."""
     viser = import_viser()
@@ -300,6 +323,7 @@ def serve(run_dir: str | Path, settings: ViewSettings, device: str | None = None
     run = load_run(run_dir, device)
     use_renderer(run, renderer)
     require_feature_plane(run)
+    logging.getLogger("websockets.server").addFilter(PEER_LEFT_EARLY)  # once: addFilter skips a repeat
     try:
         server = viser.ViserServer(host=settings.host, port=settings.port, verbose=False)
     except OSError as error:
