@@ -416,10 +416,6 @@ class TrainConfig:
     off the reference's gets the change of the nearest ones. 0: off, the default: 0.001 raised the kit's
     transfers at five seeds, but on the tests' tiny analogy it drove every feature into a corner of the plane,
     where the random points rarely fall (benchmarks/README.md, "The roughness term")."""
-    flatness_weight: float = 0.0
-    """Weight of a penalty on each scene's surface features in a batch lying along a line of the feature plane:
-    the log of their covariance's largest to smallest eigenvalue beyond log(fastjoint.train.FLAT_RATIO), squared.
-    0: off."""
     seed: int = 0
     """Seed of every random choice; the same seed gives the same run on the CPU."""
     log_every: int = 50
@@ -438,7 +434,6 @@ class TrainConfig:
         _check(self.cover_weight >= 0, "train.cover_weight", "must not be negative (0: off)")
         _check(self.saturation_weight >= 0, "train.saturation_weight", "must not be negative (0: off)")
         _check(self.style_smoothness >= 0, "train.style_smoothness", "must not be negative (0: off)")
-        _check(self.flatness_weight >= 0, "train.flatness_weight", "must not be negative (0: off)")
         _check(
             self.cover_until_step == "auto" or self.cover_until_step >= 0,
             "train.cover_until_step",

@@ -55,7 +55,6 @@ MIN_BATCH_RAYS = 64  # the fewest rays an adaptive batch draws per pairing
 SURFACE_OPACITY = 0.5  # a training ray whose opacity passes this has hit a surface (the cover term's points)
 SMOOTH_POINTS = 4096  # train.style_smoothness: random points of the feature plane per step and style
 SMOOTH_STEP = 0.02  # train.style_smoothness: the finite difference's step on the plane
-FLAT_RATIO = 6.0  # train.flatness_weight: the surface features' covariance's eigenvalue ratio beyond this is penalised
 FEATURE_BOUND = 2.0  # train.saturation_weight: the style feature's logit beyond this is penalised (tanh(2) = 0.96)
 COVER_MIN_POINTS = 8  # fewer surface points than this in either scene's batch: no cover term that step
 
@@ -259,8 +258,6 @@ class Trainer:
         covering = config.train.cover_weight > 0 and (config.train.cover_steps == 0 or self.step < config.train.cover_steps)
         bounding = config.train.saturation_weight > 0
         saturations = []  # per scene: how far its batch's surface features' logits pass FEATURE_BOUND
-        flattening = config.train.flatness_weight > 0
-        flatnesses = []  # per scene: how far its batch's surface features pass FLAT_RATIO
         for pairing in self.pairings:
             rays_o, rays_d, rgba = self.rays[pairing].sample(self.batch_rays[pairing], self.generator)
             background = self._background(pairing, rays_d)
@@ -274,14 +271,12 @@ class Trainer:
             samples += result.n_samples
             if self.target_samples:
                 self.batch_rays[pairing] = adapted_rays(rays_o.shape[0], result.n_samples, self.target_samples)
-            if (covering or bounding or flattening) and pairing.style == ORIGINAL:
+            if (covering or bounding) and pairing.style == ORIGINAL:
                 logits = self._surface_logits(pairing.scene, rays_o, rays_d, result)
                 if covering:
                     surfaces[pairing.scene] = logits.tanh()
                 if bounding and logits.shape[0] > 0:
                     saturations.append(feature_saturation(logits))
-                if flattening and logits.shape[0] >= COVER_MIN_POINTS:
-                    flatnesses.append(feature_flatness(logits.tanh()))
         cover = cover_term(surfaces["target"], surfaces["reference"]) if len(surfaces) == 2 else None
         if cover is not None:
             losses.append(config.train.cover_weight * cover)
@@ -289,8 +284,6 @@ class Trainer:
                 raise NonFinite(f"the cover term is {cover.item()}", self.step + 1)
         if saturations:
             losses.append(config.train.saturation_weight * torch.stack(saturations).mean())
-        if flatnesses:
-            losses.append(config.train.flatness_weight * torch.stack(flatnesses).mean())
         if config.train.style_smoothness > 0:
             points, steps = plane_points(self.model.feature_dim, self.generator, self.device)
             losses.append(config.train.style_smoothness * style_roughness(self.model, config.data.pairings.desired, points, steps))
@@ -403,15 +396,6 @@ def feature_saturation(logits: torch.Tensor) -> torch.Tensor:  # [N, D] -> scala
     """How far the style features' logits (before their tanh) lie beyond +-FEATURE_BOUND: the mean over the points
     of the squared excess, summed over the axes. Zero inside the bound, where the tanh still passes gradient."""
     return torch.relu(logits.abs() - FEATURE_BOUND).square().sum(dim=1).mean()
-
-
-def feature_flatness(features: torch.Tensor) -> torch.Tensor:  # [N, D] -> scalar
-    """How far the features lie along a line: the log of their covariance's largest to smallest eigenvalue beyond
-    log(FLAT_RATIO), squared. Zero while the cloud is rounder than that."""
-    centred = features - features.mean(dim=0)
-    cov = centred.T @ centred / (features.shape[0] - 1)
-    eig = torch.linalg.eigvalsh(cov + 1e-6 * torch.eye(features.shape[1], device=features.device))
-    return torch.relu(torch.log(eig[-1] / eig[0]) - math.log(FLAT_RATIO)).square()
 
 
 def plane_points(dim: int, generator: torch.Generator, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
