@@ -54,7 +54,6 @@ TARGET_SAMPLES_CUDA = 2**18  # train.target_samples = "auto" on CUDA: nerfacc's 
 MIN_BATCH_RAYS = 64  # the fewest rays an adaptive batch draws per pairing
 SURFACE_OPACITY = 0.5  # a training ray whose opacity passes this has hit a surface (the cover term's points)
 SMOOTH_POINTS = 4096  # train.style_smoothness: random points of the feature plane per step and style
-SMOOTH_SPAN = 0.1  # train.style_smoothness: how near a reference feature a plane point must lie to be let off (roughness_weights)
 SMOOTH_STEP = 0.02  # train.style_smoothness: the finite difference's step on the plane
 FEATURE_BOUND = 2.0  # train.saturation_weight: the style feature's logit beyond this is penalised (tanh(2) = 0.96)
 COVER_MIN_POINTS = 8  # fewer surface points than this in either scene's batch: no cover term that step
@@ -259,8 +258,6 @@ class Trainer:
         covering = config.train.cover_weight > 0 and (config.train.cover_steps == 0 or self.step < config.train.cover_steps)
         bounding = config.train.saturation_weight > 0
         saturations = []  # per scene: how far its batch's surface features' logits pass FEATURE_BOUND
-        smoothing = config.train.style_smoothness > 0
-        anchors = None  # the reference's surface features in the batch, where the roughness term lets the plane off
         for pairing in self.pairings:
             rays_o, rays_d, rgba = self.rays[pairing].sample(self.batch_rays[pairing], self.generator)
             background = self._background(pairing, rays_d)
@@ -274,10 +271,8 @@ class Trainer:
             samples += result.n_samples
             if self.target_samples:
                 self.batch_rays[pairing] = adapted_rays(rays_o.shape[0], result.n_samples, self.target_samples)
-            if (covering or bounding or smoothing) and pairing.style == ORIGINAL:
+            if (covering or bounding) and pairing.style == ORIGINAL:
                 logits = self._surface_logits(pairing.scene, rays_o, rays_d, result)
-                if smoothing and pairing.scene == "reference":
-                    anchors = logits.detach().tanh()
                 if covering:
                     surfaces[pairing.scene] = logits.tanh()
                 if bounding and logits.shape[0] > 0:
@@ -289,10 +284,9 @@ class Trainer:
                 raise NonFinite(f"the cover term is {cover.item()}", self.step + 1)
         if saturations:
             losses.append(config.train.saturation_weight * torch.stack(saturations).mean())
-        if smoothing:
+        if config.train.style_smoothness > 0:
             points, steps = plane_points(self.model.feature_dim, self.generator, self.device)
-            weights = roughness_weights(points, anchors)
-            losses.append(config.train.style_smoothness * style_roughness(self.model, config.data.pairings.desired, points, steps, weights))
+            losses.append(config.train.style_smoothness * style_roughness(self.model, config.data.pairings.desired, points, steps))
         for name, value in names.items():
             if not math.isfinite(value):
                 raise NonFinite(f"the loss of {name} is {value}", self.step + 1)
@@ -411,23 +405,10 @@ def plane_points(dim: int, generator: torch.Generator, device: torch.device | st
     return points.to(device), (SMOOTH_STEP * steps / steps.norm(dim=1, keepdim=True)).to(device)
 
 
-def roughness_weights(points: torch.Tensor, anchors: torch.Tensor | None) -> torch.Tensor | None:  # [N, D], [M, D] -> [N]
-    """Each plane point's share of the roughness term: 1 - exp(-(d / SMOOTH_SPAN)^2), d its distance to the nearest
-    of `anchors` (the reference's surface features in the batch). Near a reference material, whose photos pin each
-    style's colours down, the decoder may change as fast as they need (the recolour's change is one material's);
-    in the gaps between them, where a target feature would read what the decoder extrapolates, it is held smooth.
-    None (every point counts fully) without anchors."""
-    if anchors is None or anchors.shape[0] == 0:
-        return None
-    return 1 - torch.exp(-(torch.cdist(points, anchors).min(dim=1).values / SMOOTH_SPAN).square())
-
-
-def style_roughness(
-    model: torch.nn.Module, styles: Sequence[str], points: torch.Tensor, steps: torch.Tensor, weights: torch.Tensor | None = None
-) -> torch.Tensor:
+def style_roughness(model: torch.nn.Module, styles: Sequence[str], points: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
     """The mean squared rate at which each style's change of colour (its decoder minus the original's, which is
     held fixed and decoded once) varies across the feature plane, summed over `styles`: a finite difference along
-    `steps` [N, dim] at `points` [N, dim], each point's rate times its `weights` [N] (roughness_weights) if given."""
+    `steps` [N, dim] at `points` [N, dim]."""
     both, n = model.on_plane(torch.cat([points, points + steps])), points.shape[0]
     with torch.no_grad():
         original = model.decode(ORIGINAL, both)
@@ -435,8 +416,7 @@ def style_roughness(
     rates = []
     for style in styles:
         change = model.decode(style, both) - original
-        rate = (change[n:] - change[:n]).square().sum(dim=1) / length
-        rates.append((rate if weights is None else rate * weights).mean())
+        rates.append(((change[n:] - change[:n]).square().sum(dim=1) / length).mean())
     return torch.stack(rates).sum()
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import re
 
 import pytest
@@ -12,7 +11,7 @@ from conftest import tiny_config, write_config
 from fastjoint.config import load_config
 from fastjoint.errors import UserError
 from fastjoint.model.joint import JointModel
-from fastjoint.train import SMOOTH_POINTS, SMOOTH_SPAN, SMOOTH_STEP, Trainer, plane_points, roughness_weights, style_roughness
+from fastjoint.train import SMOOTH_POINTS, SMOOTH_STEP, Trainer, plane_points, style_roughness
 
 
 def _model() -> JointModel:
@@ -49,29 +48,6 @@ def test_roughness_is_the_squared_rate_of_the_style_change_and_trains_only_the_s
     # A style decoder that is the original's copy changes nothing, anywhere: no roughness.
     model.decoders["relight"].load_state_dict(model.decoders["original"].state_dict())
     assert style_roughness(model, ["relight"], points, steps).item() == pytest.approx(0.0, abs=1e-12)
-
-
-def test_the_term_lets_off_the_plane_where_the_reference_features_lie():
-    anchors = torch.tensor([[0.0, 0.0], [0.5, 0.5]])
-    points = torch.tensor([[0.0, 0.0], [0.5 + SMOOTH_SPAN, 0.5], [-1.0, -1.0], [0.25, 0.25]])
-    weights = roughness_weights(points, anchors)
-    assert weights[0].item() == pytest.approx(0.0, abs=1e-6)  # on a reference feature: off
-    assert weights[1].item() == pytest.approx(1 - math.exp(-1), rel=1e-5)  # one span from the nearest
-    assert weights[2].item() == pytest.approx(1.0, abs=1e-6)  # far from every reference feature: fully on
-    assert 0.99 < weights[3].item() < 1.0  # halfway between two, 0.35 from each
-    assert roughness_weights(points, None) is None and roughness_weights(points, torch.empty(0, 2)) is None
-
-    # Each point's rate counts times its weight: all ones is the unweighted term, all zeros is none, one point alone
-    # is that point's rate over N.
-    model = _model()
-    plane, steps = plane_points(2, torch.Generator().manual_seed(2), "cpu")
-    whole = style_roughness(model, ["relight"], plane, steps)
-    assert style_roughness(model, ["relight"], plane, steps, torch.ones(SMOOTH_POINTS)).item() == pytest.approx(whole.item(), rel=1e-6)
-    assert style_roughness(model, ["relight"], plane, steps, torch.zeros(SMOOTH_POINTS)).item() == 0.0
-    one = torch.zeros(SMOOTH_POINTS)
-    one[7] = 1.0
-    alone = style_roughness(model, ["relight"], plane[7:8], steps[7:8])
-    assert style_roughness(model, ["relight"], plane, steps, one).item() == pytest.approx(alone.item() / SMOOTH_POINTS, rel=1e-4)
 
 
 def test_style_smoothness_is_checked_in_one_line(tiny_data, tmp_path):
