@@ -105,6 +105,10 @@ class Viewer:
             time.sleep(POLL)
         raise AssertionError(f"fastjoint view printed no URL after {tries} polls:\n{self.output}")
 
+    def lines_after_url(self) -> list[str]:
+        """What the viewer printed after its URL line (its output once the server is up)."""
+        return self.lines[next(i for i, text in enumerate(self.lines) if "fastjoint view: http" in text) + 1 :]
+
     def stop(self, tries: int = 300, signum: int = signal.SIGTERM) -> int:
         """SIGTERM (or `signum`), then the exit status (SIGKILL if it does not stop within `tries` polls)."""
         if self.process.poll() is None:

@@ -170,18 +170,18 @@ def test_a_socket_closed_before_its_request_leaves_the_output_clean(run_copy):
     A request that is not HTTP is still reported."""
     viewer = browser.Viewer(run_copy)
     try:
-        port = int(viewer.url().rsplit(":", 1)[1])
-        with socket.create_connection(("127.0.0.1", port)):
+        viewer.url()  # serving
+        with socket.create_connection(("127.0.0.1", viewer.port)):
             pass
-        with socket.create_connection(("127.0.0.1", port)) as probe:
+        with socket.create_connection(("127.0.0.1", viewer.port)) as probe:
             probe.sendall(b"GET / HTTP/1.1\r\nHost: 127")  # half a request, then gone
-        with socket.create_connection(("127.0.0.1", port)) as garbage:
+        with socket.create_connection(("127.0.0.1", viewer.port)) as garbage:
             garbage.sendall(b"hello\r\n\r\n")
             garbage.recv(1)  # the server closes it once it has judged it
     finally:
         status = viewer.stop(signum=signal.SIGINT)
     assert status == 130, viewer.output
-    after = viewer.lines[next(i for i, text in enumerate(viewer.lines) if "fastjoint view: http" in text) + 1 :]
+    after = viewer.lines_after_url()
     assert after.count("opening handshake failed") == 1, viewer.output  # the garbage's, not the two that left
     assert sum("EOFError" in line for line in after) == 0, viewer.output
     assert after[-1] == "viewer stopped: interrupted (Ctrl-C)", viewer.output

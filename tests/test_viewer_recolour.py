@@ -7,7 +7,6 @@ does (skipped without Chromium on a developer's machine, failing under CI).
 from __future__ import annotations
 
 import math
-import re
 import signal
 import time
 
@@ -411,5 +410,5 @@ def test_the_viewer_stops_cleanly_while_it_renders(run_copy, signum, status, lin
         if stopped is None:
             viewer.stop()
     assert stopped == status, viewer.output
-    after = viewer.lines[next(i for i, text in enumerate(viewer.lines) if re.search(r"fastjoint view: http", text)) + 1 :]
+    after = viewer.lines_after_url()
     assert after == [f"viewer stopped: {line} ({'SIGTERM' if signum == signal.SIGTERM else 'Ctrl-C'})"], viewer.output
