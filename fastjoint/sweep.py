@@ -11,12 +11,15 @@ their checkpoints (`train --resume`) and, unless asked to retry them, reports th
 with their one-line error. A worker killed mid-run is replaced by Ray, which runs the task
 again: it resumes the run from its last checkpoint. The training subprocess is tied to its
 worker (it receives SIGTERM when the worker dies, so it checkpoints and stops instead of
-living on). One sweep at a time writes a sweep folder (its `.lock`).
+living on) and runs in a session of its own, out of the worker's process group: Ray cleans
+up a dead worker's group with SIGKILL a fraction of a second after its SIGTERM, which would
+cut the training's last checkpoint short. One sweep at a time writes a sweep folder (its `.lock`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -274,7 +277,8 @@ def _run_cli(args: list[str], cwd: str, env: dict[str, str], log) -> Outcome | N
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=subprocess.STDOUT,
-        preexec_fn=_tie_to_parent,
+        preexec_fn=functools.partial(_tie_to_parent, os.getpid()),
+        start_new_session=True,  # out of reach of Ray's cleanup of the worker's process group
     )
     try:
         code = child.wait()
@@ -298,13 +302,16 @@ def _run_cli(args: list[str], cwd: str, env: dict[str, str], log) -> Outcome | N
     return Outcome("failed", error)
 
 
-def _tie_to_parent() -> None:
-    """In the child, before exec: SIGTERM when the parent (the Ray worker) dies, so that a killed
-    worker's training checkpoints and ends instead of holding its run (Linux; elsewhere a no-op)."""
+def _tie_to_parent(parent: int) -> None:
+    """In the child, before exec: SIGTERM when the parent (the Ray worker, PID `parent`) dies, so
+    that a killed worker's training checkpoints and ends instead of holding its run (Linux;
+    elsewhere a no-op). A parent gone before the tie was made ends the child before it starts."""
     with contextlib.suppress(Exception):
         import ctypes
 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:
+            os._exit(128 + signal.SIGTERM)
 
 
 def _wait_for_writer(run_dir: Path, log) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -208,12 +209,19 @@ def test_a_sweep_on_ray_survives_ctrl_c_and_a_killed_worker_and_retrains_nothing
         training = _training_pid(victim)
         assert "fastjoint" in Path(f"/proc/{training}/cmdline").read_text()
         victim_log = folder / "logs" / f"{victim.name}.log"
+        # The training is out of its worker's process group, which Ray kills when the worker dies.
+        assert os.getpgid(training) != os.getpgid(_parent(training))
         before = len(victim_log.read_text().splitlines())
+        reached = logged_steps(victim)[-1]
         os.kill(_parent(training), signal.SIGKILL)
         wait_for(process, log, lambda: process.poll() is not None, "the sweep ended", progress)
     assert process.returncode == 0, log.read_text()[-3000:]
     assert "4 of 4 runs done, 0 failed" in log.read_text()
-    commands = [line for line in victim_log.read_text().splitlines()[before:] if line.startswith("$ fastjoint train")]
+    after_kill = victim_log.read_text().splitlines()[before:]
+    # The killed worker's training was told (SIGTERM), not killed outright: it checkpointed where it was.
+    told = [int(m[1]) for m in map(re.compile(r"terminated \(SIGTERM\) at step (\d+); checkpoint written").match, after_kill) if m]
+    assert len(told) == 1 and told[0] >= reached, "\n".join(after_kill)[-3000:]
+    commands = [line for line in after_kill if line.startswith("$ fastjoint train")]
     assert len(commands) == 1 and commands[0].endswith("--resume")  # the task run again resumed the run
     assert read_status(victim) == {"status": "done", "attempts": 1, "resumed": True}
     for run in _runs(folder):
