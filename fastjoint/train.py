@@ -284,7 +284,7 @@ class Trainer:
                 raise NonFinite(f"the cover term is {cover.item()}", self.step + 1)
         if saturations:
             losses.append(config.train.saturation_weight * torch.stack(saturations).mean())
-        if config.train.style_smoothness > 0 and self.step >= config.train.style_smoothness_from_step:
+        if config.train.style_smoothness > 0:
             points, steps = plane_points(self.model.feature_dim, self.generator, self.device)
             losses.append(config.train.style_smoothness * style_roughness(self.model, config.data.pairings.desired, points, steps))
         for name, value in names.items():
