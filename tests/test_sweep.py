@@ -219,8 +219,8 @@ def test_a_sweep_on_ray_survives_ctrl_c_and_a_killed_worker_and_retrains_nothing
     assert "4 of 4 runs done, 0 failed" in log.read_text()
     after_kill = victim_log.read_text().splitlines()[before:]
     # The killed worker's training was told (SIGTERM), not killed outright: it checkpointed where it was.
-    told = [int(m[1]) for m in map(re.compile(r"terminated \(SIGTERM\) at step (\d+); checkpoint written").match, after_kill) if m]
-    assert len(told) == 1 and told[0] >= reached, "\n".join(after_kill)[-3000:]
+    told = re.findall(r"^terminated \(SIGTERM\) at step (\d+); checkpoint written", "\n".join(after_kill), re.MULTILINE)
+    assert len(told) == 1 and int(told[0]) >= reached, "\n".join(after_kill)[-3000:]
     commands = [line for line in after_kill if line.startswith("$ fastjoint train")]
     assert len(commands) == 1 and commands[0].endswith("--resume")  # the task run again resumed the run
     assert read_status(victim) == {"status": "done", "attempts": 1, "resumed": True}
