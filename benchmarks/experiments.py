@@ -70,6 +70,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "dim4": {"model.feature_dim": 4},
     "no-cover": {"train.cover_weight": 0.0},  # the method as published, before issue 21's default
     "smooth": {"train.style_smoothness": 1e-3},  # the roughness term (off by default: benchmarks/README.md)
+    "no-analogy": {"train.analogy_steps": 0},  # the default without the analogy fit (benchmarks/README.md, "The analogy fit")
 }
 METHOD = "method"  # the label of runs without options
 AFTER = ("eval", "analyze")  # what each run of the sweep does once trained

@@ -241,6 +241,8 @@ class Restyle:
     """Rays per step."""
     lr: float = 1e-2
     """Learning rate of Adam."""
+    analogy_steps: Optional[int] = None
+    """Steps of the analogy fit of the new decoder (as train fits its styles'); None: the run's train.analogy_steps; 0: off."""
     render: bool = True
     """Render the transfer's test views to RUN/renders/target_STYLE/."""
     device: Device = None
@@ -250,14 +252,16 @@ class Restyle:
         for key, value in (("--steps", self.steps), ("--rays", self.rays), ("--batch", self.batch)):
             _check(value >= 1, key, "must be at least 1")
         _check(self.lr > 0, "--lr", "must be positive")
+        _check(self.analogy_steps is None or self.analogy_steps >= 0, "--analogy-steps", "must not be negative (0: off)")
         from fastjoint.log import progress_bar
         from fastjoint.restyle import RestyleSettings, restyle
 
-        settings = RestyleSettings(steps=self.steps, rays=self.rays, batch=self.batch, lr=self.lr)
+        settings = RestyleSettings(steps=self.steps, rays=self.rays, batch=self.batch, lr=self.lr, analogy_steps=self.analogy_steps)
         with progress_bar(f"restyle {self.style}") as bar:
 
             def progress(phase: str, done: int, total: int) -> None:
-                bar(done, total if phase == "train" else None)
+                named = {"analogy": ": the analogy fit", "eval": ": scoring the transfer"}.get(phase, "")
+                bar(done, total if phase in ("train", "analogy") else None, f"restyle {self.style}{named}")
 
             result = restyle(self.run, self.style, self.path, self.target_truth, self.force, settings, self.device, progress)
         print(

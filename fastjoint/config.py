@@ -416,6 +416,11 @@ class TrainConfig:
     off the reference's gets the change of the nearest ones. 0: off, the default: 0.001 raised the kit's
     transfers at five seeds, but on the tests' tiny analogy it drove every feature into a corner of the plane,
     where the random points rarely fall (benchmarks/README.md, "The roughness term")."""
+    analogy_steps: int = 1000
+    """Steps of the analogy fit once the joint training is done: each desired style's decoder is fitted again so that
+    the target's surface takes the change of colour the reference shows where it looks most alike (its original
+    colour, its facing and its feature; fastjoint.analogy), which the seed no longer decides; 0: off (the method as
+    published: benchmarks/README.md, "The analogy fit")."""
     seed: int = 0
     """Seed of every random choice; the same seed gives the same run on the CPU."""
     log_every: int = 50
@@ -434,6 +439,7 @@ class TrainConfig:
         _check(self.cover_weight >= 0, "train.cover_weight", "must not be negative (0: off)")
         _check(self.saturation_weight >= 0, "train.saturation_weight", "must not be negative (0: off)")
         _check(self.style_smoothness >= 0, "train.style_smoothness", "must not be negative (0: off)")
+        _check(self.analogy_steps >= 0, "train.analogy_steps", "must not be negative (0: off)")
         _check(
             self.cover_until_step == "auto" or self.cover_until_step >= 0,
             "train.cover_until_step",

@@ -9,8 +9,9 @@ weights: a few thousand evaluations of a 5 -> 32 -> 3 network (2 -> 32 -> 3 with
 The decoder starts from the run's `original` decoder, so feature regions the new photos never
 show keep their original colour.
 
-The decoder is written to RUN/styles/<name>.pt (the checkpoint is never touched), then the
-transfer target:<name> is scored against ground truth when given and rendered.
+The decoder is then fitted to the analogy as `train` fits its styles' (fastjoint.analogy; the run's
+`train.analogy_steps`, or `--analogy-steps`), written to RUN/styles/<name>.pt (the checkpoint is
+never touched), and the transfer target:<name> is scored against ground truth when given and rendered.
 """
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from fastjoint.analogy import fit_styles
 from fastjoint.data import Split, pixel_rays
 from fastjoint.datasets import load_scene_split
 from fastjoint.metrics import psnr_from_mse
-from fastjoint.pairing import ORIGINAL, Pairing
+from fastjoint.pairing import ORIGINAL, SCENES, Pairing
 from fastjoint.render import SampleCache, composite_cached, ray_offsets, select_rays
 from fastjoint.run import LoadedRun, load_run
 from fastjoint.scoring import TransferScores, check_same_views, load_test_views, score_transfer
@@ -50,6 +52,8 @@ class RestyleSettings:
     """Learning rate of Adam."""
     seed: int = 0
     """Seed of the choice of pixels, batches and backgrounds."""
+    analogy_steps: int | None = None
+    """Steps of the analogy fit of the new decoder (fastjoint.analogy); None: the run's train.analogy_steps; 0: off."""
 
 
 class RestyleResult(NamedTuple):
@@ -146,12 +150,23 @@ def restyle(
     cache, rgba = cache_reference(run, split, settings.rays, generator)
     cached = time.perf_counter()
     decoder, train_psnr = fit_decoder(run, cache, rgba, settings, generator, progress)
+    analogy_steps = run.config.train.analogy_steps if settings.analogy_steps is None else settings.analogy_steps
+    if analogy_steps > 0:
+        originals = {scene: load_scene_split(run.config.data, scene, run.dataset(Pairing(scene, ORIGINAL)), "train") for scene in SCENES}
+
+        def fitting(style: str, done: int, total: int) -> None:
+            if progress is not None:
+                progress("analogy", done, total)
+
+        if not fit_styles(run.built, {name: decoder}, originals, analogy_steps, settings.seed, fitting):
+            analogy_steps = 0  # no surface seen: the decoder stays as fitted to the photos
     trained = time.perf_counter()
     info = {
         "steps": settings.steps,
         "rays": cache.n_rays,
         "batch": settings.batch,
         "lr": settings.lr,
+        "analogy_steps": analogy_steps,
         "seconds": round(trained - started, 3),
         "train_psnr": train_psnr,
         "run_step": run.step,

@@ -12,6 +12,9 @@ reference feature pins the change down it is that of the nearest ones.
 Every step also holds the saturation penalty (`feature_saturation`, weighted by
 `train.saturation_weight`): each scene's surface features in the batch are held where their tanh
 still passes gradient, so that no scene's features sit stuck in a corner of the plane.
+Once `train.steps` are reached, the analogy fit (fastjoint.analogy, `train.analogy_steps`) fits each
+desired style's decoder again, so that the target takes the change of colour the reference shows
+where it looks most alike; the checkpoint records it (`analogy_fitted`), so a resumed run runs it once.
 
 A run folder holds config.toml, checkpoints/latest.pt (atomic, every
 `train.checkpoint_every` steps, on Ctrl-C or SIGTERM and at the end) with the one before it
@@ -34,6 +37,7 @@ from pathlib import Path
 
 import torch
 
+from fastjoint.analogy import fit_styles
 from fastjoint.architecture import architecture
 from fastjoint.checkpoints import CHECKPOINT, PREVIOUS, first_line, has_checkpoint, load_checkpoint, load_latest, save_checkpoint
 from fastjoint.colours import LEARNED, RANDOM
@@ -43,6 +47,7 @@ from fastjoint.data.formats import detect_format
 from fastjoint.datasets import check_test_splits, ensure_datasets, load_scene_split
 from fastjoint.errors import Interrupted, UserError
 from fastjoint.files import RunLock, remove_partials, write_text
+from fastjoint.log import console
 from fastjoint.pairing import ORIGINAL, SCENES, Pairing
 from fastjoint.render import RenderResult, update_occupancy
 from fastjoint.render.extent import default_extents, resolve_extents, saved_extents
@@ -127,6 +132,8 @@ class Trainer:
         self.built = Built(config, self.device, backgrounds, extents)
         self.model = self.built.model
         self.rays = {p: RaySampler(s, self.device) for p, s in splits.items()}
+        self.originals = originals  # the analogy fit samples both scenes' training views
+        self.analogy_fitted = False  # whether the analogy fit has run (it runs once train.steps is reached)
         self.architecture = architecture(config)
         self.optimizer = self.architecture.optimizer(self.model, config)
         if len(self.built.environments):  # learned backgrounds: textures, so no weight decay
@@ -189,6 +196,7 @@ class Trainer:
             "running_psnr": self.running_psnr,
             "batch_rays": {p.name: n for p, n in self.batch_rays.items()},
             "config": to_dict(self.config),
+            "analogy_fitted": self.analogy_fitted,
         }
         previous = self.run_dir / PREVIOUS if self._rotate else None
         save_checkpoint(self.run_dir / CHECKPOINT, state, previous=previous)
@@ -205,6 +213,7 @@ class Trainer:
         self.step = int(state["step"])
         self.train_seconds = float(state["train_seconds"])
         self.running_psnr = dict(state["running_psnr"])
+        self.analogy_fitted = bool(state.get("analogy_fitted", False))  # a checkpoint from before the fit: not yet
         self.saved_step = self.step
 
     def _load(self, state: dict, source: Path) -> None:
@@ -354,6 +363,8 @@ class Trainer:
                         metrics.write(self.step, self.train_seconds, self.optimizer.param_groups[0]["lr"])
                     if self.step % config.checkpoint_every == 0 or last:
                         self.save()
+            if self.step >= config.steps and not self.analogy_fitted and config.analogy_steps > 0:
+                self._fit_analogy(started)
         except KeyboardInterrupt as stop:
             stopped = Interrupted.of(stop)
             with _signals_ignored():  # a second Ctrl-C must not cut the last checkpoint short
@@ -364,6 +375,30 @@ class Trainer:
         if self.step % config.checkpoint_every != 0 and self.step != config.steps:
             self.save()  # stopped by the time budget
         return TrainSummary(self.run_dir, self.step, self.train_seconds, self.step >= config.steps, dict(self.running_psnr))
+
+    def _fit_analogy(self, started: float) -> None:
+        """The analogy fit of every desired style (fastjoint.analogy), then a checkpoint that records it."""
+        styles = list(self.config.data.pairings.desired)
+        steps = self.config.train.analogy_steps
+        with console.status("[bold]The analogy fit...") as status:
+
+            def progress(style: str, done: int, total: int) -> None:
+                if done % 50 == 0 or done == total:
+                    status.update(f"[bold]The analogy fit: {style}, step {done}/{total}...")
+
+            tick = time.perf_counter()
+            self.built.train(False)
+            decoders = {style: self.model.decoders[style] for style in styles}
+            fitted = fit_styles(self.built, decoders, self.originals, steps, self.config.train.seed, progress)
+            self.built.train(True)
+            self._check_parameters()
+        self.analogy_fitted = True
+        self.train_seconds = time.perf_counter() - started
+        self.save()
+        if fitted:
+            console.print(f"analogy fit: {', '.join(styles)} ({steps} steps each) in {time.perf_counter() - tick:.1f} s")
+        else:
+            console.print("analogy fit: skipped, no surface of the reference or the target is seen yet; the decoders stay as trained")
 
     def _non_finite_message(self, broken: NonFinite) -> str:
         lr_key = self.architecture.lr_key

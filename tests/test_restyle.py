@@ -64,6 +64,7 @@ def test_restyle_adds_a_style_that_transfers(run_copy, tiny_data):
     style_file = run_copy / "styles" / "blue.pt"
     stored = torch.load(style_file, weights_only=True)
     assert stored["reference"] == str(reference.resolve()) and stored["info"]["steps"] == 200
+    assert stored["info"]["analogy_steps"] == load_run(run_copy).config.train.analogy_steps > 0  # fitted to the analogy, as train's
     transfer = stored["info"]["transfer"]
     assert "transfer target:blue" in result.stdout
 
@@ -91,9 +92,10 @@ def test_restyle_adds_a_style_that_transfers(run_copy, tiny_data):
     # A name taken is refused; --force replaces; deleting the file removes the style.
     assert_one_line_error(run_cli("restyle", str(run_copy), "blue", str(reference)), "STYLE: 'blue' is already a style", "--force")
     assert_one_line_error(run_cli("restyle", str(run_copy), "recolour", str(reference)), "'recolour' is already a style")
-    again = run_cli("restyle", str(run_copy), "blue", str(reference), "--force", "--steps", "5", "--no-render")
+    again = run_cli("restyle", str(run_copy), "blue", str(reference), "--force", "--steps", "5", "--analogy-steps", "0", "--no-render")
     assert again.returncode == 0, again.stderr
     assert torch.load(style_file, weights_only=True)["info"]["steps"] == 5
+    assert torch.load(style_file, weights_only=True)["info"]["analogy_steps"] == 0
     style_file.unlink()
     run = load_run(run_copy)
     assert "blue" not in run.pairings.styles and "blue" not in run.built.model.decoders
@@ -137,6 +139,7 @@ def _fewer_test_views(dataset, copy):
         (["blue", "{missing}"], ["nowhere: dataset folder not found"]),
         (["blue", "{reference}", "--target-truth", "{wrong_truth}"], ["its test views differ"]),
         (["blue", "{reference}", "--steps", "0"], ["--steps: must be at least 1"]),
+        (["blue", "{reference}", "--analogy-steps", "-1"], ["--analogy-steps: must not be negative"]),
     ],
 )
 def test_restyle_mistakes(run_copy, tiny_data, tmp_path, args, fragments):
