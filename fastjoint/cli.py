@@ -264,9 +264,11 @@ class Restyle:
                 bar(done, total if phase in ("train", "analogy") else None, f"restyle {self.style}{named}")
 
             result = restyle(self.run, self.style, self.path, self.target_truth, self.force, settings, self.device, progress)
+        fitted = result.style.info["analogy_steps"]
+        analogy = f" and fitted to the analogy ({fitted} steps)" if fitted else ""
         print(
             f"style {self.style}: {result.cached_rays} rays ({result.cached_samples} samples) cached in "
-            f"{result.cache_seconds:.1f} s, decoder trained in {result.train_seconds:.1f} s "
+            f"{result.cache_seconds:.1f} s, decoder trained{analogy} in {result.train_seconds:.1f} s "
             f"(PSNR {result.train_psnr:.2f} dB on the reference); wrote {result.path}"
         )
         if result.transfer is not None:
