@@ -23,7 +23,9 @@ style's change where it was trained, on the reference, and hands it to the targe
   reference keeps its fit). It then replaces the style's decoder.
 
 `train` runs it once the joint training has reached `train.steps` (a resumed run that has not
-run it yet does), `restyle` on the decoder it fits. It takes seconds on a CPU.
+run it yet does), `restyle` on the decoder it fits. On the kit's 64 px scenes it takes about half a
+minute of one CPU core, most of it marching both scenes' views and borrowing the change, not the steps
+(benchmarks/README.md, "The analogy fit").
 """
 
 from __future__ import annotations

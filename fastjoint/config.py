@@ -419,8 +419,8 @@ class TrainConfig:
     analogy_steps: int = 1000
     """Steps of the analogy fit once the joint training is done: each desired style's decoder is fitted again so that
     the target's surface takes the change of colour the reference shows where it looks most alike (its original
-    colour, its facing and its feature; fastjoint.analogy), which the seed no longer decides; 0: off (the method as
-    published: benchmarks/README.md, "The analogy fit")."""
+    colour, its facing and its feature; fastjoint.analogy), rather than whatever the decoder reads where the seed put
+    the target's features; 0: off (benchmarks/README.md, "The analogy fit")."""
     seed: int = 0
     """Seed of every random choice; the same seed gives the same run on the CPU."""
     log_every: int = 50
