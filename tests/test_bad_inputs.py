@@ -652,14 +652,19 @@ def test_sigterm_writes_a_checkpoint_and_readers_see_whole_files(tiny_data, tmp_
 @pytest.mark.parametrize("breakage", ["truncated", "foreign"])
 def test_a_broken_latest_checkpoint_falls_back_to_the_previous(breakage, tiny_data, tmp_path):
     """A truncated or foreign latest.pt: eval and --resume use previous.pt, saying so in one line;
-    the resumed run ends exactly where the unbroken one did."""
+    the resumed run ends exactly where the unbroken one did.
+
+    The last checkpoint is the one the analogy fit writes after the last step, so previous.pt is
+    that step's checkpoint from before the fit: resumed from it, the run fits again (as a run
+    stopped during the fit would) and ends with the same weights."""
     w = Workspace(tmp_path, tiny_data)
     config = small_config(w, steps=6, checkpoint_every=2, log_every=2)
     finished = run_cli("train", config, "--no-eval", "--no-render", cwd=tmp_path)
     assert finished.returncode == 0, finished.stderr
     checkpoints = w.runs / "tiny" / "checkpoints"
     whole = torch.load(checkpoints / "latest.pt", weights_only=True)
-    assert whole["step"] == 6 and checkpoint_step(checkpoints / "previous.pt") == 4
+    before_fit = torch.load(checkpoints / "previous.pt", weights_only=True)
+    assert whole["step"] == before_fit["step"] == 6 and whole["analogy_fitted"] and not before_fit["analogy_fitted"]
     latest = checkpoints / "latest.pt"
     latest.write_bytes(latest.read_bytes()[:5000] if breakage == "truncated" else _foreign_checkpoint())
     problem = "cannot read checkpoint" if breakage == "truncated" else "not a fastjoint checkpoint"
@@ -668,17 +673,18 @@ def test_a_broken_latest_checkpoint_falls_back_to_the_previous(breakage, tiny_da
     assert evaluated.returncode == 0, evaluated.stderr
     # (A 4-step model's features are noise: eval may also warn that the reference does not cover them.)
     warning = [line for line in evaluated.stderr.splitlines() if line.startswith("warning:") and "cover" not in line]
-    assert len(warning) == 1 and problem in warning[0] and "previous.pt (step 4) instead" in warning[0], evaluated.stderr
-    assert json.loads((w.runs / "tiny" / "eval.json").read_text())["step"] == 4
+    assert len(warning) == 1 and problem in warning[0] and "previous.pt (step 6) instead" in warning[0], evaluated.stderr
+    assert json.loads((w.runs / "tiny" / "eval.json").read_text())["step"] == 6
 
     resumed = run_cli("train", config, "--resume", "--no-eval", "--no-render", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
-    assert "previous.pt (step 4) instead" in resumed.stderr
+    assert "previous.pt (step 6) instead" in resumed.stderr and "analogy fit:" in resumed.stdout + resumed.stderr
     final = torch.load(latest, weights_only=True)
-    assert final["step"] == 6
+    assert final["step"] == 6 and final["analogy_fitted"]
     for key, value in whole["model"].items():
         assert torch.equal(final["model"][key], value), key
-    assert checkpoint_step(checkpoints / "previous.pt") == 4  # the broken file never became previous.pt
+    kept = torch.load(checkpoints / "previous.pt", weights_only=True)  # the broken file never became previous.pt
+    assert kept["step"] == 6 and not kept["analogy_fitted"]
 
 
 @pytest.mark.slow  # trains, or needs the trained run
