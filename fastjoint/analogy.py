@@ -7,7 +7,7 @@ guessing elsewhere: which of the target's features land off the reference's depe
 style's change where it was trained, on the reference, and hands it to the target by likeness:
 
 - **Examples** (`reference_examples`): the reference's visible pixels (opacity past
-  `plane.OPAQUE`) in `plane.VIEWS` of its training views, up to `RAYS_PER_VIEW` each, each
+  `plane.OPAQUE`) in `plane.VIEWS` of its training views, up to `coverage.RAYS_PER_VIEW` each, each
   pixel's decoder inputs averaged over its samples with their compositing weights
   (`coverage.pixel_features`); at most `EXAMPLES` of them, drawn with a fixed generator. Each
   has a key (`keys`: its colour under the original decoder over `COLOUR_SCALE`, its normal over
@@ -37,16 +37,15 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from fastjoint.coverage import pixel_features
-from fastjoint.data import Split, image_rays
+from fastjoint.coverage import pixel_features, view_caches
+from fastjoint.data import Split
 from fastjoint.pairing import ORIGINAL
-from fastjoint.plane import OPAQUE, VIEWS
+from fastjoint.plane import OPAQUE
 
 COLOUR_SCALE = 0.05  # colours this far apart (in [0, 1] per channel) weigh exp(-1/2) of alike ones
 NORMAL_SCALE = 0.3  # the same for normals (unit vectors)
 FEATURE_SCALE = 0.1  # the same for style features
 EXAMPLES = 6000  # the reference's pixels the change is borrowed from
-RAYS_PER_VIEW = 1 << 14  # pixels cached per training view, at most (examples and fitting samples)
 BATCH = 8192  # samples per fitting step
 LR = 3e-3  # Adam's learning rate; x0.3 at half and at four fifths of the steps
 CHUNK = 4096  # samples whose change is borrowed at once
@@ -88,18 +87,12 @@ class Samples(NamedTuple):
 
 @torch.no_grad()
 def scene_samples(cache_samples: Callable, split: Split, generator: torch.Generator, device: torch.device) -> Samples:
-    """The samples of up to RAYS_PER_VIEW random pixels of each of VIEWS of `split`'s views, spread over them.
+    """The samples of `coverage.view_caches`: up to coverage.RAYS_PER_VIEW random pixels of each of `plane.VIEWS` of `split`'s views.
 
     `cache_samples(rays_o, rays_d)` marches a scene's rays (`Built.cache_samples` of that scene).
     """
-    chosen = torch.linspace(0, len(split) - 1, min(VIEWS, len(split))).round().long()
     inputs, weights, pixels = [], [], []
-    for index in chosen.tolist():
-        rays_o, rays_d = image_rays(split.poses[index].to(device), split.camera)
-        if rays_o.shape[0] > RAYS_PER_VIEW:
-            keep = torch.randperm(rays_o.shape[0], generator=generator)[:RAYS_PER_VIEW].to(device)
-            rays_o, rays_d = rays_o[keep], rays_d[keep]
-        cache = cache_samples(rays_o, rays_d)
+    for cache in view_caches(cache_samples, split, generator, device):
         opacity, averaged = pixel_features(cache)
         inputs.append(cache.features)
         weights.append(cache.weights)

@@ -27,7 +27,7 @@ density from a table over [-1, 1]^2 (`CoverageTable`) when the feature is 2-D.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 import numpy as np
@@ -78,6 +78,25 @@ def visible_uncovered(cache: SampleCache, covered: Callable[[Tensor], Tensor], d
     return visible, uncovered, features
 
 
+def view_caches(
+    cache_samples: Callable[[Tensor, Tensor], SampleCache],
+    split: Split,
+    generator: torch.Generator,
+    device: torch.device | str,
+    views: int = VIEWS,
+    rays_per_view: int = RAYS_PER_VIEW,
+) -> Iterator[SampleCache]:
+    """The sample caches of `views` of `split`'s views, spread over them, up to `rays_per_view` random pixels
+    each (drawn with `generator`); `cache_samples(rays_o, rays_d)` marches a scene's rays (`Built.cache_samples`)."""
+    chosen = torch.linspace(0, len(split) - 1, min(views, len(split))).round().long()
+    for index in chosen.tolist():
+        rays_o, rays_d = image_rays(split.poses[index].to(device), split.camera)
+        if rays_o.shape[0] > rays_per_view:
+            keep = torch.randperm(rays_o.shape[0], generator=generator)[:rays_per_view].to(device)
+            rays_o, rays_d = rays_o[keep], rays_d[keep]
+        yield cache_samples(rays_o, rays_d)
+
+
 @torch.no_grad()
 def reference_features(run: LoadedRun, views: int = VIEWS, rays_per_view: int = RAYS_PER_VIEW) -> SurfaceSamples:
     """The features (and original-style colours) of the reference's visible pixels in `views` training views.
@@ -87,16 +106,12 @@ def reference_features(run: LoadedRun, views: int = VIEWS, rays_per_view: int = 
     built, data = run.built, run.config.data
     pairing = Pairing("reference", ORIGINAL)
     split = load_scene_split(data, "reference", data.dataset(pairing), "train")
-    chosen = torch.linspace(0, len(split) - 1, min(views, len(split))).round().long()
     generator = torch.Generator().manual_seed(0)
     decoder = built.decoder(ORIGINAL)
     features, colours = [], []
-    for index in chosen.tolist():
-        rays_o, rays_d = image_rays(split.poses[index].to(built.device), split.camera)
-        if rays_o.shape[0] > rays_per_view:
-            keep = torch.randperm(rays_o.shape[0], generator=generator)[:rays_per_view].to(built.device)
-            rays_o, rays_d = rays_o[keep], rays_d[keep]
-        opacity, inputs = pixel_features(built.cache_samples("reference", rays_o, rays_d))
+    march = lambda o, d: built.cache_samples("reference", o, d)  # noqa: E731
+    for cache in view_caches(march, split, generator, built.device, views, rays_per_view):
+        opacity, inputs = pixel_features(cache)
         hit = opacity > OPAQUE
         features.append(inputs[hit, : built.model.feature_dim].float().cpu())
         colours.append(decoder(inputs[hit]).clamp(0, 1).float().cpu())
