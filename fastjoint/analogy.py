@@ -48,7 +48,7 @@ FEATURE_SCALE = 0.1  # the same for style features
 EXAMPLES = 6000  # the reference's pixels the change is borrowed from
 BATCH = 8192  # samples per fitting step
 LR = 3e-3  # Adam's learning rate; x0.3 at half and at four fifths of the steps
-CHUNK = 4096  # samples whose change is borrowed at once
+CHUNK = 256  # samples whose change is borrowed at once
 
 
 class Examples(NamedTuple):
@@ -69,11 +69,17 @@ def keys(inputs: Tensor, colours: Tensor, feature_dim: int) -> Tensor:  # [N, de
 
 
 def borrowed_change(query: Tensor, examples: Examples) -> Tensor:  # [N, key size] -> [N, 3]
-    """The examples' changes averaged with weights exp(-|query - key|^2 / 2)."""
+    """The examples' changes averaged with weights exp(-|query - key|^2 / 2).
+
+    As softmax(query . key - |key|^2 / 2): the |query|^2 term is the same for every example, so one matrix product per
+    chunk gives the logits (four times faster than the distances themselves on one CPU core; chunks of CHUNK queries
+    keep them in cache)."""
     out = torch.empty(query.shape[0], 3, dtype=examples.changes.dtype, device=query.device)
+    half_squared = -0.5 * examples.keys.square().sum(dim=1)
+    transposed = examples.keys.t().contiguous()
     for start in range(0, query.shape[0], CHUNK):
-        squared = torch.cdist(query[start : start + CHUNK], examples.keys).square()
-        out[start : start + CHUNK] = torch.softmax(-0.5 * squared, dim=1) @ examples.changes
+        logits = torch.addmm(half_squared, query[start : start + CHUNK], transposed)
+        out[start : start + CHUNK] = torch.softmax(logits, dim=1) @ examples.changes
     return out
 
 

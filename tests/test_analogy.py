@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from conftest import run_cli, tiny_config, write_config
-from fastjoint.analogy import COLOUR_SCALE, FEATURE_SCALE, NORMAL_SCALE, Examples, Samples, borrowed_change, fit_decoder, keys
+from fastjoint.analogy import CHUNK, COLOUR_SCALE, FEATURE_SCALE, NORMAL_SCALE, Examples, Samples, borrowed_change, fit_decoder, keys
 from fastjoint.config import load_config
 from fastjoint.errors import UserError
 from fastjoint.model.decoder import StyleDecoder
@@ -36,6 +36,16 @@ def test_the_borrowed_change_is_the_nearest_examples_and_their_kernel_mean_betwe
     # Half way, one unit from each side: weights exp(-1/2) each, so the three changes' mean.
     middle = borrowed_change(torch.tensor([[50.0, 0.0]]), Examples(torch.tensor([[49.0, 0.0], [51.0, 0.0]]), examples.changes[1:]))
     assert torch.allclose(middle, examples.changes[1:].mean(dim=0, keepdim=True), atol=1e-6)
+
+
+def test_the_borrowed_change_matches_its_definition_across_chunks():
+    """The product form (softmax of query . key - |key|^2 / 2) against the kernel on the distances themselves, in float64,
+    with keys as far apart as the kit's (colours over COLOUR_SCALE reach 20) and queries spanning several chunks."""
+    generator = torch.Generator().manual_seed(0)
+    examples = Examples(torch.rand(500, 8, generator=generator) * 20, torch.rand(500, 3, generator=generator) - 0.5)
+    query = examples.keys[torch.randint(500, (3 * CHUNK + 7,), generator=generator)] + torch.randn(3 * CHUNK + 7, 8, generator=generator)
+    weights = torch.softmax(-0.5 * torch.cdist(query.double(), examples.keys.double()).square(), dim=1)
+    assert torch.allclose(borrowed_change(query, examples).double(), weights @ examples.changes.double(), atol=1e-5)
 
 
 class Colour(nn.Module):
