@@ -7,7 +7,7 @@ trains the style jointly from the start (`[data.styles.STYLE]` added). Reported:
 command's wall time (the issue's budget: at most 20 s on 2 CPU cores), the transfer's
 PSNR against ground truth for both, and the difference (target: within 1 dB).
 
-    python -m benchmarks.restyle [--config configs/demo.toml] [--style red] [--runs 3]
+    python -m benchmarks.restyle [--config configs/demo.toml] [--style red] [--runs 3] [--analogy-steps N]
 
 On the demo, STYLE's datasets are the scene kit's (data/generated/demo/{reference,target}/red).
 `--run` and `--joint-run` reuse trained runs (the base config's, and the one with the style);
@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--joint-run", type=Path, help="a trained run of --config with the style added")
     parser.add_argument("--runs", type=int, default=3, help="restyle commands timed")
     parser.add_argument("--steps", type=int, default=None, help="restyle --steps (default: the command's)")
+    parser.add_argument("--analogy-steps", type=int, default=None, help="restyle --analogy-steps (default: the run's; 0: no analogy fit)")
     parser.add_argument("--train-steps", type=int, default=None, help="override train.steps of the trainings")
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -84,12 +85,14 @@ def main(argv: list[str] | None = None) -> int:
             command = ["restyle", str(copy), args.style, str(reference), "--target-truth", str(truth)]
             if args.steps:
                 command += ["--steps", str(args.steps)]
+            if args.analogy_steps is not None:
+                command += ["--analogy-steps", str(args.analogy_steps)]
             start = time.perf_counter()
             fastjoint(*command)
             seconds = time.perf_counter() - start
             info = torch.load(copy / "styles" / f"{args.style}.pt", weights_only=True)["info"]
             runs.append(
-                {"command_seconds": seconds, "fit_seconds": info["seconds"], "transfer": info["transfer"], "train_psnr": info["train_psnr"]}
+                {"command_seconds": seconds, "fit_seconds": info["seconds"], "analogy_steps": info["analogy_steps"], "transfer": info["transfer"], "train_psnr": info["train_psnr"]}
             )
             console.print(f"restyle {i + 1}: {seconds:.1f} s, transfer {info['transfer']['psnr']:.2f} dB")
 
@@ -107,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     table.add_column("target", justify="right")
     table.add_row("restyle command, start to exit", f"{summary['command_seconds']:.1f} s", "<= 20 s")
     table.add_row("  of which caching + fitting", f"{summary['fit_seconds']:.1f} s", "")
+    table.add_row("  analogy fit steps", str(runs[0]["analogy_steps"]), "")
     table.add_row(f"transfer target:{args.style}, restyle", f"{summary['restyle_psnr']:.2f} dB", "")
     table.add_row(f"transfer target:{joint_style}, joint from scratch", f"{summary['joint_psnr']:.2f} dB", "")
     table.add_row("restyle - joint", f"{summary['difference_db']:+.2f} dB", ">= -1 dB")
@@ -115,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     payload = {
         "config": str(args.config),
         "style": args.style,
+        "analogy_steps": runs[0]["analogy_steps"],
         "reference": str(reference),
         "truth": str(truth),
         "joint_run": str(joint) if args.joint_run else "trained here",
