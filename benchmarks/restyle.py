@@ -92,7 +92,13 @@ def main(argv: list[str] | None = None) -> int:
             seconds = time.perf_counter() - start
             info = torch.load(copy / "styles" / f"{args.style}.pt", weights_only=True)["info"]
             runs.append(
-                {"command_seconds": seconds, "fit_seconds": info["seconds"], "analogy_steps": info["analogy_steps"], "transfer": info["transfer"], "train_psnr": info["train_psnr"]}
+                {
+                    "command_seconds": seconds,
+                    "fit_seconds": info["seconds"],
+                    "analogy_steps": info["analogy_steps"],
+                    "transfer": info["transfer"],
+                    "train_psnr": info["train_psnr"],
+                }
             )
             console.print(f"restyle {i + 1}: {seconds:.1f} s, transfer {info['transfer']['psnr']:.2f} dB")
 
