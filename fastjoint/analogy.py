@@ -43,7 +43,7 @@ from fastjoint.pairing import ORIGINAL
 from fastjoint.plane import OPAQUE
 
 COLOUR_SCALE = 0.05  # colours this far apart (in [0, 1] per channel) weigh exp(-1/2) of alike ones
-NORMAL_SCALE = 0.3  # the same for normals (unit vectors)
+NORMAL_SCALE = 0.15  # the same for normals (unit vectors)
 FEATURE_SCALE = 0.1  # the same for style features
 EXAMPLES = 6000  # the reference's pixels the change is borrowed from
 BATCH = 8192  # samples per fitting step
