@@ -23,9 +23,9 @@ style's change where it was trained, on the reference, and hands it to the targe
   reference keeps its fit). It then replaces the style's decoder.
 
 `train` runs it once the joint training has reached `train.steps` (a resumed run that has not
-run it yet does), `restyle` on the decoder it fits. On the kit's 64 px scenes it takes about half a
-minute of one CPU core, most of it marching both scenes' views and borrowing the change, not the steps
-(benchmarks/README.md, "The analogy fit").
+run it yet does), `restyle` on the decoder it fits. On the kit's 64 px scenes it takes 7 to 11 s of
+one CPU core with the other core busy: about a third each marching both scenes' views, borrowing the
+change and the steps (benchmarks/README.md, "The analogy fit").
 """
 
 from __future__ import annotations
